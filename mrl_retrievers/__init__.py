@@ -1,0 +1,32 @@
+"""mrl-retrievers: coarse-to-fine retrieval over Matryoshka (MRL) embeddings."""
+
+from __future__ import annotations
+
+from .config import Secret, Settings, load_config
+from .errors import (
+    CorruptStoreError,
+    MRLError,
+    StoreLockedError,
+    UnsupportedFilterError,
+    UnsupportedFormatError,
+)
+from .store import MRLStore
+from .types import EmbeddingSpec, Hit, Record
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptStoreError",
+    "EmbeddingSpec",
+    "Hit",
+    "MRLError",
+    "MRLStore",
+    "Record",
+    "Secret",
+    "Settings",
+    "StoreLockedError",
+    "UnsupportedFilterError",
+    "UnsupportedFormatError",
+    "__version__",
+    "load_config",
+]

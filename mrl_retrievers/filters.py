@@ -1,0 +1,433 @@
+"""The one metadata filter syntax (Mongo style): parse it, evaluate it in Python, compile it to SQL.
+
+``matches`` is THE reference: ``to_sql`` (in ``_filter_sql``) and every framework translator must
+agree with it on every input (tests fuzz them against each other). Filters address top-level
+metadata keys; a bare value means ``$eq``; several keys in one dict, or several operators on one
+key, mean AND. Anything not understood raises: a filter never silently matches everything.
+
+Semantics (``v`` is the document's value for the key, possibly missing):
+
+=============  ==================================================================================
+``$eq $ne``    JSON-value equality: ``1 == 1.0``, ``true != 1`` (bool is not a number), lists and
+               objects compare whole and recursively by the same rule, ``null`` equals a present
+               null only. Missing is "not equal", so ``$ne`` matches missing keys.
+``$gt`` ...    ``$gt $gte $lt $lte``: the operand must be a finite int/float (not bool); documents
+               whose value is not a number (or is missing) do not match.
+``$in $nin``   ``v`` equals one of a list of scalars (whole value: a list ``v`` never matches
+               element-wise). ``$in: []`` matches nothing, ``$nin`` is its negation (matches missing).
+``$contains``  ``v`` is a list with an element equal to the scalar operand, or ``v`` is a string
+               containing the (string) operand as a substring.
+``$any``       ``v`` is a list sharing at least one element with the operand list
+               (``$any: []`` matches nothing).
+``$all``       ``v`` is a list holding every element of the operand list (``$all: []`` matches
+               every list value, including ``[]``, and nothing else).
+``$text``      ``v`` is a string containing the operand (case-sensitive substring).
+``$itext``     the same after Unicode ``str.casefold()`` of both sides (so "STRASSE" finds "straße").
+``$exists``    ``true``: the key is present (even with ``null``); ``false``: absent.
+``$empty``     ``true``: ``v`` is missing, ``null`` or ``[]`` (NOT ``""`` and NOT ``{}``, as in the
+               design table); ``false`` is the exact negation.
+``$and $or``   a non-empty list of non-empty filter dicts.
+``$not``       a filter dict (its negation) or a non-empty list of them (none of them holds).
+=============  ==================================================================================
+
+Operands must be JSON that metadata can hold (no NaN/inf, ints within signed 64-bit, valid Unicode
+without U+0000); numpy scalars are accepted and converted with ``.item()``. Tuples count as lists.
+
+Example:
+    >>> flt = {"year": {"$gte": 2020}, "$or": [{"lang": "en"}, {"tags": {"$contains": "faq"}}]}
+    >>> matches(flt, {"year": 2021, "lang": "de", "tags": ["faq"]})
+    True
+    >>> sql, params = to_sql({"lang": "en"})   # keys and values only ever travel in params
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Union
+
+from .errors import FilterError, UnsupportedFilterError
+
+OPERATORS = (
+    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin",
+    "$contains", "$any", "$all", "$text", "$itext", "$exists", "$empty",
+)  # fmt: skip
+COMBINATORS = ("$and", "$or", "$not")
+MAX_FILTER_DEPTH = 32  # nested combinators; far below SQLite's expression-depth limit of 1000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+__all__ = [
+    "COMBINATORS",
+    "OPERATORS",
+    "And",
+    "Condition",
+    "Node",
+    "Not",
+    "Or",
+    "json_equal",
+    "matches",
+    "parse_filter",
+    "register_sql_functions",
+    "to_sql",
+]
+
+
+# --- the AST ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``key <op> operand`` on one top-level key. List operands are tuples, object operands are
+    read-only mappings, so a parsed filter cannot change under a caller."""
+
+    key: str
+    op: str
+    operand: Any
+
+
+@dataclass(frozen=True)
+class And:
+    """All children hold."""
+
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    """At least one child holds."""
+
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    """None of the children holds (one child: plain negation)."""
+
+    children: tuple[Node, ...]
+
+
+Node = Union[Condition, And, Or, Not]
+_NODE_TYPES = (Condition, And, Or, Not)
+
+
+# --- public API ------------------------------------------------------------------------------
+
+
+def parse_filter(spec: Mapping[str, Any] | Node | None) -> Node | None:
+    """Validate a filter dict and build its AST. ``None`` and ``{}`` mean "no filter" (``None``).
+
+    Raises:
+        UnsupportedFilterError: an unknown operator/combinator, or a nested-object match.
+        FilterError: a malformed filter (bad key, wrong operand type, empty list...).
+    """
+    if spec is None or isinstance(spec, _NODE_TYPES):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise FilterError(f"a filter must be a dict, got {type(spec).__name__}: {_short(spec)}")
+    if not spec:
+        return None
+    return _parse_dict(spec, "filter", 1)
+
+
+def matches(flt: Node | Mapping[str, Any] | None, metadata: Mapping[str, Any] | None) -> bool:
+    """Evaluate a filter on one item's metadata (a JSON object as ``load_metadata`` returns it).
+
+    No filter (``None`` or ``{}``) matches everything.
+    """
+    node = parse_filter(flt)
+    return True if node is None else _evaluate(node, metadata if metadata is not None else {})
+
+
+def to_sql(flt: Node | Mapping[str, Any] | None, column: str = "metadata") -> tuple[str, list[Any]]:
+    """Compile a filter to a SQLite boolean expression over a TEXT column of metadata JSON.
+
+    Returns ``(sql, params)`` with ``?`` placeholders; keys and values are only in ``params``.
+    ``column`` is a trusted identifier from our own code (``name`` or ``table.name``). The SQL uses
+    functions from ``register_sql_functions``: call it on the connection first. No filter gives
+    ``("1", [])``. The expression is never NULL, so it can be negated or combined freely.
+    """
+    from . import _filter_sql  # deferred: _filter_sql imports this module's AST
+
+    node = parse_filter(flt)
+    _filter_sql.check_column(column)
+    return ("1", []) if node is None else _filter_sql.compile_node(node, column)
+
+
+def register_sql_functions(conn: Any) -> None:
+    """Register the deterministic SQL functions ``to_sql`` output needs on a sqlite3 connection."""
+    from . import _filter_sql
+
+    _filter_sql.register(conn)
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON-value equality: numbers by value, bool is not a number, containers recursively."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if _is_number(a) and _is_number(b):
+        return a == b
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    if a is None or b is None:
+        return a is None and b is None
+    if _is_list(a) and _is_list(b):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return False
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def _parse_dict(spec: Mapping[Any, Any], where: str, depth: int) -> Node:
+    if depth > MAX_FILTER_DEPTH:
+        raise FilterError(f"{where}: filter nested deeper than {MAX_FILTER_DEPTH} levels")
+    parts: list[Node] = []
+    for key, value in spec.items():
+        here = f"{where}[{key!r}]"
+        if isinstance(key, str) and key.startswith("$"):
+            parts.append(_parse_combinator(key, value, here, depth))
+        else:
+            _check_key(key, here)
+            parts.extend(_parse_field(key, value, here))
+    return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+def _parse_combinator(name: str, value: Any, where: str, depth: int) -> Node:
+    if name in ("$and", "$or"):
+        children = _parse_filter_list(name, value, where, depth)
+        return And(children) if name == "$and" else Or(children)
+    if name == "$not":
+        if isinstance(value, Mapping):
+            return Not((_parse_sub(value, where, depth),))
+        return Not(_parse_filter_list(name, value, where, depth))
+    hint = " (it is an operator: use it on a key, {key: {op: value}})" if name in OPERATORS else ""
+    raise UnsupportedFilterError(
+        f"{where}: unknown combinator {name!r}{hint}. A filter dict's $-keys may be "
+        f"{', '.join(COMBINATORS)}; operators on a key may be {', '.join(OPERATORS)}"
+    )
+
+
+def _parse_filter_list(name: str, value: Any, where: str, depth: int) -> tuple[Node, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        what = "a dict or " if name == "$not" else ""
+        raise FilterError(f"{where}: {name} takes {what}a non-empty list of filter dicts, got {_short(value)}")
+    return tuple(_parse_sub(item, f"{where}[{i}]", depth) for i, item in enumerate(value))
+
+
+def _parse_sub(value: Any, where: str, depth: int) -> Node:
+    if not isinstance(value, Mapping):
+        raise FilterError(f"{where}: expected a filter dict, got {type(value).__name__}: {_short(value)}")
+    if not value:  # {} means "no filter": inside $or/$not it would silently match (or drop) everything
+        raise FilterError(f"{where}: an empty filter dict is not allowed inside a combinator")
+    return _parse_dict(value, where, depth + 1)
+
+
+def _check_key(key: Any, where: str) -> None:
+    if not isinstance(key, str):
+        raise FilterError(f"{where}: a filter key must be a string, got {type(key).__name__}")
+    if not key:
+        raise FilterError(f"{where}: a filter key must not be empty")
+    bad = next((c for c in key if c in '"\\' or ord(c) < 0x20), None)
+    if bad is not None:
+        # SQLite JSON paths compare a quoted label with the key's raw (escaped) JSON text, so a key
+        # JSON must escape (quote, backslash, control character) cannot be addressed.
+        raise FilterError(f"{where}: key {key!r} contains {bad!r}, which a SQLite JSON path cannot address")
+    _check_string(key, where)
+
+
+def _parse_field(key: str, value: Any, where: str) -> list[Node]:
+    if not isinstance(value, Mapping):
+        return [Condition(key, "$eq", _json_operand(value, where, 1))]
+    if not value:
+        raise FilterError(f"{where}: an empty operator dict; give an operator, e.g. {{'$eq': ...}}")
+    if not all(isinstance(op, str) and op.startswith("$") for op in value):
+        raise UnsupportedFilterError(
+            f"{where}: {_short(dict(value))} mixes or lacks $-operators; filters address top-level "
+            "keys only. To compare a whole object use {'$eq': {...}}"
+        )
+    return [_parse_condition(key, op, operand, f"{where}[{op!r}]") for op, operand in value.items()]
+
+
+def _parse_condition(key: str, op: str, operand: Any, where: str) -> Condition:
+    check = _OPERAND_CHECKS.get(op)
+    if check is None:
+        hint = "; combinators take whole filter dicts, e.g. {'$not': {key: {...}}}" if op in COMBINATORS else ""
+        raise UnsupportedFilterError(
+            f"{where}: unsupported operator {op!r}. Supported: {', '.join(OPERATORS)}{hint}"
+        )
+    return Condition(key, op, check(op, _unwrap_numpy(operand), where))
+
+
+# --- operand checks: each returns the normalized, frozen operand or raises FilterError ---------
+
+
+def _json_operand(value: Any, where: str, depth: int) -> Any:
+    value = _unwrap_numpy(value)
+    if _is_scalar(value):
+        return _scalar(value, where)
+    if depth > MAX_FILTER_DEPTH:
+        raise FilterError(f"{where}: operand nested deeper than {MAX_FILTER_DEPTH} levels")
+    if _is_list(value):
+        return tuple(_json_operand(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+    if isinstance(value, Mapping):
+        for k in value:
+            if not isinstance(k, str):
+                raise FilterError(f"{where}: object keys must be strings, got {k!r}")
+            _check_string(k, where)
+        return MappingProxyType({k: _json_operand(v, f"{where}[{k!r}]", depth + 1) for k, v in value.items()})
+    raise FilterError(f"{where}: {type(value).__name__} is not a JSON value: {_short(value)}")
+
+
+def _scalar(value: Any, where: str) -> Any:
+    """Validate one JSON scalar (None, bool, int, float, str) and return it as a plain type."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise FilterError(f"{where}: integer {value} is outside signed 64-bit, which metadata cannot hold")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise FilterError(f"{where}: {value!r} is not a JSON number (NaN/inf)")
+        return float(value)
+    _check_string(value, where)
+    return str(value)
+
+
+def _check_json(op: str, value: Any, where: str) -> Any:
+    return _json_operand(value, where, 1)
+
+
+def _check_number(op: str, value: Any, where: str) -> Any:
+    if not _is_number(value):
+        raise FilterError(f"{where}: {op} needs a number (int or float), got {type(value).__name__}: {_short(value)}")
+    return _scalar(value, where)
+
+
+def _check_scalar(op: str, value: Any, where: str) -> Any:
+    if not _is_scalar(value):
+        raise FilterError(f"{where}: {op} needs a scalar (str, number, bool or None), got {_short(value)}")
+    return _scalar(value, where)
+
+
+def _check_scalar_list(op: str, value: Any, where: str) -> tuple[Any, ...]:
+    if not _is_list(value):
+        raise FilterError(f"{where}: {op} needs a list of scalars, got {type(value).__name__}: {_short(value)}")
+    return tuple(_check_scalar(op, _unwrap_numpy(v), f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _check_text(op: str, value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise FilterError(f"{where}: {op} needs a string, got {type(value).__name__}: {_short(value)}")
+    return _scalar(value, where)
+
+
+def _check_bool(op: str, value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise FilterError(f"{where}: {op} needs true or false, got {type(value).__name__}: {_short(value)}")
+    return value
+
+
+def _check_string(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FilterError(f"{where}: {_short(text)} is not valid Unicode (lone surrogate)") from None
+    if "\x00" in text:  # metadata cannot hold U+0000 (SQLite's json_extract truncates there)
+        raise FilterError(f"{where}: {_short(text)} contains U+0000")
+
+
+_OPERAND_CHECKS: dict[str, Callable[[str, Any, str], Any]] = {
+    "$eq": _check_json, "$ne": _check_json,
+    "$gt": _check_number, "$gte": _check_number, "$lt": _check_number, "$lte": _check_number,
+    "$in": _check_scalar_list, "$nin": _check_scalar_list,
+    "$any": _check_scalar_list, "$all": _check_scalar_list,
+    "$contains": _check_scalar,
+    "$text": _check_text, "$itext": _check_text,
+    "$exists": _check_bool, "$empty": _check_bool,
+}  # fmt: skip
+
+
+# --- the reference evaluator ------------------------------------------------------------------
+
+_MISSING: Any = object()  # the value of a key the document does not have
+
+
+def _evaluate(node: Node, md: Mapping[str, Any]) -> bool:
+    if isinstance(node, Condition):
+        return _PY_OPS[node.op](md.get(node.key, _MISSING), node.operand)
+    if isinstance(node, And):
+        return all(_evaluate(child, md) for child in node.children)
+    if isinstance(node, Or):
+        return any(_evaluate(child, md) for child in node.children)
+    return not any(_evaluate(child, md) for child in node.children)
+
+
+def _eq(v: Any, x: Any) -> bool:
+    return v is not _MISSING and json_equal(v, x)
+
+
+def _in(v: Any, xs: tuple[Any, ...]) -> bool:
+    return any(_eq(v, x) for x in xs)
+
+
+def _has_element(v: Any, x: Any) -> bool:
+    return _is_list(v) and any(json_equal(e, x) for e in v)
+
+
+def _contains(v: Any, x: Any) -> bool:
+    return _has_element(v, x) or (isinstance(v, str) and isinstance(x, str) and x in v)
+
+
+def _empty(v: Any) -> bool:
+    return v is _MISSING or v is None or (_is_list(v) and len(v) == 0)
+
+
+_PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "$eq": _eq,
+    "$ne": lambda v, x: not _eq(v, x),
+    "$gt": lambda v, x: _is_number(v) and v > x,
+    "$gte": lambda v, x: _is_number(v) and v >= x,
+    "$lt": lambda v, x: _is_number(v) and v < x,
+    "$lte": lambda v, x: _is_number(v) and v <= x,
+    "$in": _in,
+    "$nin": lambda v, xs: not _in(v, xs),
+    "$contains": _contains,
+    "$any": lambda v, xs: any(_has_element(v, x) for x in xs),
+    "$all": lambda v, xs: _is_list(v) and all(_has_element(v, x) for x in xs),
+    "$text": lambda v, x: isinstance(v, str) and x in v,
+    "$itext": lambda v, x: isinstance(v, str) and x.casefold() in v.casefold(),
+    "$exists": lambda v, x: (v is not _MISSING) == x,
+    "$empty": lambda v, x: _empty(v) == x,
+}
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple))
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _unwrap_numpy(value: Any) -> Any:
+    # Duck-typed so this module stays stdlib-only: numpy scalars (and 0-d arrays) have ndim 0.
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

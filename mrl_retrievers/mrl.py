@@ -1,0 +1,91 @@
+"""Matryoshka maths: validate, normalize, truncate and renormalize vectors (numpy only).
+
+An MRL vector keeps most of its meaning in its first dimensions. A *prefix* of width ``d`` is the
+first ``d`` numbers, renormalized to unit length so that inner product equals cosine similarity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DimensionMismatchError, InvalidInputError, InvalidVectorError
+
+# Rows whose norm is below this are treated as all-zero: they have no direction to compare.
+_MIN_NORM = 1e-12
+
+
+def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
+    """Validate a batch of vectors and return it as a C-contiguous float32 (n, dim) array.
+
+    Raises:
+        InvalidVectorError: not numeric, NaN/inf, or an all-zero row (the row index is named).
+        DimensionMismatchError: the width is not ``dim``.
+    """
+    try:
+        arr = np.asarray(vectors)
+    except (TypeError, ValueError) as exc:  # ragged lists
+        raise InvalidVectorError(f"{what} must be a 2-D numeric array: {exc}") from None
+    if arr.ndim == 1 and arr.size == 0:
+        arr = arr.reshape(0, dim)
+    if arr.ndim != 2:
+        raise InvalidVectorError(f"{what} must be 2-D (n, {dim}), got shape {arr.shape}")
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidVectorError(f"{what} must be numeric, got dtype {arr.dtype}")
+    if arr.shape[1] != dim:
+        raise DimensionMismatchError(f"{what} have width {arr.shape[1]}, expected {dim}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InvalidVectorError(f"{what} row {bad} contains NaN or infinity")
+    norms = np.linalg.norm(arr, axis=1)
+    if (norms < _MIN_NORM).any():
+        bad = int(np.flatnonzero(norms < _MIN_NORM)[0])
+        raise InvalidVectorError(f"{what} row {bad} is all zeros (it has no direction)")
+    return arr
+
+
+def as_vector(vector: Any, dim: int, *, what: str = "query vector") -> np.ndarray:
+    """Validate one vector; return it as float32 (dim,)."""
+    arr = np.asarray(vector) if not isinstance(vector, np.ndarray) else vector
+    if arr.ndim != 1:
+        raise InvalidVectorError(f"{what} must be 1-D ({dim},), got shape {arr.shape}")
+    return as_matrix(arr.reshape(1, -1), dim, what=what)[0]
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Scale each row (or the one vector) to unit length. Zero rows stay zero."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(arr, axis=-1, keepdims=True)
+    return arr / np.maximum(norms, _MIN_NORM)
+
+
+def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The first ``dim`` numbers of each vector (a copy, not renormalized)."""
+    arr = np.asarray(vectors)
+    if not 1 <= dim <= arr.shape[-1]:
+        raise InvalidInputError(f"cannot truncate width {arr.shape[-1]} to {dim}")
+    return np.array(arr[..., :dim], dtype=np.float32, copy=True)
+
+
+def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The renormalized prefix of width ``dim``: what the coarse index stores and searches.
+
+    Example:
+        >>> v = np.array([3.0, 4.0, 12.0])
+        >>> prefix(v, 2).round(2).tolist()
+        [0.6, 0.8]
+    """
+    return np.ascontiguousarray(normalize(truncate(vectors, dim)))
+
+
+def check_width(name: str, value: Any, *, full_dim: int) -> int:
+    """Validate a width setting (prefix or funnel) against the full width."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= full_dim:
+        raise InvalidInputError(f"{name} must be an integer in 1..{full_dim}, got {value!r}")
+    return int(value)
+
+
+__all__ = ["as_matrix", "as_vector", "check_width", "normalize", "prefix", "truncate"]

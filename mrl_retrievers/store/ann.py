@@ -1,0 +1,133 @@
+"""The coarse index: hnswlib over renormalized prefixes, with its sharp edges owned here.
+
+hnswlib 0.8.0 facts this wrapper exists for (see FACTS.md):
+- ``knn_query`` raises "Cannot return the results in a contiguous 2D array" when it finds fewer
+  than k live items (empty index, k above the live count, deletions): we clamp k and retry.
+- ``add_items``/``resize_index`` beside ``knn_query`` crash: the store's readers-writer lock
+  guards every mutation; this class is not thread-safe for writes.
+- ``save_index`` writes straight over its destination: we save to a temp file and rename.
+- ``load_index`` trusts the header (crafted files segfault): we only load a file whose size and
+  CRC-32 match what we recorded when we wrote it, after checking the header fields.
+- ``ef`` is not saved: the manifest keeps it.
+- ``get_current_count`` counts deleted items: we count deletions ourselves.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from ..errors import CorruptStoreError
+from .fs import commit_temp_file, file_crc32, temp_path
+
+_HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswalg.h saveIndex(), fields in order
+
+
+def check_header(path: Path, *, dim: int) -> None:
+    """Reject a file whose hnswlib header is inconsistent with ``dim`` or with its own size."""
+    raw = path.read_bytes()[: _HEADER.size] if path.stat().st_size >= _HEADER.size else b""
+    if len(raw) < _HEADER.size:
+        raise CorruptStoreError(f"{path.name}: shorter than an hnswlib header")
+    (off_l0, max_el, count, per_el, label_off, off_data, max_level, enter, max_m, max_m0, m, _mult, _efc) = _HEADER.unpack(raw)
+    links0 = max_m0 * 4 + 4
+    problems = []
+    if off_l0 != 0 or not 2 <= m <= 2048 or max_m != m or max_m0 != 2 * m:
+        problems.append("graph parameters")
+    if per_el != links0 + dim * 4 + 8 or off_data != links0 or label_off != links0 + dim * 4:
+        problems.append(f"element layout (not a {dim}-wide index)")
+    if count > max_el or (count and (enter >= count or not 0 <= max_level < 64)):
+        problems.append("element count / entry point")
+    if path.stat().st_size < _HEADER.size + count * (per_el + 4):
+        problems.append("file shorter than its element count")
+    if problems:
+        raise CorruptStoreError(f"{path.name}: bad hnswlib header ({', '.join(problems)})")
+
+
+class AnnIndex:
+    """hnswlib inner-product index over unit prefixes; labels are vector-file rows."""
+
+    def __init__(self, index: hnswlib.Index, dim: int, deleted: int = 0) -> None:
+        self._index = index
+        self.dim = dim
+        self.deleted = deleted
+
+    @classmethod
+    def empty(cls, dim: int, *, M: int, ef_construction: int, capacity: int = 1024) -> "AnnIndex":
+        index = hnswlib.Index(space="ip", dim=dim)
+        index.init_index(max_elements=max(capacity, 16), M=M, ef_construction=ef_construction, random_seed=100)
+        return cls(index, dim)
+
+    @classmethod
+    def load(cls, path: Path, *, dim: int, size: int, crc32: int) -> "AnnIndex":
+        """Load a checkpoint, but only if it is byte-for-byte the file we wrote."""
+        if not path.is_file() or path.stat().st_size != size:
+            raise CorruptStoreError(f"{path.name}: missing or wrong size")
+        check_header(path, dim=dim)
+        if file_crc32(path) != crc32:
+            raise CorruptStoreError(f"{path.name}: checksum mismatch")
+        index = hnswlib.Index(space="ip", dim=dim)
+        index.load_index(str(path), max_elements=0)
+        return cls(index, dim)
+
+    # --- size --------------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Elements ever added (deleted included): labels [0, count) for our row-ordered adds."""
+        return self._index.get_current_count()
+
+    @property
+    def live(self) -> int:
+        return self.count - self.deleted
+
+    # --- writes (caller holds the write lock) ---------------------------------------------------
+
+    def add(self, prefixes: np.ndarray, rows: np.ndarray, num_threads: int = 1) -> None:
+        """Insert prefixes under row labels (bulk builds pass num_threads=-1: all cores)."""
+        needed = self.count + len(rows)
+        capacity = self._index.get_max_elements()
+        if needed > capacity:
+            self._index.resize_index(max(needed, capacity * 2))
+        self._index.add_items(prefixes, rows, num_threads=num_threads)
+
+    def mark_deleted(self, rows) -> None:
+        for row in rows:
+            try:
+                self._index.mark_deleted(int(row))
+            except RuntimeError:  # not in the index, or already deleted: nothing to do
+                continue
+            self.deleted += 1
+
+    def save(self, path: Path) -> tuple[int, int]:
+        """Checkpoint atomically; return (size, crc32) for the manifest."""
+        tmp = temp_path(path)
+        self._index.save_index(str(tmp))
+        crc = file_crc32(tmp)
+        size = tmp.stat().st_size
+        commit_temp_file(tmp, path, point="ann")
+        return size, crc
+
+    # --- reads (safe beside other reads) ----------------------------------------------------------
+
+    def query(self, prefixes: np.ndarray, k: int, ef: int, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows by prefix similarity for each query; fewer columns if fewer live items.
+
+        Returns (rows int64 (q, k'), similarities float32 (q, k')).
+        """
+        k = min(k, self.live)
+        if k <= 0:
+            q = len(prefixes)
+            return np.empty((q, 0), dtype=np.int64), np.empty((q, 0), dtype=np.float32)
+        for attempt in range(4):
+            # ef below k is meaningless; hnswlib silently raises it, we do it explicitly.
+            self._index.set_ef(max(ef, k) * (2**attempt))
+            try:
+                labels, dist = self._index.knn_query(prefixes, k=k, num_threads=num_threads)
+                return labels.astype(np.int64), (1.0 - dist).astype(np.float32)
+            except RuntimeError:
+                # Deletions can leave the graph search short of k live items: widen and retry.
+                continue
+        raise LookupError("coarse index could not return enough candidates")

@@ -1,0 +1,226 @@
+"""Creating and opening a store on disk: path checks, recovery, the open state and its release.
+
+Open = verify the manifest -> take the writer lock -> read SQLite's committed state -> check the
+vector file holds every committed row (cut off an uncommitted tail) -> load the coarse-index
+checkpoint if it is byte-for-byte ours and of the current row epoch, else rebuild it -> re-add rows
+above its watermark -> re-apply tombstones -> remove orphans. Nothing unchecked reaches hnswlib.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CorruptStoreError, InvalidInputError, StoreClosedError, StoreExistsError, StoreNotFoundError
+from ..mrl import check_width
+from ..types import EmbeddingSpec
+from . import maintenance
+from .ann import AnnIndex
+from .docstore import DOCS_NAME, DocStore
+from .fs import WriterLock, fsync_dir, remove_orphan_temps
+from .search import RowChecks
+from .manifest import (
+    DEFAULT_EF,
+    DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_EXACT_BELOW,
+    DEFAULT_M,
+    DEFAULT_SHORTLIST,
+    MANIFEST_NAME,
+    REPAIR_HINT,
+    Manifest,
+    load_manifest,
+)
+from .vectors import VectorFile, vector_file_name
+
+log = logging.getLogger("mrl_retrievers.store")
+
+LOCK_NAME = "lock"
+_OUR_FILE = re.compile(r"^(manifest\.json|docs\.sqlite(-wal|-shm|-journal)?|lock|vectors\.\d{6}\.f(16|32)|prefix\.[0-9a-f.]+\.hnsw)(\.tmp-mrl)?$")
+
+
+@dataclass
+class StoreState:
+    """Everything an open store holds. Never references the MRLStore (so GC can finalize it)."""
+
+    directory: Path
+    read_only: bool
+    temporary: bool
+    manifest: Manifest
+    docs: DocStore
+    vectors: VectorFile
+    ann: AnnIndex
+    epoch: int
+    rows: int
+    lock: WriterLock | None = None
+    released: bool = field(default=False)
+    ann_note: str | None = None  # why the coarse index was rebuilt on open, if it was
+    checked: RowChecks = field(default_factory=RowChecks)  # rows whose checksum this handle verified
+
+    def pending_rows(self) -> int:
+        """Rows not yet in the coarse-index checkpoint file (plus 1 if deletions are unsaved)."""
+        ann = self.manifest.ann
+        if ann.file is None or ann.epoch != self.epoch:
+            return max(self.rows, 1) if self.rows else 0
+        return self.rows - ann.watermark
+
+    def set_manifest(self, manifest: Manifest) -> None:
+        manifest.save(self.directory)
+        self.manifest = manifest
+
+    def check_epoch(self) -> None:
+        """A read-only handle must not map rows of a compacted store with its old row numbers."""
+        if self.read_only and self.docs.state()[0] != self.epoch:
+            raise StoreClosedError(
+                f"store {self.directory} was compacted by its writer since this read-only handle was opened; reopen it"
+            )
+
+    def checkpoint(self) -> None:
+        maintenance.checkpoint(self)
+
+    def reindex(self, prefix_dim: int, funnel_dim: int | None) -> None:
+        maintenance.reindex(self, prefix_dim, funnel_dim)
+
+    def compact(self) -> int:
+        return maintenance.compact(self)
+
+    def stats(self) -> dict:
+        return maintenance.stats(self)
+
+
+def release(state: StoreState) -> None:
+    """Close files, fold the WAL, drop the lock, delete a temporary store. Safe to call twice."""
+    if state.released:
+        return
+    state.released = True
+    try:
+        state.docs.close(checkpoint=not state.read_only)
+        state.vectors.close()
+    finally:
+        if state.lock is not None:
+            state.lock.release()
+        if state.temporary:
+            shutil.rmtree(state.directory, ignore_errors=True)
+
+
+def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, ef, funnel_dim, M, ef_construction) -> Manifest:
+    """Validate create() arguments into a manifest (nothing is written yet)."""
+    if isinstance(full_dim, bool) or not isinstance(full_dim, int) or not 1 <= full_dim <= 65536:
+        raise InvalidInputError(f"full_dim must be an integer in 1..65536, got {full_dim!r}")
+    prefix_dim = check_width("prefix_dim", prefix_dim, full_dim=full_dim)
+    if dtype not in ("float16", "float32"):
+        raise InvalidInputError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    if spec is not None and not isinstance(spec, EmbeddingSpec):
+        raise InvalidInputError(f"spec must be an EmbeddingSpec, got {type(spec).__name__}")
+    if spec is not None and spec.dim != full_dim:
+        raise InvalidInputError(f"spec.dim ({spec.dim}) differs from full_dim ({full_dim})")
+    if funnel_dim is not None and not prefix_dim < check_width("funnel_dim", funnel_dim, full_dim=full_dim) < full_dim:
+        raise InvalidInputError(f"funnel_dim must lie strictly between prefix_dim ({prefix_dim}) and full_dim ({full_dim})")
+    values = {"exact_below": exact_below, "shortlist": shortlist, "ef": ef, "M": M, "ef_construction": ef_construction}
+    for name, value in values.items():
+        minimum = 0 if name == "exact_below" else 2 if name == "M" else 1
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return Manifest(
+        full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, funnel_dim=funnel_dim,
+        shortlist=shortlist or DEFAULT_SHORTLIST, ef=ef or DEFAULT_EF,
+        exact_below=DEFAULT_EXACT_BELOW if exact_below is None else exact_below,
+        M=M or DEFAULT_M, ef_construction=ef_construction or DEFAULT_EF_CONSTRUCTION,
+    )
+
+
+def initialize(directory: Path, manifest: Manifest) -> None:
+    """Write an empty store. The manifest goes last: its presence is what makes a store."""
+    if directory.is_symlink():
+        raise InvalidInputError(f"refusing to create a store through a symlink: {directory}")
+    if directory.exists():
+        if not directory.is_dir():
+            raise StoreExistsError(f"{directory} exists and is not a directory")
+        leftovers = [p.name for p in directory.iterdir()]
+        if (directory / MANIFEST_NAME).exists():
+            raise StoreExistsError(f"a store already exists at {directory}; open it with MRLStore.open()")
+        if any(not _OUR_FILE.match(name) for name in leftovers):
+            raise StoreExistsError(f"{directory} is not empty; choose an empty or new directory")
+        for name in leftovers:  # remains of an interrupted create
+            (directory / name).unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    name = vector_file_name(0, manifest.dtype)
+    DocStore.create(directory, vector_file=name).close(checkpoint=True)
+    (directory / name).touch()
+    fsync_dir(directory)
+    manifest.save(directory)
+
+
+def check_store_path(path: Path) -> Path:
+    """The directory of an existing store, or a typed error saying what the path is instead."""
+    if not path.exists():
+        raise StoreNotFoundError(f"no store at {path} (path does not exist); create one with MRLStore.create()")
+    if not path.is_dir():
+        raise StoreNotFoundError(f"{path} is a file, not a store directory")
+    manifest = path / MANIFEST_NAME
+    if not manifest.exists():
+        raise StoreNotFoundError(f"{path} is not an mrl-retrievers store (no {MANIFEST_NAME})")
+    for name in (MANIFEST_NAME, DOCS_NAME):
+        if (path / name).is_symlink():
+            raise CorruptStoreError(f"{path / name} is a symlink; a store's files must be regular files")
+    return path
+
+
+def open_state(directory: Path, *, read_only: bool, temporary: bool) -> StoreState:
+    manifest = load_manifest(directory)
+    lock = None
+    if not read_only:
+        lock = WriterLock(directory / LOCK_NAME)
+        lock.acquire()
+    try:
+        return _recover(directory, manifest, read_only=read_only, temporary=temporary, lock=lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _recover(directory: Path, manifest: Manifest, *, read_only: bool, temporary: bool, lock: WriterLock | None) -> StoreState:
+    hint = REPAIR_HINT.format(path=directory)
+    if not (directory / DOCS_NAME).is_file():
+        raise CorruptStoreError(f"{directory / DOCS_NAME} is missing; the store's source of truth is gone")
+    docs = DocStore.connect(directory, read_only=read_only)
+    try:
+        epoch, rows, vector_name = docs.state()
+        vector_path = directory / vector_name
+        if not vector_path.is_file() or vector_path.is_symlink():
+            raise CorruptStoreError(f"{vector_path} is missing; {hint}")
+        vectors = VectorFile(vector_path, dim=manifest.full_dim, dtype=manifest.dtype, writable=not read_only)
+        on_disk = vectors.rows_on_disk()
+        if on_disk < rows:
+            vectors.close()
+            raise CorruptStoreError(
+                f"{vector_path.name} holds {on_disk} rows but {rows} are committed (truncated file); {hint}"
+            )
+        if not read_only:
+            vectors.cut_to(rows)  # the tail of a batch that crashed before its commit
+            _remove_orphans(directory, manifest, vector_name)
+        state = StoreState(directory, read_only, temporary, manifest, docs, vectors, None, epoch, rows, lock)  # type: ignore[arg-type]
+        state.ann = maintenance.load_or_rebuild_ann(state)
+        return state
+    except BaseException:
+        docs.close(checkpoint=False)
+        raise
+
+
+def _remove_orphans(directory: Path, manifest: Manifest, vector_name: str) -> None:
+    """Delete temp files and files no longer referenced (old vector files, old index checkpoints)."""
+    removed = remove_orphan_temps(directory)
+    keep = {vector_name, manifest.ann.file}
+    for entry in directory.iterdir():
+        if re.match(r"^(vectors\.\d{6}\.f(16|32)|prefix\.[0-9a-f.]+\.hnsw)$", entry.name) and entry.name not in keep:
+            entry.unlink()
+            removed.append(entry.name)
+    if removed:
+        log.info("removed orphan files from %s: %s", directory, ", ".join(removed))
+        fsync_dir(directory)
+
+
+__all__ = ["StoreState", "check_store_path", "initialize", "new_manifest", "open_state", "release"]

@@ -1,0 +1,134 @@
+"""The row-addressed vector file: full vectors, append-only, read through a memory map.
+
+Row ``r`` lives at byte ``r * row_bytes``; there is no header (the manifest holds width and dtype,
+SQLite holds how many rows are committed and each row's checksum). Bytes past the committed rows
+are the remains of a batch that crashed before its commit: the writer cuts them off on open.
+
+Reads never hand out views of the map (a later remap would invalidate them): every read copies.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .crashpoints import crash_point
+
+_PAGE = mmap.PAGESIZE
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def vector_file_name(epoch: int, dtype: str) -> str:
+    return f"vectors.{epoch:06d}.{'f16' if dtype == 'float16' else 'f32'}"
+
+
+def row_checksums(rows: np.ndarray) -> list[int]:
+    """CRC-32 of each row's stored bytes (``rows`` already in the file's dtype)."""
+    rows = np.ascontiguousarray(rows)
+    return [zlib.crc32(r.tobytes()) for r in rows]
+
+
+class VectorFile:
+    """Append rows, gather rows. Not thread-safe for writes: the store's write lock guards appends."""
+
+    def __init__(self, path: Path, *, dim: int, dtype: str, writable: bool) -> None:
+        self.path = path
+        self.dim = dim
+        self.dtype = np.dtype(DTYPES[dtype])
+        self.row_bytes = dim * self.dtype.itemsize
+        self.writable = writable
+        flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
+        self._fd = os.open(path, flags, 0o644)
+        self._map: mmap.mmap | None = None
+        self._view: np.ndarray = np.empty((0, dim), dtype=self.dtype)
+
+    # --- size --------------------------------------------------------------------------------
+
+    def rows_on_disk(self) -> int:
+        return os.fstat(self._fd).st_size // self.row_bytes
+
+    def bytes_on_disk(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def cut_to(self, rows: int) -> None:
+        """Drop everything after ``rows`` rows (an uncommitted tail from a crashed batch)."""
+        if self.bytes_on_disk() != rows * self.row_bytes:
+            os.ftruncate(self._fd, rows * self.row_bytes)
+            os.fsync(self._fd)
+            self._remap(rows)
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def append(self, start_row: int, rows: np.ndarray, *, durable: bool = True) -> None:
+        """Write ``rows`` (already in the file dtype) at row ``start_row`` and flush them.
+
+        Must complete before the SQLite transaction that publishes these rows commits.
+        """
+        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        offset = start_row * self.row_bytes
+        os.ftruncate(self._fd, offset)  # a crashed batch may have left a tail here
+        written = 0
+        while written < len(data):
+            written += os.pwrite(self._fd, data[written:], offset + written)
+        crash_point("add:vectors-written")
+        if durable:
+            os.fsync(self._fd)
+        crash_point("add:vectors-synced")
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def ensure_mapped(self, rows: int) -> None:
+        """Make sure rows [0, rows) are visible through the map (remap after appends)."""
+        if rows > self._view.shape[0]:
+            self._remap(rows)
+
+    def _remap(self, rows: int) -> None:
+        length = rows * self.row_bytes
+        if length == 0:
+            self._map, self._view = None, np.empty((0, self.dim), dtype=self.dtype)
+            return
+        mm = mmap.mmap(self._fd, length, access=mmap.ACCESS_READ)
+        # Reranks touch a few hundred scattered rows: without this, the kernel's readahead turns
+        # each cold row into a large sequential read (measured ~170 ms vs ~5 ms for 200 rows).
+        if hasattr(mmap, "MADV_RANDOM"):
+            mm.madvise(mmap.MADV_RANDOM)
+        self._map = mm
+        self._view = np.frombuffer(mm, dtype=self.dtype).reshape(-1, self.dim)
+
+    def gather(self, rows: np.ndarray, *, columns: int | None = None) -> np.ndarray:
+        """Copy the given rows (sorted ascending for locality) in the file dtype.
+
+        ``columns`` limits the read to each row's first ``columns`` numbers (the funnel stage).
+        """
+        if len(rows) == 0:
+            return np.empty((0, columns or self.dim), dtype=self.dtype)
+        self.ensure_mapped(int(rows[-1]) + 1)
+        self._prefetch(rows)
+        view = self._view if columns is None else self._view[:, :columns]
+        return view[rows]  # fancy indexing copies
+
+    def _prefetch(self, rows: np.ndarray) -> None:
+        """Ask the kernel to start reading all candidate pages at once (MADV_WILLNEED)."""
+        if self._map is None or len(rows) > 4096 or not hasattr(mmap, "MADV_WILLNEED"):
+            return
+        starts = (rows.astype(np.int64) * self.row_bytes // _PAGE) * _PAGE
+        ends = rows.astype(np.int64) * self.row_bytes + self.row_bytes
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            self._map.madvise(mmap.MADV_WILLNEED, start, end - start)
+
+    def iter_blocks(self, rows: int, block: int = 65536):
+        """Yield (start_row, copy of rows) over [0, rows), for rebuilds and exact scans."""
+        self.ensure_mapped(rows)
+        for start in range(0, rows, block):
+            yield start, np.array(self._view[start : min(rows, start + block)])
+
+    def close(self) -> None:
+        self._map = None
+        self._view = np.empty((0, self.dim), dtype=self.dtype)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)

@@ -1,0 +1,252 @@
+"""MRLStore behaviour: lifecycle, upsert, delete, get, search semantics, handles and locks."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mrl_retrievers import EmbeddingSpec, MRLStore
+from mrl_retrievers.errors import (
+    ReadOnlyStoreError,
+    SpecMismatchError,
+    StoreClosedError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+)
+from mrl_retrievers.bench.synthetic import dataset, queries_near
+from tests.helpers import unit_rows
+
+
+def ids(n, start=0):
+    return [f"doc-{i}" for i in range(start, start + n)]
+
+
+@pytest.mark.parametrize("exact_below", [0, 10_000])
+def test_add_search_get_delete_roundtrip(make_store, rng, exact_below):
+    store = make_store(exact_below=exact_below)
+    vectors = unit_rows(rng, 300, 32)
+    metas = [{"i": i, "tag": ["a", "b"][i % 2]} for i in range(300)]
+    assert store.add(ids(300), vectors, texts=[f"t{i}" for i in range(300)], metadatas=metas) == ids(300)
+    assert len(store) == 300
+
+    hits = store.search(vectors[7], k=5)
+    assert hits[0].id == "doc-7" and hits[0].text == "t7" and hits[0].metadata == {"i": 7, "tag": "b"}
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+    record = store.get(["doc-7", "missing", "doc-1"], include_vectors=True)
+    assert [r.id for r in record] == ["doc-7", "doc-1"]
+    np.testing.assert_allclose(record[0].vector, vectors[7], atol=1e-3)
+
+    assert store.delete(["doc-7", "missing"]) == 1
+    assert len(store) == 299
+    assert all(h.id != "doc-7" for h in store.search(vectors[7], k=50))
+    assert store.get(["doc-7"]) == []
+
+
+def test_upsert_replaces_vector_text_and_metadata(make_store, rng):
+    store = make_store(exact_below=0)
+    vectors = unit_rows(rng, 50, 32)
+    store.add(ids(50), vectors, metadatas=[{"v": 1}] * 50)
+    new = unit_rows(rng, 1, 32)
+    store.add(["doc-3"], new, texts=["fresh"], metadatas=[{"v": 2}])
+    assert len(store) == 50
+    (record,) = store.get(["doc-3"], include_vectors=True)
+    assert record.text == "fresh" and record.metadata == {"v": 2}
+    np.testing.assert_allclose(record.vector, new[0], atol=1e-3)
+    assert store.search(new[0], k=1)[0].id == "doc-3"
+    assert store.search(vectors[3], k=1)[0].id != "doc-3" or store.search(vectors[3], k=1)[0].score < 0.99
+
+
+def test_k_is_clamped_and_small_results_are_shorter(make_store, rng):
+    store = make_store(exact_below=0)
+    assert store.search(unit_rows(rng, 1, 32)[0], k=5) == []
+    store.add(ids(3), unit_rows(rng, 3, 32))
+    assert len(store.search(unit_rows(rng, 1, 32)[0], k=10)) == 3
+    assert len(store.search(unit_rows(rng, 1, 32)[0], k=10, filter={"missing": 1})) == 0
+    store.delete(ids(2))
+    assert [h.id for h in store.search(unit_rows(rng, 1, 32)[0], k=10)] == ["doc-2"]
+
+
+def test_search_batch_matches_single_searches(make_store, rng):
+    store = make_store(exact_below=0, full_dim=64, prefix_dim=16)
+    data = unit_rows(rng, 3000, 64)
+    store.add(ids(3000), data)
+    queries = unit_rows(rng, 20, 64)
+    batch = store.search_batch(queries, k=5)
+    single = [store.search(q, k=5) for q in queries]
+    assert [[h.id for h in hs] for hs in batch] == [[h.id for h in hs] for hs in single]
+
+
+def test_filtered_search_agrees_with_exact(make_store, rng):
+    store = make_store(exact_below=0, full_dim=128, prefix_dim=32)
+    data = dataset(4000, 128, seed=5)
+    store.add(ids(4000), data, metadatas=[{"bucket": i % 10, "big": i >= 2000} for i in range(4000)])
+    for flt in ({"bucket": 3}, {"big": True}, {"bucket": {"$in": [1, 2, 3, 4, 5, 6, 7]}}):
+        for q in queries_near(data, 5, seed=6):
+            got = store.search(q, k=10, filter=flt)
+            exact = store.search_exact(q, k=10, filter=flt)
+            assert len(got) == 10
+            assert len({h.id for h in got} & {h.id for h in exact}) >= 9
+            assert all(_match(h.metadata, flt) for h in got)
+
+
+def _match(md, flt):
+    from mrl_retrievers.filters import matches
+
+    return matches(flt, md)
+
+
+def test_persistence_and_same_handle(tmp_path, rng):
+    data = unit_rows(rng, 100, 32)
+    with MRLStore.create(tmp_path / "s", full_dim=32, prefix_dim=8) as store:
+        store.add(ids(100), data, texts=ids(100))
+        again = MRLStore.open(tmp_path / "s")
+        assert again is store
+    reopened = MRLStore.open(tmp_path / "s")
+    assert reopened is not store and len(reopened) == 100
+    assert reopened.search(data[42], k=1)[0].id == "doc-42"
+    reopened.close()
+    with pytest.raises(StoreClosedError):
+        reopened.search(data[0])
+
+
+def test_spec_is_recorded_and_enforced(tmp_path):
+    spec = EmbeddingSpec(provider="fake", model="m1", dim=16)
+    MRLStore.create(tmp_path / "s", full_dim=16, prefix_dim=4, spec=spec).close()
+    assert MRLStore.open(tmp_path / "s", spec=spec).spec == spec
+    MRLStore.open(tmp_path / "s").close()
+    with pytest.raises(SpecMismatchError, match="model"):
+        MRLStore.open(tmp_path / "s", spec=EmbeddingSpec(provider="fake", model="m2", dim=16))
+
+
+def test_create_refuses_existing_store_and_non_empty_dir(tmp_path):
+    MRLStore.create(tmp_path / "s", full_dim=8, prefix_dim=4).close()
+    with pytest.raises(StoreExistsError):
+        MRLStore.create(tmp_path / "s", full_dim=8, prefix_dim=4)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreExistsError):
+        MRLStore.create(tmp_path / "other", full_dim=8, prefix_dim=4)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_open_errors_name_the_problem(tmp_path):
+    with pytest.raises(StoreNotFoundError, match="does not exist"):
+        MRLStore.open(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreNotFoundError, match="is a file"):
+        MRLStore.open(tmp_path / "file")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(StoreNotFoundError, match="not an mrl-retrievers store"):
+        MRLStore.open(tmp_path / "dir")
+
+
+def test_temporary_store_is_removed_on_close():
+    store = MRLStore.create(None, full_dim=8, prefix_dim=4)
+    path = store.path
+    assert path.exists()
+    store.close()
+    assert not path.exists()
+
+
+def test_read_only_handle_refuses_writes(tmp_path, rng):
+    MRLStore.create(tmp_path / "s", full_dim=8, prefix_dim=4).close()
+    ro = MRLStore.open(tmp_path / "s", read_only=True)
+    with pytest.raises(ReadOnlyStoreError):
+        ro.add(["a"], unit_rows(rng, 1, 8))
+    with pytest.raises(StoreLockedError):
+        MRLStore.open(tmp_path / "s")  # a writer while a read-only handle is open here
+    ro.close()
+
+
+_HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from mrl_retrievers import MRLStore
+    store = MRLStore.open(sys.argv[1])
+    print("locked", flush=True)
+    time.sleep(60)
+    """
+)
+
+_TRY_OPEN = textwrap.dedent(
+    """
+    import sys
+    from mrl_retrievers import MRLStore
+    from mrl_retrievers.errors import StoreLockedError
+    try:
+        MRLStore.open(sys.argv[1])
+    except StoreLockedError:
+        print("locked"); sys.exit(3)
+    print("opened")
+    """
+)
+
+
+def test_second_writer_process_gets_store_locked_and_lock_dies_with_holder(tmp_path):
+    MRLStore.create(tmp_path / "s", full_dim=8, prefix_dim=4).close()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "s")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = subprocess.run([sys.executable, "-c", _TRY_OPEN, str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 3, second.stderr
+        # Read-only handles in other processes are fine beside the writer.
+        reader = subprocess.run(
+            [sys.executable, "-c", f"from mrl_retrievers import MRLStore; print(len(MRLStore.open({str(tmp_path / 's')!r}, read_only=True)))"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert reader.returncode == 0 and reader.stdout.strip() == "0", reader.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    again = subprocess.run([sys.executable, "-c", _TRY_OPEN, str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "opened" in again.stdout
+
+
+def test_lock_is_released_when_store_is_garbage_collected(tmp_path):
+    MRLStore.create(tmp_path / "s", full_dim=8, prefix_dim=4).close()
+    store = MRLStore.open(tmp_path / "s")
+    del store
+    gc.collect()
+    result = subprocess.run([sys.executable, "-c", _TRY_OPEN, str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reader_process_sees_committed_data_after_reopen(tmp_path, rng):
+    store = MRLStore.create(tmp_path / "s", full_dim=8, prefix_dim=4)
+    store.add(ids(5), unit_rows(rng, 5, 8))
+    script = f"from mrl_retrievers import MRLStore; print(len(MRLStore.open({str(tmp_path / 's')!r}, read_only=True)))"
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    store.add(ids(5, start=5), unit_rows(rng, 5, 8))
+    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (first.stdout.strip(), second.stdout.strip()) == ("5", "10"), first.stderr + second.stderr
+    store.close()
+
+
+def test_compact_reclaims_rows_and_keeps_answers(make_store, rng):
+    store = make_store(exact_below=0)
+    data = unit_rows(rng, 500, 32)
+    store.add(ids(500), data, texts=ids(500))
+    store.delete(ids(100))
+    store.add(ids(50, start=100), data[100:150])  # overwrite: 50 more dead rows
+    before = [[h.id for h in store.search_exact(q, k=5)] for q in data[200:220]]
+    assert store.compact() == 150
+    assert store.stats()["rows"] == 400 and len(store) == 400
+    assert [[h.id for h in store.search_exact(q, k=5)] for q in data[200:220]] == before
+    assert store.search(data[300], k=1)[0].id == "doc-300"
+    assert store.compact() == 0
+
+
+def test_funnel_stage_keeps_recall(make_store, rng):
+    store = make_store(exact_below=0, full_dim=128, prefix_dim=32, funnel_dim=64, shortlist=100)
+    data = dataset(2000, 128, seed=7)
+    store.add(ids(2000), data)
+    for qi in queries_near(data, 20, seed=8):
+        assert store.search(qi, k=1)[0].id == store.search_exact(qi, k=1)[0].id

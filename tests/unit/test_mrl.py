@@ -1,0 +1,65 @@
+"""MRL maths: validation, normalization, truncation, prefixes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrl_retrievers.errors import DimensionMismatchError, InvalidInputError, InvalidVectorError
+from mrl_retrievers.mrl import as_matrix, as_vector, check_width, normalize, prefix, truncate
+
+
+def test_prefix_is_truncated_then_renormalized(rng):
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    p = prefix(x, 16)
+    assert p.shape == (5, 16) and p.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(p, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(p, x[:, :16] / np.linalg.norm(x[:, :16], axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_truncate_copies_and_checks_width(rng):
+    x = rng.standard_normal((2, 8))
+    t = truncate(x, 3)
+    t[0, 0] = 99
+    assert x[0, 0] != 99
+    with pytest.raises(InvalidInputError):
+        truncate(x, 9)
+    with pytest.raises(InvalidInputError):
+        truncate(x, 0)
+
+
+def test_normalize_keeps_zero_rows_finite():
+    out = normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "value,error",
+    [
+        (np.full((1, 4), np.nan), InvalidVectorError),
+        (np.full((1, 4), -np.inf), InvalidVectorError),
+        (np.zeros((2, 4)), InvalidVectorError),
+        (np.ones((1, 5)), DimensionMismatchError),
+        (np.ones((1, 2, 4)), InvalidVectorError),
+        ([["x"] * 4], InvalidVectorError),
+        ([[1, 2, 3, 4], [1, 2]], InvalidVectorError),
+    ],
+)
+def test_as_matrix_rejects(value, error):
+    with pytest.raises(error):
+        as_matrix(value, 4)
+
+
+def test_as_matrix_accepts_lists_ints_and_empty():
+    assert as_matrix([[1, 2, 3, 4]], 4).dtype == np.float32
+    assert as_matrix([], 4).shape == (0, 4)
+    assert as_vector([1.0, 0, 0, 0], 4).shape == (4,)
+    with pytest.raises(InvalidVectorError):
+        as_vector([[1.0, 0, 0, 0]], 4)
+
+
+def test_check_width():
+    assert check_width("prefix_dim", 4, full_dim=8) == 4
+    for bad in (0, 9, True, 2.0, "4"):
+        with pytest.raises(InvalidInputError):
+            check_width("prefix_dim", bad, full_dim=8)
