@@ -66,7 +66,10 @@ class MRLStore:
     def __init__(self, state: opening.OpenState) -> None:  # use create() / open()
         self._s = state
         self._rw = ReadWriteLock()
-        self._live_rows_cache: np.ndarray | None = None
+        # Small stores (live <= exact_below) are scanned exactly; their vectors are kept here as
+        # float32 (bounded by exact_below x full_dim) so a scan is one mat-vec, not a gather plus a
+        # float16 conversion per query. Any write drops it.
+        self._small: tuple[np.ndarray, np.ndarray] | None = None
         self._closed = False
         # Release the lock and files when the object is garbage-collected (users rarely close()).
         self._finalizer = weakref.finalize(self, opening.release, state)
@@ -240,7 +243,7 @@ class MRLStore:
             s.vectors.ensure_mapped(s.rows)
             s.ann.add(prefix(stored.astype(np.float32), self.prefix_dim), np.arange(start, s.rows))
             s.ann.mark_deleted(superseded)
-            self._live_rows_cache = None
+            self._small = None
             crash_point("add:ann-updated")
             if s.pending_rows() >= max(CHECKPOINT_ROWS, s.ann.live // 4):
                 self._checkpoint()
@@ -257,7 +260,7 @@ class MRLStore:
             self._check_open()
             rows = self._s.docs.delete(ids)
             self._s.ann.mark_deleted(rows)
-            self._live_rows_cache = None
+            self._small = None
         return len(rows)
 
     def checkpoint(self) -> None:
@@ -326,8 +329,7 @@ class MRLStore:
         flt = filters.parse_filter(filter)
         with self._rw.read():
             self._check_open()
-            rows = self._candidate_rows(flt)
-            return to_hits(self._s.docs, *top_k(rows, exact_scores(self._s.vectors, self._s.docs, self._s.checked, rows, query), k))
+            return self._exact(query, None if flt is None else self._s.docs.rows_matching(flt), k)
 
     def _plan(self, k: int, shortlist: int | None, ef: int | None) -> SearchPlan:
         m = self._s.manifest
@@ -349,9 +351,27 @@ class MRLStore:
     def _candidate_rows(self, flt) -> np.ndarray:
         if flt is not None:
             return self._s.docs.rows_matching(flt)
-        if self._live_rows_cache is None:
-            self._live_rows_cache = self._s.docs.live_rows()
-        return self._live_rows_cache
+        small = self._small
+        return small[0] if small is not None else self._s.docs.live_rows()
+
+    def _exact(self, query: np.ndarray, rows: np.ndarray | None, k: int) -> list[Hit]:
+        """Exact scan of ``rows`` (None: every live row), from the small-store cache when it fits."""
+        s = self._s
+        if s.ann.live <= s.manifest.exact_below:
+            small = self._small
+            if small is None:
+                live = s.docs.live_rows()
+                stored = s.vectors.gather(live)
+                s.checked.verify(s.docs, live, stored)
+                small = self._small = (live, stored.astype(np.float32))
+            live, matrix = small
+            if rows is None:
+                return to_hits(s.docs, *top_k(live, matrix @ query, k))
+            positions = np.minimum(np.searchsorted(live, rows), len(live) - 1)
+            known = live[positions] == rows  # a read-only handle may see rows newer than its cache
+            return to_hits(s.docs, *top_k(rows[known], matrix[positions[known]] @ query, k))
+        rows = self._candidate_rows(None) if rows is None else rows
+        return to_hits(s.docs, *top_k(rows, exact_scores(s.vectors, s.docs, s.checked, rows, query), k))
 
     def _search_one(self, query: np.ndarray, plan: SearchPlan, flt) -> list[Hit]:
         self._s.check_epoch()
@@ -362,8 +382,7 @@ class MRLStore:
             rows = coarse_candidates(self._s.ann, query, plan, allowed)
             if rows is not None:
                 return self._finish(query, rows, plan)
-        rows = allowed if allowed is not None else self._candidate_rows(None)
-        return to_hits(self._s.docs, *top_k(rows, exact_scores(self._s.vectors, self._s.docs, self._s.checked, rows, query), plan.k))
+        return self._exact(query, allowed, plan.k)
 
     def _finish(self, query: np.ndarray, rows: np.ndarray, plan: SearchPlan) -> list[Hit]:
         best_rows, scores = rerank(self._s.vectors, self._s.docs, self._s.checked, rows, query, plan.k, plan.funnel_dim)
@@ -394,7 +413,7 @@ class MRLStore:
         with self._rw.write():
             self._check_open()
             reclaimed = self._s.compact()
-            self._live_rows_cache = None
+            self._small = None
         return reclaimed
 
     def stats(self) -> dict[str, Any]:

@@ -1,0 +1,57 @@
+"""Open-or-create a store from a path, a ``[store]`` settings block, or an existing handle.
+
+The one place that turns configuration into a store, shared by MRLIndex, the CLI and the framework
+integrations (which often learn the full width only from the first vector they see).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+from ..config import Settings, StoreSettings
+from ..errors import ConfigError
+from ..types import EmbeddingSpec
+from .local import MRLStore
+
+StoreLike = Union[MRLStore, StoreSettings, Settings, str, "os.PathLike[str]", None]
+
+
+def open_store(store: StoreLike, *, full_dim: int, spec: EmbeddingSpec | None = None, **create_kwargs: Any) -> MRLStore:
+    """Return an open store for ``store``, creating it if it does not exist yet.
+
+    ``full_dim`` is the width of the vectors that will be stored. A configured ``prefix_dim``
+    wider than ``full_dim`` is clamped to it (tiny test embeddings), and ``spec`` is checked
+    against (or recorded in) the store. ``None`` makes a temporary store.
+    """
+    if isinstance(store, MRLStore):
+        if store.full_dim != full_dim:
+            raise ConfigError(f"store {store.path} holds {store.full_dim}-wide vectors; these are {full_dim}-wide")
+        if spec is not None:
+            store.check_spec(spec)
+        return store
+    settings = store.store if isinstance(store, Settings) else store if isinstance(store, StoreSettings) else StoreSettings(
+        path=None if store is None else os.fspath(store)
+    )
+    if settings.backend != "local":
+        raise ConfigError(f"[store] backend {settings.backend!r} is not available in this version; use 'local'")
+    if settings.path is not None and (Path(settings.path) / "manifest.json").exists():
+        opened = MRLStore.open(settings.path)
+        if opened.full_dim != full_dim:
+            raise ConfigError(f"store {settings.path} holds {opened.full_dim}-wide vectors; these are {full_dim}-wide")
+        if spec is not None:
+            opened.check_spec(spec)
+        return opened
+    options = {
+        "shortlist": settings.shortlist, "ef": settings.ef, "exact_below": settings.exact_below,
+        "funnel_dim": settings.funnel_dim if settings.funnel_dim and settings.funnel_dim < full_dim else None,
+    }
+    options.update(create_kwargs)
+    return MRLStore.create(
+        settings.path, full_dim=full_dim, prefix_dim=min(settings.prefix_dim, full_dim), dtype=settings.dtype, spec=spec,
+        **{k: v for k, v in options.items() if v is not None},
+    )
+
+
+__all__ = ["StoreLike", "open_store"]
