@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from .errors import FilterError
-from .filters import And, Condition, Node, Not, Or, json_equal
+from .filters import And, Condition, Node, Or, _operator, json_equal
 
 Sql = tuple[str, list[Any]]
 
@@ -54,7 +54,7 @@ def register(conn: sqlite3.Connection) -> None:
 def compile_node(node: Node, column: str) -> Sql:
     """The SQL for one AST node over ``column`` (already checked)."""
     if isinstance(node, Condition):
-        return _LEAVES[node.op](column, '$."' + node.key + '"', node.operand)
+        return _operator(_LEAVES, node)(column, '$."' + node.key + '"', node.operand)
     parts = [compile_node(child, column) for child in node.children]
     params = [p for _, ps in parts for p in ps]
     if isinstance(node, And):

@@ -28,7 +28,10 @@ Semantics (``v`` is the document's value for the key, possibly missing):
                design table); ``false`` is the exact negation.
 ``$and $or``   a non-empty list of non-empty filter dicts.
 ``$not``       a filter dict (its negation) or a non-empty list of them (none of them holds).
+               Combinators sit in a filter dict, not on a key (``{"a": {"$not": ...}}`` raises).
 =============  ==================================================================================
+
+Nesting is limited to ``MAX_FILTER_DEPTH`` AST levels: deeper SQL overflows SQLite's parser stack.
 
 Operands must be JSON that metadata can hold (no NaN/inf, ints within signed 64-bit, valid Unicode
 without U+0000); numpy scalars are accepted and converted with ``.item()``. Tuples count as lists.
@@ -55,23 +58,16 @@ OPERATORS = (
     "$contains", "$any", "$all", "$text", "$itext", "$exists", "$empty",
 )  # fmt: skip
 COMBINATORS = ("$and", "$or", "$not")
-MAX_FILTER_DEPTH = 32  # nested combinators; far below SQLite's expression-depth limit of 1000
+# Levels of the AST (a condition is 1; each $and/$or/$not, and each dict holding several conditions,
+# adds 1). SQLite's parser (YYSTACKDEPTH 100) overflows on the compiled SQL at 24 levels here.
+MAX_FILTER_DEPTH = 16
+_MAX_OPERAND_DEPTH = 32  # as metadata's nesting limit: a deeper $eq operand could never match
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 __all__ = [
-    "COMBINATORS",
-    "OPERATORS",
-    "And",
-    "Condition",
-    "Node",
-    "Not",
-    "Or",
-    "json_equal",
-    "matches",
-    "parse_filter",
-    "register_sql_functions",
-    "to_sql",
-]
+    "COMBINATORS", "OPERATORS", "And", "Condition", "Node", "Not", "Or",
+    "json_equal", "matches", "parse_filter", "register_sql_functions", "to_sql",
+]  # fmt: skip
 
 
 # --- the AST ---------------------------------------------------------------------------------
@@ -122,13 +118,22 @@ def parse_filter(spec: Mapping[str, Any] | Node | None) -> Node | None:
         UnsupportedFilterError: an unknown operator/combinator, or a nested-object match.
         FilterError: a malformed filter (bad key, wrong operand type, empty list...).
     """
-    if spec is None or isinstance(spec, _NODE_TYPES):
-        return spec
-    if not isinstance(spec, Mapping):
-        raise FilterError(f"a filter must be a dict, got {type(spec).__name__}: {_short(spec)}")
-    if not spec:
+    if spec is None:
         return None
-    return _parse_dict(spec, "filter", 1)
+    if isinstance(spec, _NODE_TYPES):  # trusted as built by parse_filter (only the depth is checked)
+        node = spec
+    elif not isinstance(spec, Mapping):
+        raise FilterError(f"a filter must be a dict, got {type(spec).__name__}: {_short(spec)}")
+    elif not spec:
+        return None
+    else:
+        node = _parse_dict(spec, "filter", 1)
+    if _depth(node) > MAX_FILTER_DEPTH:
+        raise FilterError(
+            f"filter nests {_depth(node)} levels deep (counting $and/$or/$not and dicts with several "
+            f"conditions); the limit is {MAX_FILTER_DEPTH}"
+        )
+    return node
 
 
 def matches(flt: Node | Mapping[str, Any] | None, metadata: Mapping[str, Any] | None) -> bool:
@@ -137,7 +142,10 @@ def matches(flt: Node | Mapping[str, Any] | None, metadata: Mapping[str, Any] | 
     No filter (``None`` or ``{}``) matches everything.
     """
     node = parse_filter(flt)
-    return True if node is None else _evaluate(node, metadata if metadata is not None else {})
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict (a JSON object), got {type(metadata).__name__}")
+    return True if node is None else _evaluate(node, metadata)
 
 
 def to_sql(flt: Node | Mapping[str, Any] | None, column: str = "metadata") -> tuple[str, list[Any]]:
@@ -183,7 +191,7 @@ def json_equal(a: Any, b: Any) -> bool:
 
 
 def _parse_dict(spec: Mapping[Any, Any], where: str, depth: int) -> Node:
-    if depth > MAX_FILTER_DEPTH:
+    if depth > MAX_FILTER_DEPTH:  # also bounds the recursion before the AST-depth check
         raise FilterError(f"{where}: filter nested deeper than {MAX_FILTER_DEPTH} levels")
     parts: list[Node] = []
     for key, value in spec.items():
@@ -226,6 +234,12 @@ def _parse_sub(value: Any, where: str, depth: int) -> Node:
     return _parse_dict(value, where, depth + 1)
 
 
+def _depth(node: Node) -> int:
+    if isinstance(node, Condition):
+        return 1
+    return 1 + max(_depth(child) for child in node.children)
+
+
 def _check_key(key: Any, where: str) -> None:
     if not isinstance(key, str):
         raise FilterError(f"{where}: a filter key must be a string, got {type(key).__name__}")
@@ -253,13 +267,12 @@ def _parse_field(key: str, value: Any, where: str) -> list[Node]:
 
 
 def _parse_condition(key: str, op: str, operand: Any, where: str) -> Condition:
-    check = _OPERAND_CHECKS.get(op)
-    if check is None:
+    if op not in _OPERAND_KINDS:
         hint = "; combinators take whole filter dicts, e.g. {'$not': {key: {...}}}" if op in COMBINATORS else ""
         raise UnsupportedFilterError(
             f"{where}: unsupported operator {op!r}. Supported: {', '.join(OPERATORS)}{hint}"
         )
-    return Condition(key, op, check(op, _unwrap_numpy(operand), where))
+    return Condition(key, op, _check_operand(op, _unwrap_numpy(operand), where))
 
 
 # --- operand checks: each returns the normalized, frozen operand or raises FilterError ---------
@@ -269,8 +282,8 @@ def _json_operand(value: Any, where: str, depth: int) -> Any:
     value = _unwrap_numpy(value)
     if _is_scalar(value):
         return _scalar(value, where)
-    if depth > MAX_FILTER_DEPTH:
-        raise FilterError(f"{where}: operand nested deeper than {MAX_FILTER_DEPTH} levels")
+    if depth > _MAX_OPERAND_DEPTH:
+        raise FilterError(f"{where}: operand nested deeper than {_MAX_OPERAND_DEPTH} levels")
     if _is_list(value):
         return tuple(_json_operand(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
     if isinstance(value, Mapping):
@@ -298,37 +311,24 @@ def _scalar(value: Any, where: str) -> Any:
     return str(value)
 
 
-def _check_json(op: str, value: Any, where: str) -> Any:
-    return _json_operand(value, where, 1)
-
-
-def _check_number(op: str, value: Any, where: str) -> Any:
-    if not _is_number(value):
-        raise FilterError(f"{where}: {op} needs a number (int or float), got {type(value).__name__}: {_short(value)}")
+def _check_operand(op: str, value: Any, where: str) -> Any:
+    """The operand of ``op``, validated and normalized (lists become tuples), or FilterError."""
+    what, accepts = _OPERAND_KINDS[op]
+    _expect(op, value, where, what, accepts)
+    if op in ("$eq", "$ne"):
+        return _json_operand(value, where, 1)
+    if _is_list(value):  # $in $nin $any $all: a list of scalars
+        items = []
+        for i, item in enumerate(value):
+            here = f"{where}[{i}]"
+            items.append(_scalar(_expect(op, _unwrap_numpy(item), here, *_SCALAR), here))
+        return tuple(items)
     return _scalar(value, where)
 
 
-def _check_scalar(op: str, value: Any, where: str) -> Any:
-    if not _is_scalar(value):
-        raise FilterError(f"{where}: {op} needs a scalar (str, number, bool or None), got {_short(value)}")
-    return _scalar(value, where)
-
-
-def _check_scalar_list(op: str, value: Any, where: str) -> tuple[Any, ...]:
-    if not _is_list(value):
-        raise FilterError(f"{where}: {op} needs a list of scalars, got {type(value).__name__}: {_short(value)}")
-    return tuple(_check_scalar(op, _unwrap_numpy(v), f"{where}[{i}]") for i, v in enumerate(value))
-
-
-def _check_text(op: str, value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise FilterError(f"{where}: {op} needs a string, got {type(value).__name__}: {_short(value)}")
-    return _scalar(value, where)
-
-
-def _check_bool(op: str, value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise FilterError(f"{where}: {op} needs true or false, got {type(value).__name__}: {_short(value)}")
+def _expect(op: str, value: Any, where: str, what: str, accepts: Callable[[Any], bool]) -> Any:
+    if not accepts(value):
+        raise FilterError(f"{where}: {op} needs {what}, got {type(value).__name__}: {_short(value)}")
     return value
 
 
@@ -341,15 +341,27 @@ def _check_string(text: str, where: str) -> None:
         raise FilterError(f"{where}: {_short(text)} contains U+0000")
 
 
-_OPERAND_CHECKS: dict[str, Callable[[str, Any, str], Any]] = {
-    "$eq": _check_json, "$ne": _check_json,
-    "$gt": _check_number, "$gte": _check_number, "$lt": _check_number, "$lte": _check_number,
-    "$in": _check_scalar_list, "$nin": _check_scalar_list,
-    "$any": _check_scalar_list, "$all": _check_scalar_list,
-    "$contains": _check_scalar,
-    "$text": _check_text, "$itext": _check_text,
-    "$exists": _check_bool, "$empty": _check_bool,
-}  # fmt: skip
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple))
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+_SCALAR = ("a scalar (str, number, bool or None)", _is_scalar)
+_OPERAND_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **dict.fromkeys(("$eq", "$ne"), ("a JSON value", lambda v: True)),
+    **dict.fromkeys(("$gt", "$gte", "$lt", "$lte"), ("a number (int or float)", _is_number)),
+    **dict.fromkeys(("$in", "$nin", "$any", "$all"), ("a list of scalars", _is_list)),
+    "$contains": _SCALAR,
+    **dict.fromkeys(("$text", "$itext"), ("a string", lambda v: isinstance(v, str))),
+    **dict.fromkeys(("$exists", "$empty"), ("true or false", lambda v: isinstance(v, bool))),
+}
 
 
 # --- the reference evaluator ------------------------------------------------------------------
@@ -359,12 +371,20 @@ _MISSING: Any = object()  # the value of a key the document does not have
 
 def _evaluate(node: Node, md: Mapping[str, Any]) -> bool:
     if isinstance(node, Condition):
-        return _PY_OPS[node.op](md.get(node.key, _MISSING), node.operand)
+        return _operator(_PY_OPS, node)(md.get(node.key, _MISSING), node.operand)
     if isinstance(node, And):
         return all(_evaluate(child, md) for child in node.children)
     if isinstance(node, Or):
         return any(_evaluate(child, md) for child in node.children)
     return not any(_evaluate(child, md) for child in node.children)
+
+
+def _operator(table: dict[str, Any], node: Condition) -> Any:
+    """The table entry for a condition's operator; a hand-built Condition may carry any op."""
+    try:
+        return table[node.op]
+    except KeyError:
+        raise UnsupportedFilterError(f"unsupported operator {node.op!r}; supported: {', '.join(OPERATORS)}") from None
 
 
 def _eq(v: Any, x: Any) -> bool:
@@ -407,18 +427,6 @@ _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 # --- small helpers ---------------------------------------------------------------------------
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_list(v: Any) -> bool:
-    return isinstance(v, (list, tuple))
-
-
-def _is_scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
 
 
 def _unwrap_numpy(value: Any) -> Any:
