@@ -118,6 +118,7 @@ class ProviderError(MRLError):
         model: str = "",
         status: int | None = None,
     ) -> None:
+        self.message = message  # without the [provider, model, status] suffix
         self.provider = provider
         self.model = model
         self.status = status

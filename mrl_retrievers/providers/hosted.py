@@ -1,0 +1,208 @@
+"""``HostedProvider``: the machinery every API-backed provider shares (see ``base.py`` for the contract).
+
+Token-aware batching, bounded concurrency (threads on the sync path, tasks on the async path),
+the one retry loop (``RetryPolicy`` from ``_retry.py``, honouring Retry-After the same way for every
+SDK), error classification, and keeping the key out of every message. Import it from ``base``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ..config import Secret
+from ..errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError
+from ._retry import RetryPolicy, make_error
+from .base import Kind, Provider, _check_positive, resolve_api_key
+
+logger = logging.getLogger("mrl_retrievers.providers")
+
+
+class HostedProvider(Provider):
+    """Shared machinery of API-backed providers: token-aware batching, concurrency, retries.
+
+    Subclasses implement ``_embed_batch`` and ``_aembed_batch`` (one SDK call each, built from the
+    same pure request/response functions) and ``_classify`` for their SDK's exceptions.
+    """
+
+    reject_empty: ClassVar[bool] = True
+    #: env vars read, in order, when no api_key is given
+    api_key_env: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        dim: int,
+        api_key: str | Secret | None = None,
+        base_url: str | None = None,
+        response_dim: int | None = None,
+        batch_size: int = 128,
+        max_batch_tokens: int | None = None,
+        max_concurrency: int = 4,
+        timeout: float = 60.0,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        seed: int | None = None,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+    ) -> None:
+        """Args:
+            api_key: the key, else read from ``api_key_env``; kept as a ``Secret``.
+            base_url: endpoint in the form the SDK expects (None = the SDK's default).
+            max_batch_tokens: most estimated tokens per request (None = no token cap).
+            timeout: seconds per request (subclasses convert to their SDK's unit).
+            max_retries: retries after the first attempt (overrides ``retry.max_attempts``).
+            retry: the backoff policy; default ``RetryPolicy()``.
+            seed: seeds the backoff jitter (tests).
+        """
+        super().__init__(model=model, dim=dim, response_dim=response_dim, batch_size=batch_size,
+                         max_concurrency=max_concurrency, query_prompt=query_prompt,
+                         document_prompt=document_prompt)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if max_batch_tokens is not None:
+            _check_positive("max_batch_tokens", max_batch_tokens)
+        policy = retry or RetryPolicy()
+        if max_retries is not None:
+            if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+                raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+            policy = RetryPolicy(max_attempts=max_retries + 1, base_delay=policy.base_delay,
+                                 max_delay=policy.max_delay, max_retry_after=policy.max_retry_after,
+                                 jitter=policy.jitter)
+        self._api_key = resolve_api_key(api_key, self.api_key_env)
+        self.base_url = base_url
+        self.max_batch_tokens = max_batch_tokens
+        self.timeout = float(timeout)
+        self.retry = policy
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        # Injected by tests to observe waits without sleeping.
+        self._sleep: Callable[[float], None] = time.sleep
+        self._asleep: Callable[[float], Any] = asyncio.sleep
+
+    @abc.abstractmethod
+    async def _aembed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
+        """One async SDK call: raw vectors for ``texts`` in order."""
+
+    def _classify(self, exc: BaseException) -> ProviderError:
+        """Map an exception to a typed ``ProviderError`` with ``retryable`` / ``retry_after``.
+
+        Subclasses map their SDK's exceptions and call ``super()._classify(exc)`` for the rest.
+        """
+        kw = {"provider": self.name, "model": self.model}
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)):
+            return make_error(ProviderTimeoutError, f"no answer within {self.timeout:g}s", retryable=True, **kw)
+        if isinstance(exc, (ConnectionError, OSError)):
+            return make_error(ProviderConnectionError, f"cannot reach the provider: {exc}", retryable=True, **kw)
+        return make_error(ProviderError, f"unexpected {type(exc).__name__}: {exc}", **kw)
+
+    def _estimate_tokens(self, text: str) -> int:
+        """A cautious token estimate: UTF-8 bytes / 3 (English runs ~4 bytes a token, CJK ~3)."""
+        return len(text.encode("utf-8", "surrogatepass")) // 3 + 1
+
+    def _split(self, texts: list[str]) -> list[np.ndarray]:
+        if self.max_batch_tokens is None:
+            return super()._split(texts)
+        batches: list[np.ndarray] = []
+        start, tokens = 0, 0
+        for i, text in enumerate(texts):
+            cost = self._estimate_tokens(text)
+            # A text over the cap alone still goes alone; the API decides whether it fits.
+            if i > start and (i - start >= self.batch_size or tokens + cost > self.max_batch_tokens):
+                batches.append(np.arange(start, i))
+                start, tokens = i, 0
+            tokens += cost
+        if start < len(texts):
+            batches.append(np.arange(start, len(texts)))
+        return batches
+
+    def _run_batch(self, texts: list[str], kind: Kind) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._embed_batch(texts, kind)
+            except Exception as exc:  # noqa: BLE001 - every failure is classified, none swallowed
+                err = self._typed(exc)
+                wait = self._next_wait(attempt, err)
+                if wait is None:
+                    raise self._final(err, attempt) from self._safe_cause(exc)
+            self._sleep(wait)
+
+    async def _arun_batch(self, texts: list[str], kind: Kind) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._aembed_batch(texts, kind)
+            except Exception as exc:  # noqa: BLE001 - every failure is classified, none swallowed
+                err = self._typed(exc)
+                wait = self._next_wait(attempt, err)
+                if wait is None:
+                    raise self._final(err, attempt) from self._safe_cause(exc)
+            await self._asleep(wait)
+
+    def _typed(self, exc: BaseException) -> ProviderError:
+        err = exc if isinstance(exc, ProviderError) else self._classify(exc)
+        for attr, default in (("retryable", False), ("retry_after", None)):
+            if not hasattr(err, attr):
+                setattr(err, attr, default)
+        return err
+
+    def _next_wait(self, attempt: int, err: ProviderError) -> float | None:
+        with self._rng_lock:
+            wait = self.retry.delay(attempt, err, self._rng)
+        if wait is not None:
+            logger.debug("%s: attempt %d/%d failed (%s); retrying in %.2fs", self._label(), attempt,
+                         self.retry.max_attempts, self._scrub(str(err)), wait)
+        return wait
+
+    def _final(self, err: ProviderError, attempts: int) -> ProviderError:
+        """The error to raise: same type, key scrubbed, saying how many attempts were made."""
+        # The bare message: the constructor below appends the [provider, model, status] suffix again.
+        message = self._scrub(getattr(err, "message", None) or (str(err.args[0]) if err.args else str(err)))
+        if attempts > 1:
+            message = f"{message} (gave up after {attempts} attempts)"
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after is not None and retry_after > self.retry.max_retry_after:
+            message = f"{message} (the provider asked to wait {retry_after:g}s, above max_retry_after)"
+        try:
+            final = type(err)(message, provider=err.provider or self.name, model=err.model or self.model,
+                              status=err.status)
+        except TypeError:  # a subclass with another signature: keep it, scrubbed
+            err.args = (message,)
+            return err
+        final.retryable = getattr(err, "retryable", False)  # type: ignore[attr-defined]
+        final.retry_after = retry_after  # type: ignore[attr-defined]
+        return final
+
+    def _safe_cause(self, exc: BaseException) -> BaseException | None:
+        """The SDK exception to chain, unless its text (or its own cause's) echoes the key."""
+        key = self._api_key.get_secret_value() if self._api_key else ""
+        chain, seen = exc, 0
+        while chain is not None and seen < 5 and key:
+            if key in str(chain) or key in repr(getattr(chain, "args", ())):
+                return None
+            chain, seen = chain.__cause__ or chain.__context__, seen + 1
+        return exc
+
+    def _scrub(self, text: str) -> str:
+        key = self._api_key.get_secret_value() if self._api_key else ""
+        return text.replace(key, "**********") if key and len(key) >= 4 else text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, dim={self.dim}, timeout={self.timeout:g})"
+
+    __str__ = __repr__
+
+
+__all__ = ["HostedProvider"]
