@@ -10,7 +10,9 @@ from .errors import (
     UnsupportedFilterError,
     UnsupportedFormatError,
 )
-from .store import MRLStore
+from .providers import Provider, get_provider
+from .index import MRLIndex
+from .store import MRLStore, open_store
 from .types import EmbeddingSpec, Hit, Record
 
 __version__ = "0.1.0"
@@ -20,6 +22,7 @@ __all__ = [
     "EmbeddingSpec",
     "Hit",
     "MRLError",
+    "MRLIndex",
     "MRLStore",
     "Record",
     "Secret",
@@ -28,5 +31,8 @@ __all__ = [
     "UnsupportedFilterError",
     "UnsupportedFormatError",
     "__version__",
+    "get_provider",
     "load_config",
+    "open_store",
+    "Provider",
 ]

@@ -1,7 +1,9 @@
 """The `mrl-retrievers` command line.
 
-User mistakes (missing path, corrupt store, bad arguments) print one line on stderr and exit with a
-non-zero code; tracebacks are for bugs only.
+User mistakes (missing file, bad config, unknown provider, mismatched store) print one line on
+stderr and exit 2; a damaged store found by ``verify`` exits 3; tracebacks are for bugs only.
+Settings come from ``--config`` (default ``./mrl.toml`` when present), then ``MRL_*`` environment
+variables, then the flags.
 """
 
 from __future__ import annotations
@@ -9,14 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
+from typing import Any, Sequence
 
 from .errors import MRLError
-from .store import MRLStore
 
 EXIT_USER_ERROR = 2
 EXIT_DAMAGED = 3
@@ -26,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return EXIT_USER_ERROR
     try:
         return args.func(args)
@@ -40,24 +38,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrl-retrievers", description="Coarse-to-fine retrieval over MRL embeddings.")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="build a store of synthetic MRL-like vectors and compare coarse-to-fine with exact search")
-    demo.add_argument("--path", default="mrl-demo-store", help="store directory (reused if it exists)")
-    demo.add_argument("--n", type=int, default=20_000, help="vectors to store")
-    demo.add_argument("--dim", type=int, default=1024, help="full width")
-    demo.add_argument("--prefix-dim", type=int, default=128, help="coarse width")
-    demo.add_argument("--queries", type=int, default=100)
+    demo = sub.add_parser("demo", help="index the Python language reference offline and compare coarse-to-fine with exact search")
+    demo.add_argument("--workdir", default="mrl-demo", help="folder for the demo's store, rotation and cache (reused)")
+    demo.add_argument("--limit", type=int, default=None, help="index at most this many chunks")
+    demo.add_argument("--quiet", "-q", action="store_true")
     demo.set_defaults(func=_cmd_demo)
 
-    info = sub.add_parser("info", help="count, widths, dtype, disk and estimated RAM of a store")
+    index = _with_config(sub.add_parser("index", help="chunk and index files, folders or JSONL (idempotent, resumable)"))
+    index.add_argument("paths", nargs="+")
+    index.add_argument("--chunk-chars", type=int, default=1000)
+    index.set_defaults(func=_cmd_index)
+
+    query = _with_config(sub.add_parser("query", help="ask the index a question"))
+    query.add_argument("text")
+    query.add_argument("-k", type=int, default=5)
+    query.add_argument("--shortlist", type=int)
+    query.add_argument("--filter", help='a JSON filter, e.g. \'{"source": {"$text": "guide"}}\'')
+    query.add_argument("--json", action="store_true")
+    query.set_defaults(func=_cmd_query)
+
+    info = sub.add_parser("info", help="count, widths, dtype, disk, estimated RAM and provider spec of a store")
     info.add_argument("path")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_cmd_info)
 
-    verify = sub.add_parser("verify", help="check every file and every vector checksum of a store")
+    verify = sub.add_parser("verify", help="check every file and vector checksum of a store (read-only)")
     verify.add_argument("path")
     verify.set_defaults(func=_cmd_verify)
+
+    rebuild = sub.add_parser("rebuild", help="repair a store from its source of truth (drops items with damaged vectors)")
+    rebuild.add_argument("path")
+    rebuild.set_defaults(func=_cmd_rebuild)
 
     reindex = sub.add_parser("reindex", help="rebuild the coarse index at a new prefix width (no re-embedding)")
     reindex.add_argument("path")
@@ -70,69 +83,131 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .bench.synthetic import dataset, queries_near, recall_at_k
+def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", help="TOML config (default: ./mrl.toml if it exists)")
+    parser.add_argument("--store", help="store path (overrides [store] path)")
+    parser.add_argument("--provider", help="embedding provider (overrides [embedder] provider)")
+    parser.add_argument("--model", help="embedding model (overrides [embedder] model)")
+    parser.add_argument("--dim", type=int, help="embedding width (overrides [embedder] dim)")
+    parser.add_argument("--quiet", "-q", action="store_true")
+    return parser
 
-    path = Path(args.path)
-    data = dataset(args.n, args.dim, seed=0)
-    if (path / "manifest.json").exists():
-        store = MRLStore.open(path)
-        print(f"reusing {path}: {len(store)} vectors, nothing to add")
-    else:
-        store = MRLStore.create(path, full_dim=args.dim, prefix_dim=args.prefix_dim, exact_below=0)
-        started = time.perf_counter()
-        for start in range(0, args.n, 10_000):
-            stop = min(args.n, start + 10_000)
-            store.add([f"v{i}" for i in range(start, stop)], data[start:stop])
-        print(f"stored {len(store)} x {args.dim} vectors (prefix {store.prefix_dim}) in {time.perf_counter() - started:.1f}s")
-    queries = queries_near(data, args.queries, seed=1)
-    coarse, exact = _timed(store.search, queries), _timed(store.search_exact, queries)
-    recall = recall_at_k([[h.id for h in r] for r in coarse[0]], [[h.id for h in r] for r in exact[0]], 10)
-    stats = store.stats()
-    print(f"recall@10 coarse-to-fine vs exact: {recall:.3f}")
-    print(f"latency per query: coarse-to-fine {coarse[1] * 1e3:.2f} ms, exact {exact[1] * 1e3:.2f} ms ({exact[1] / coarse[1]:.0f}x)")
-    print(f"disk {stats['disk_bytes'] / 2**20:.1f} MiB; coarse index RAM ~{stats['estimated_ram_bytes'] / 2**20:.1f} MiB")
-    store.close()
+
+def _open_index(args: argparse.Namespace):
+    from .config import load_config
+    from .errors import ConfigError
+    from .index import MRLIndex
+
+    config = args.config or ("mrl.toml" if Path("mrl.toml").is_file() else None)
+    embedder = {k: v for k, v in {"provider": args.provider, "model": args.model, "dim": args.dim}.items() if v is not None}
+    if args.provider and not args.model:
+        embedder["model"] = None  # another provider must not inherit the configured model name
+    settings = load_config(config, overrides={"embedder": embedder, "store": {"path": args.store} if args.store else {}})
+    if settings.store.backend == "local" and not settings.store.path:
+        raise ConfigError("no store path: pass --store PATH or set [store] path in the config")
+    return MRLIndex.from_config(settings)
+
+
+def _progress(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(report: Any) -> None:
+        print(f"\r{report.sources} sources, {report.chunks} chunks, {report.embedded} embedded", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .ingest import index_sources, read_sources
+
+    with _open_index(args) as index:
+        report = index_sources(index, read_sources(args.paths, args.chunk_chars), progress=_progress(args.quiet))
+        if not args.quiet:
+            print(
+                f"\nindexed {report.sources} sources: {report.chunks} chunks, {report.embedded} embedded, "
+                f"{report.unchanged} unchanged, {report.deleted} removed; store holds {len(index)}"
+            )
     return 0
 
 
-def _timed(search, queries: np.ndarray):
-    started = time.perf_counter()
-    results = [search(q, k=10) for q in queries]
-    return results, (time.perf_counter() - started) / max(1, len(queries))
+def _cmd_query(args: argparse.Namespace) -> int:
+    from .errors import InvalidInputError
+
+    try:
+        flt = json.loads(args.filter) if args.filter else None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"--filter is not valid JSON: {exc.msg}") from None
+    with _open_index(args) as index:
+        hits = index.query(args.text, k=args.k, shortlist=args.shortlist, filter=flt)
+    if args.json:
+        print(json.dumps([{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits], indent=2))
+    else:
+        for h in hits:
+            first_line = (h.text or "").strip().splitlines()[0][:100] if h.text else ""
+            print(f"{h.score:.3f}  {h.id}  {first_line}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.workdir), limit=args.limit, quiet=args.quiet)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .store import MRLStore
+
     with MRLStore.open(args.path, read_only=True) as store:
         stats = store.stats()
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
-        for key in ("path", "count", "rows", "tombstones", "full_dim", "prefix_dim", "funnel_dim", "dtype", "shortlist", "ef", "disk_bytes", "estimated_ram_bytes", "spec"):
+        for key in ("path", "count", "rows", "tombstones", "full_dim", "prefix_dim", "funnel_dim", "dtype",
+                    "shortlist", "ef", "exact_below", "disk_bytes", "estimated_ram_bytes", "spec"):
             print(f"{key:>20}: {stats[key]}")
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from .store import MRLStore
+
     report = MRLStore.verify(args.path)
     for warning in report.warnings:
         print(f"warning: {warning}")
     for problem in report.problems:
         print(f"problem: {problem}")
+    if report.damaged_ids:
+        print(f"damaged items: {', '.join(report.damaged_ids[:20])}{' ...' if len(report.damaged_ids) > 20 else ''}")
     if report.ok:
         print(f"ok: {args.path}")
         return 0
+    print(f"run `mrl-retrievers rebuild {args.path}` to repair what the source of truth still holds")
     return EXIT_DAMAGED
 
 
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from .store import MRLStore
+
+    report = MRLStore.rebuild(args.path)
+    if report.damaged_ids:
+        print(f"dropped {len(report.damaged_ids)} items with damaged vectors (re-add them): {', '.join(report.damaged_ids[:20])}")
+    print(f"rebuilt {args.path}")
+    return 0
+
+
 def _cmd_reindex(args: argparse.Namespace) -> int:
+    from .store import MRLStore
+
     with MRLStore.open(args.path) as store:
         store.reindex(prefix_dim=args.prefix_dim)
-        print(f"reindexed {args.path} at prefix_dim={store.prefix_dim}")
+        print(f"reindexed {args.path} at prefix_dim={store.prefix_dim} (no embedding calls)")
     return 0
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
+    from .store import MRLStore
+
     with MRLStore.open(args.path) as store:
         print(f"reclaimed {store.compact()} rows")
     return 0

@@ -3,5 +3,6 @@
 from .factory import StoreLike, open_store
 from .local import MRLStore
 from .maintenance import VerifyReport
+from .protocol import VectorStore
 
-__all__ = ["MRLStore", "StoreLike", "VerifyReport", "open_store"]
+__all__ = ["MRLStore", "StoreLike", "VectorStore", "VerifyReport", "open_store"]

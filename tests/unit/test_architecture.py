@@ -35,8 +35,9 @@ def test_library_never_imports_an_integration():
 
 def test_public_api_is_pinned():
     assert sorted(mrl_retrievers.__all__) == sorted([
-        "CorruptStoreError", "EmbeddingSpec", "Hit", "MRLError", "MRLStore", "Record", "Secret", "Settings",
-        "StoreLockedError", "UnsupportedFilterError", "UnsupportedFormatError", "__version__", "load_config",
+        "CorruptStoreError", "EmbeddingSpec", "Hit", "MRLError", "MRLIndex", "MRLStore", "Record", "Secret", "Settings",
+        "StoreLockedError", "UnsupportedFilterError", "UnsupportedFormatError", "__version__", "get_provider", "load_config",
+        "open_store", "Provider",
     ])
     for name in mrl_retrievers.__all__:
         assert hasattr(mrl_retrievers, name)
