@@ -14,28 +14,32 @@ from ..config import Settings, StoreSettings
 from ..errors import ConfigError
 from ..types import EmbeddingSpec
 from .local import MRLStore
+from .qdrant import QdrantStore, open_from_settings
 
-StoreLike = Union[MRLStore, StoreSettings, Settings, str, "os.PathLike[str]", None]
+StoreLike = Union[MRLStore, QdrantStore, StoreSettings, Settings, str, "os.PathLike[str]", None]
 
 
-def open_store(store: StoreLike, *, full_dim: int, spec: EmbeddingSpec | None = None, **create_kwargs: Any) -> MRLStore:
+def open_store(store: StoreLike, *, full_dim: int, spec: EmbeddingSpec | None = None, **create_kwargs: Any) -> MRLStore | QdrantStore:
     """Return an open store for ``store``, creating it if it does not exist yet.
 
     ``full_dim`` is the width of the vectors that will be stored. A configured ``prefix_dim``
     wider than ``full_dim`` is clamped to it (tiny test embeddings), and ``spec`` is checked
     against (or recorded in) the store. ``None`` makes a temporary store.
     """
-    if isinstance(store, MRLStore):
+    if isinstance(store, (MRLStore, QdrantStore)):
         if store.full_dim != full_dim:
-            raise ConfigError(f"store {store.path} holds {store.full_dim}-wide vectors; these are {full_dim}-wide")
+            where = store.path if isinstance(store, MRLStore) else f"Qdrant collection {store.collection!r}"
+            raise ConfigError(f"store {where} holds {store.full_dim}-wide vectors; these are {full_dim}-wide")
         if spec is not None:
             store.check_spec(spec)
         return store
     settings = store.store if isinstance(store, Settings) else store if isinstance(store, StoreSettings) else StoreSettings(
         path=None if store is None else os.fspath(store)
     )
+    if settings.backend == "qdrant":  # url / path / in-memory; created if missing (qdrant-client imported lazily)
+        return open_from_settings(settings, full_dim=full_dim, spec=spec, **create_kwargs)
     if settings.backend != "local":
-        raise ConfigError(f"[store] backend {settings.backend!r} is not available in this version; use 'local'")
+        raise ConfigError(f"[store] backend {settings.backend!r} is not available in this version; use 'local' or 'qdrant'")
     if settings.path is not None and (Path(settings.path) / "manifest.json").exists():
         opened = MRLStore.open(settings.path)
         if opened.full_dim != full_dim:

@@ -25,21 +25,18 @@ from ..errors import (
     ReadOnlyStoreError,
     SpecMismatchError,
     StoreClosedError,
-    StoreExistsError,
     StoreLockedError,
 )
 from ..metadata import load_metadata, validate_metadatas
 from ..mrl import as_matrix, as_vector, check_width, normalize, prefix
 from ..types import EmbeddingSpec, Hit, Record
 from . import opening
-from .ann import AnnIndex
 from .crashpoints import crash_point
-from .docstore import DocStore
 from . import maintenance
 from .maintenance import VerifyReport
 from .manifest import Manifest
 from .rwlock import ReadWriteLock
-from .search import SearchPlan, check_k, coarse_candidates, exact_scores, rerank, to_hits, top_k
+from .search import Searcher, check_k
 from .vectors import row_checksums
 
 _registry: "weakref.WeakValueDictionary[str, MRLStore]" = weakref.WeakValueDictionary()
@@ -63,13 +60,10 @@ class MRLStore:
         >>> store.close()
     """
 
-    def __init__(self, state: opening.OpenState) -> None:  # use create() / open()
+    def __init__(self, state: opening.StoreState) -> None:  # use create() / open()
         self._s = state
         self._rw = ReadWriteLock()
-        # Small stores (live <= exact_below) are scanned exactly; their vectors are kept here as
-        # float32 (bounded by exact_below x full_dim) so a scan is one mat-vec, not a gather plus a
-        # float16 conversion per query. Any write drops it.
-        self._small: tuple[np.ndarray, np.ndarray] | None = None
+        self._searcher = Searcher(state)
         self._closed = False
         # Release the lock and files when the object is garbage-collected (users rarely close()).
         self._finalizer = weakref.finalize(self, opening.release, state)
@@ -243,7 +237,7 @@ class MRLStore:
             s.vectors.ensure_mapped(s.rows)
             s.ann.add(prefix(stored.astype(np.float32), self.prefix_dim), np.arange(start, s.rows))
             s.ann.mark_deleted(superseded)
-            self._small = None
+            self._searcher.invalidate()
             crash_point("add:ann-updated")
             if s.pending_rows() >= max(CHECKPOINT_ROWS, s.ann.live // 4):
                 self._checkpoint()
@@ -260,7 +254,7 @@ class MRLStore:
             self._check_open()
             rows = self._s.docs.delete(ids)
             self._s.ann.mark_deleted(rows)
-            self._small = None
+            self._searcher.invalidate()
         return len(rows)
 
     def checkpoint(self) -> None:
@@ -300,93 +294,29 @@ class MRLStore:
         (read lock); costs one hnswlib query, ``shortlist`` row reads and two SQLite queries.
         """
         query = normalize(as_vector(vector, self.full_dim))
-        plan = self._plan(k, shortlist, ef)
+        plan = self._searcher.plan(k, shortlist, ef)
         flt = filters.parse_filter(filter)
         with self._rw.read():
             self._check_open()
-            return self._search_one(query, plan, flt)
+            return self._searcher.one(query, plan, flt)
 
     def search_batch(self, vectors: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None) -> list[list[Hit]]:
         """``search`` for each row of ``vectors``; the coarse stage runs as one threaded batch."""
         queries = normalize(as_matrix(vectors, self.full_dim, what="query vectors"))
-        plan = self._plan(k, shortlist, ef)
+        plan = self._searcher.plan(k, shortlist, ef)
         flt = filters.parse_filter(filter)
         with self._rw.read():
             self._check_open()
-            if flt is not None or self._use_exact(plan, None) or len(queries) < 2:
-                return [self._search_one(q, plan, flt) for q in queries]
-            shortlist_n = max(plan.shortlist, plan.k)
-            try:
-                rows, _ = self._s.ann.query(prefix(queries, plan.prefix_dim), shortlist_n, max(plan.ef, shortlist_n), num_threads=2)
-            except LookupError:
-                return [self._search_one(q, plan, flt) for q in queries]
-            return [self._finish(q, rows[i], plan) for i, q in enumerate(queries)]
+            return self._searcher.batch(queries, plan, flt)
 
     def search_exact(self, vector: Any, k: int = 10, filter: Any = None) -> list[Hit]:
-        """The oracle: exact full-width scan of every live (and matching) item."""
+        """The oracle: exact full-width scan of every live (and matching) item. Read lock."""
         query = normalize(as_vector(vector, self.full_dim))
         k = check_k(k)
         flt = filters.parse_filter(filter)
         with self._rw.read():
             self._check_open()
-            return self._exact(query, None if flt is None else self._s.docs.rows_matching(flt), k)
-
-    def _plan(self, k: int, shortlist: int | None, ef: int | None) -> SearchPlan:
-        m = self._s.manifest
-        for name, value in (("shortlist", shortlist), ("ef", ef)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        return SearchPlan(
-            k=check_k(k), shortlist=int(shortlist or m.shortlist), ef=int(ef or m.ef),
-            exact_below=m.exact_below, prefix_dim=m.prefix_dim, funnel_dim=m.funnel_dim,
-        )
-
-    def _use_exact(self, plan: SearchPlan, allowed: np.ndarray | None) -> bool:
-        live = self._s.ann.live
-        if live <= plan.exact_below:
-            return True
-        # A selective filter: scanning the few matching rows beats a widened coarse search.
-        return allowed is not None and len(allowed) <= max(plan.exact_below, 10 * plan.shortlist)
-
-    def _candidate_rows(self, flt) -> np.ndarray:
-        if flt is not None:
-            return self._s.docs.rows_matching(flt)
-        small = self._small
-        return small[0] if small is not None else self._s.docs.live_rows()
-
-    def _exact(self, query: np.ndarray, rows: np.ndarray | None, k: int) -> list[Hit]:
-        """Exact scan of ``rows`` (None: every live row), from the small-store cache when it fits."""
-        s = self._s
-        if s.ann.live <= s.manifest.exact_below:
-            small = self._small
-            if small is None:
-                live = s.docs.live_rows()
-                stored = s.vectors.gather(live)
-                s.checked.verify(s.docs, live, stored)
-                small = self._small = (live, stored.astype(np.float32))
-            live, matrix = small
-            if rows is None:
-                return to_hits(s.docs, *top_k(live, matrix @ query, k))
-            positions = np.minimum(np.searchsorted(live, rows), len(live) - 1)
-            known = live[positions] == rows  # a read-only handle may see rows newer than its cache
-            return to_hits(s.docs, *top_k(rows[known], matrix[positions[known]] @ query, k))
-        rows = self._candidate_rows(None) if rows is None else rows
-        return to_hits(s.docs, *top_k(rows, exact_scores(s.vectors, s.docs, s.checked, rows, query), k))
-
-    def _search_one(self, query: np.ndarray, plan: SearchPlan, flt) -> list[Hit]:
-        self._s.check_epoch()
-        allowed = self._s.docs.rows_matching(flt) if flt is not None else None
-        if allowed is not None and len(allowed) == 0:
-            return []
-        if not self._use_exact(plan, allowed):
-            rows = coarse_candidates(self._s.ann, query, plan, allowed)
-            if rows is not None:
-                return self._finish(query, rows, plan)
-        return self._exact(query, allowed, plan.k)
-
-    def _finish(self, query: np.ndarray, rows: np.ndarray, plan: SearchPlan) -> list[Hit]:
-        best_rows, scores = rerank(self._s.vectors, self._s.docs, self._s.checked, rows, query, plan.k, plan.funnel_dim)
-        return to_hits(self._s.docs, best_rows, scores)
+            return self._searcher.exact(query, None if flt is None else self._s.docs.rows_matching(flt), k)
 
     # --- maintenance ------------------------------------------------------------------------------
 
@@ -413,7 +343,7 @@ class MRLStore:
         with self._rw.write():
             self._check_open()
             reclaimed = self._s.compact()
-            self._small = None
+            self._searcher.invalidate()
         return reclaimed
 
     def stats(self) -> dict[str, Any]:

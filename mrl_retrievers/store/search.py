@@ -144,3 +144,85 @@ def coarse_candidates(ann: AnnIndex, query: np.ndarray, plan: SearchPlan, allowe
         if len(rows) < plan.k:
             return None
     return rows
+
+
+class Searcher:
+    """Runs the searches of one open store. The caller holds the store's read lock.
+
+    Small stores (live <= exact_below) are scanned exactly; their vectors are kept here as float32
+    (bounded by exact_below x full_dim) so a scan is one mat-vec, not a gather and a float16
+    conversion per query. Every write calls ``invalidate``.
+    """
+
+    def __init__(self, state) -> None:
+        self.s = state
+        self._small: tuple[np.ndarray, np.ndarray] | None = None
+
+    def invalidate(self) -> None:
+        self._small = None
+
+    def plan(self, k, shortlist: int | None, ef: int | None) -> SearchPlan:
+        m = self.s.manifest
+        for name, value in (("shortlist", shortlist), ("ef", ef)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        return SearchPlan(
+            k=check_k(k), shortlist=int(shortlist or m.shortlist), ef=int(ef or m.ef),
+            exact_below=m.exact_below, prefix_dim=m.prefix_dim, funnel_dim=m.funnel_dim,
+        )
+
+    def one(self, query: np.ndarray, plan: SearchPlan, flt) -> list[Hit]:
+        self.s.check_epoch()
+        allowed = self.s.docs.rows_matching(flt) if flt is not None else None
+        if allowed is not None and len(allowed) == 0:
+            return []
+        if not self._use_exact(plan, allowed):
+            rows = coarse_candidates(self.s.ann, query, plan, allowed)
+            if rows is not None:
+                return self._finish(query, rows, plan)
+        return self.exact(query, allowed, plan.k)
+
+    def batch(self, queries: np.ndarray, plan: SearchPlan, flt) -> list[list[Hit]]:
+        if flt is not None or self._use_exact(plan, None) or len(queries) < 2:
+            return [self.one(q, plan, flt) for q in queries]
+        self.s.check_epoch()
+        shortlist = max(plan.shortlist, plan.k)
+        try:
+            rows, _ = self.s.ann.query(prefix(queries, plan.prefix_dim), shortlist, max(plan.ef, shortlist), num_threads=2)
+        except LookupError:
+            return [self.one(q, plan, flt) for q in queries]
+        return [self._finish(q, rows[i], plan) for i, q in enumerate(queries)]
+
+    def exact(self, query: np.ndarray, rows: np.ndarray | None, k: int) -> list[Hit]:
+        """Exact scan of ``rows`` (None: every live row), from the small-store cache when it fits."""
+        s = self.s
+        if s.ann.live <= s.manifest.exact_below:
+            live, matrix = self._small_store()
+            if rows is None:
+                return to_hits(s.docs, *top_k(live, matrix @ query, k))
+            positions = np.minimum(np.searchsorted(live, rows), len(live) - 1)
+            known = live[positions] == rows  # a read-only handle may see rows newer than its cache
+            return to_hits(s.docs, *top_k(rows[known], matrix[positions[known]] @ query, k))
+        rows = s.docs.live_rows() if rows is None else rows
+        return to_hits(s.docs, *top_k(rows, exact_scores(s.vectors, s.docs, s.checked, rows, query), k))
+
+    def _small_store(self) -> tuple[np.ndarray, np.ndarray]:
+        small = self._small
+        if small is None:
+            s = self.s
+            live = s.docs.live_rows()
+            stored = s.vectors.gather(live)
+            s.checked.verify(s.docs, live, stored)
+            small = self._small = (live, stored.astype(np.float32))
+        return small
+
+    def _use_exact(self, plan: SearchPlan, allowed: np.ndarray | None) -> bool:
+        if self.s.ann.live <= plan.exact_below:
+            return True
+        # A selective filter: scanning the few matching rows beats a widened coarse search.
+        return allowed is not None and len(allowed) <= max(plan.exact_below, 10 * plan.shortlist)
+
+    def _finish(self, query: np.ndarray, rows: np.ndarray, plan: SearchPlan) -> list[Hit]:
+        s = self.s
+        best_rows, scores = rerank(s.vectors, s.docs, s.checked, rows, query, plan.k, plan.funnel_dim)
+        return to_hits(s.docs, best_rows, scores)
