@@ -75,7 +75,7 @@ def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
 
     Example:
         >>> v = np.array([3.0, 4.0, 12.0])
-        >>> prefix(v, 2).round(2).tolist()
+        >>> [round(float(x), 3) for x in prefix(v, 2)]
         [0.6, 0.8]
     """
     return np.ascontiguousarray(normalize(truncate(vectors, dim)))

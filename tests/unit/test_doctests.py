@@ -1,0 +1,25 @@
+"""The runnable examples in public docstrings stay runnable."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "mrl_retrievers.config",
+    "mrl_retrievers.types",
+    "mrl_retrievers.mrl",
+    "mrl_retrievers.index",
+    "mrl_retrievers.store.local",
+    "mrl_retrievers.providers",
+    "mrl_retrievers.providers.cached",
+    "mrl_retrievers.providers.rotation",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
