@@ -186,6 +186,11 @@ class DocStore:
         rows = self.conn.execute(f"SELECT row FROM docs WHERE {sql} ORDER BY row", params).fetchall()
         return np.fromiter((r for (r,) in rows), dtype=np.int64, count=len(rows))
 
+    def ids_matching(self, flt) -> list[str]:
+        """Ids of live items whose metadata satisfies the (parsed) filter, by row (insertion order)."""
+        sql, params = filters.to_sql(flt, column="metadata") if flt is not None else ("1", [])
+        return [i for (i,) in self.conn.execute(f"SELECT id FROM docs WHERE {sql} ORDER BY row", params)]
+
     def by_rows(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None, str, int]]:
         """row -> (id, text, metadata JSON, crc) for the live rows among ``rows``."""
         cur = self.conn.execute(

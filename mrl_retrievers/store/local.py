@@ -287,6 +287,13 @@ class MRLStore:
                 records.append(Record(id=id_, text=text, metadata=load_metadata(meta), vector=vectors.get(row)))
         return records
 
+    def ids(self, filter: Any = None) -> list[str]:
+        """Ids of every live item (matching ``filter``), in insertion order. Reads SQLite only."""
+        flt = filters.parse_filter(filter)
+        with self._rw.read():
+            self._check_open()
+            return self._s.docs.ids_matching(flt)
+
     def search(self, vector: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None) -> list[Hit]:
         """Top-``k`` items by full-width cosine: coarse shortlist on the prefix, exact rerank.
 

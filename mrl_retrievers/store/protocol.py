@@ -9,6 +9,7 @@ Semantics every backend keeps (the conformance suite in tests/store checks them)
 - filters use the one dict syntax of ``mrl_retrievers.filters`` with the same semantics, and raise
   ``UnsupportedFilterError``/``FilterError`` for what they cannot express;
 - ``delete`` ignores unknown ids; ``get`` returns records in the order asked, skipping missing ids;
+  ``ids(filter)`` lists live ids (matching the filter) without touching vectors;
 - ``search_exact`` is the exact full-width oracle; ``reindex`` changes the coarse width without
   re-embedding;
 - ``spec`` is recorded with the collection and ``check_spec`` refuses a different one.
@@ -37,6 +38,8 @@ class VectorStore(Protocol):
     def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[Record]: ...
 
     def __len__(self) -> int: ...
+
+    def ids(self, filter: Any = None) -> list[str]: ...
 
     def search(self, vector: Any, k: int = 10, shortlist: int | None = None, filter: Any = None) -> list[Hit]: ...
 

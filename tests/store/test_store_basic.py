@@ -250,3 +250,24 @@ def test_funnel_stage_keeps_recall(make_store, rng):
     store.add(ids(2000), data)
     for qi in queries_near(data, 20, seed=8):
         assert store.search(qi, k=1)[0].id == store.search_exact(qi, k=1)[0].id
+
+
+def test_ids_lists_live_ids_by_filter_in_insertion_order(make_store, rng):
+    store = make_store()
+    store.add(ids(6), unit_rows(rng, 6, 32), metadatas=[{"even": i % 2 == 0} for i in range(6)])
+    store.delete(["doc-2"])
+    store.add(["doc-0"], unit_rows(rng, 1, 32), metadatas=[{"even": True}])  # upsert moves it last
+    assert store.ids() == ["doc-1", "doc-3", "doc-4", "doc-5", "doc-0"]
+    assert store.ids({"even": True}) == ["doc-4", "doc-0"]
+
+
+def test_open_store_create_options_and_unknown_width(tmp_path):
+    from mrl_retrievers import open_store
+
+    store = open_store(tmp_path / "s", full_dim=16, prefix_dim=4, dtype="float32", exact_below=0)
+    assert (store.prefix_dim, store.dtype, store.manifest.exact_below) == (4, "float32", 0)
+    store.close()
+    assert open_store(tmp_path / "s", full_dim=None).full_dim == 16  # width read from the manifest
+    with pytest.raises(StoreNotFoundError):
+        open_store(tmp_path / "absent", full_dim=None)
+    assert open_store(None, full_dim=6).prefix_dim == 6  # the configured 128 is clamped
