@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..config import Settings, StoreSettings
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreNotFoundError
 from ..types import EmbeddingSpec
 from .local import MRLStore
 from .qdrant import QdrantStore, open_from_settings
@@ -19,15 +19,18 @@ from .qdrant import QdrantStore, open_from_settings
 StoreLike = Union[MRLStore, QdrantStore, StoreSettings, Settings, str, "os.PathLike[str]", None]
 
 
-def open_store(store: StoreLike, *, full_dim: int, spec: EmbeddingSpec | None = None, **create_kwargs: Any) -> MRLStore | QdrantStore:
+def open_store(store: StoreLike, *, full_dim: int | None, spec: EmbeddingSpec | None = None, **create_kwargs: Any) -> MRLStore | QdrantStore:
     """Return an open store for ``store``, creating it if it does not exist yet.
 
     ``full_dim`` is the width of the vectors that will be stored. A configured ``prefix_dim``
     wider than ``full_dim`` is clamped to it (tiny test embeddings), and ``spec`` is checked
-    against (or recorded in) the store. ``None`` makes a temporary store.
+    against (or recorded in) the store. ``None`` makes a temporary store. ``full_dim=None``
+    (width not known yet) only opens an existing local store and raises ``StoreNotFoundError``
+    otherwise. ``create_kwargs`` (``prefix_dim``, ``dtype``, ``exact_below``, ...) apply only when
+    the store is created, and win over the settings.
     """
     if isinstance(store, (MRLStore, QdrantStore)):
-        if store.full_dim != full_dim:
+        if full_dim is not None and store.full_dim != full_dim:
             where = store.path if isinstance(store, MRLStore) else f"Qdrant collection {store.collection!r}"
             raise ConfigError(f"store {where} holds {store.full_dim}-wide vectors; these are {full_dim}-wide")
         if spec is not None:
@@ -40,22 +43,23 @@ def open_store(store: StoreLike, *, full_dim: int, spec: EmbeddingSpec | None = 
         return open_from_settings(settings, full_dim=full_dim, spec=spec, **create_kwargs)
     if settings.backend != "local":
         raise ConfigError(f"[store] backend {settings.backend!r} is not available in this version; use 'local' or 'qdrant'")
-    if settings.path is not None and (Path(settings.path) / "manifest.json").exists():
+    if full_dim is None or (settings.path is not None and (Path(settings.path) / "manifest.json").exists()):
+        if settings.path is None:
+            raise StoreNotFoundError("a temporary store cannot be opened before its width is known")
         opened = MRLStore.open(settings.path)
-        if opened.full_dim != full_dim:
+        if full_dim is not None and opened.full_dim != full_dim:
             raise ConfigError(f"store {settings.path} holds {opened.full_dim}-wide vectors; these are {full_dim}-wide")
         if spec is not None:
             opened.check_spec(spec)
         return opened
     options = {
-        "shortlist": settings.shortlist, "ef": settings.ef, "exact_below": settings.exact_below,
+        "prefix_dim": settings.prefix_dim, "dtype": settings.dtype, "shortlist": settings.shortlist, "ef": settings.ef,
+        "exact_below": settings.exact_below,
         "funnel_dim": settings.funnel_dim if settings.funnel_dim and settings.funnel_dim < full_dim else None,
     }
     options.update(create_kwargs)
-    return MRLStore.create(
-        settings.path, full_dim=full_dim, prefix_dim=min(settings.prefix_dim, full_dim), dtype=settings.dtype, spec=spec,
-        **{k: v for k, v in options.items() if v is not None},
-    )
+    options["prefix_dim"] = min(options["prefix_dim"], full_dim)  # tiny test embeddings (6 dims)
+    return MRLStore.create(settings.path, full_dim=full_dim, spec=spec, **{k: v for k, v in options.items() if v is not None})
 
 
 __all__ = ["StoreLike", "open_store"]
