@@ -14,12 +14,12 @@ from ..config import Settings, StoreSettings
 from ..errors import ConfigError, StoreNotFoundError
 from ..types import EmbeddingSpec
 from .local import MRLStore
-from .qdrant import QdrantStore, open_from_settings
+from .protocol import VectorStore
 
-StoreLike = Union[MRLStore, QdrantStore, StoreSettings, Settings, str, "os.PathLike[str]", None]
+StoreLike = Union[VectorStore, StoreSettings, Settings, str, "os.PathLike[str]", None]
 
 
-def open_store(store: StoreLike, *, full_dim: int | None, spec: EmbeddingSpec | None = None, **create_kwargs: Any) -> MRLStore | QdrantStore:
+def open_store(store: StoreLike, *, full_dim: int | None, spec: EmbeddingSpec | None = None, **create_kwargs: Any) -> VectorStore:
     """Return an open store for ``store``, creating it if it does not exist yet.
 
     ``full_dim`` is the width of the vectors that will be stored. A configured ``prefix_dim``
@@ -29,9 +29,9 @@ def open_store(store: StoreLike, *, full_dim: int | None, spec: EmbeddingSpec | 
     otherwise. ``create_kwargs`` (``prefix_dim``, ``dtype``, ``exact_below``, ...) apply only when
     the store is created, and win over the settings.
     """
-    if isinstance(store, (MRLStore, QdrantStore)):
+    if isinstance(store, VectorStore):  # an open store of any backend
         if full_dim is not None and store.full_dim != full_dim:
-            where = store.path if isinstance(store, MRLStore) else f"Qdrant collection {store.collection!r}"
+            where = store.path if isinstance(store, MRLStore) else f"Qdrant collection {getattr(store, 'collection', '?')!r}"
             raise ConfigError(f"store {where} holds {store.full_dim}-wide vectors; these are {full_dim}-wide")
         if spec is not None:
             store.check_spec(spec)
@@ -40,6 +40,8 @@ def open_store(store: StoreLike, *, full_dim: int | None, spec: EmbeddingSpec | 
         path=None if store is None else os.fspath(store)
     )
     if settings.backend == "qdrant":  # url / path / in-memory; created if missing (qdrant-client imported lazily)
+        from .qdrant import open_from_settings
+
         return open_from_settings(settings, full_dim=full_dim, spec=spec, **create_kwargs)
     if settings.backend != "local":
         raise ConfigError(f"[store] backend {settings.backend!r} is not available in this version; use 'local' or 'qdrant'")
