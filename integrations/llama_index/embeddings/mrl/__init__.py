@@ -1,6 +1,11 @@
 """LlamaIndex embeddings over mrl-retrievers (namespace package: no __init__.py above this folder).
 
-Built on the public API of ``mrl_retrievers`` only. The classes arrive with the LlamaIndex issue.
+Example:
+    >>> from llama_index.embeddings.mrl import MRLEmbedding
+    >>> MRLEmbedding("fake", dim=8).dim
+    8
 """
 
-__all__: list[str] = []
+from .base import MRLEmbedding
+
+__all__ = ["MRLEmbedding"]

@@ -1,6 +1,9 @@
 """LlamaIndex retrievers over mrl-retrievers (namespace package: no __init__.py above this folder).
 
-Built on the public API of ``mrl_retrievers`` only. The classes arrive with the LlamaIndex issue.
+Example:
+    >>> from llama_index.retrievers.mrl import MRLRetriever
 """
 
-__all__: list[str] = []
+from .base import MRLRetriever
+
+__all__ = ["MRLRetriever"]

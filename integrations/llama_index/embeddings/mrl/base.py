@@ -1,0 +1,124 @@
+"""MRLEmbedding: any mrl-retrievers provider (OpenAI, Gemini, Voyage, local, fake) as a LlamaIndex
+``BaseEmbedding``, with the provider's real async path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.callbacks import CallbackManager
+
+from mrl_retrievers import EmbeddingSpec, Provider, Settings, get_provider
+from mrl_retrievers.config import EmbedderSettings
+from mrl_retrievers.errors import ConfigError
+
+__all__ = ["MRLEmbedding"]
+
+ConfigSource = Settings | EmbedderSettings | Mapping[str, Any] | str | os.PathLike
+
+
+class MRLEmbedding(BaseEmbedding):
+    """A LlamaIndex embedding model backed by an mrl-retrievers ``Provider``.
+
+    Queries and documents are embedded with the provider's own query / document prompt or task
+    type; vectors are unit length and ``dim`` wide. The async methods call the provider's real
+    async path (``aembed_query`` / ``aembed_documents``).
+
+    Args:
+        provider: a ``Provider``, or a registry name ("openai", "gemini", "voyage", "local",
+            "fake"); None builds one from ``config`` (or from environment variables alone).
+        config: a ``Settings``, an ``[embedder]`` block, a mapping or a TOML path (``provider``
+            must then be None); the keyword arguments below override it.
+        model / dim / api_key / base_url / **options: as for ``mrl_retrievers.get_provider``.
+        embed_batch_size: texts LlamaIndex hands over per call (the provider batches them again
+            by its API's limits and runs up to its ``max_concurrency`` requests at once).
+
+    Example:
+        >>> embed = MRLEmbedding("fake", dim=16)
+        >>> len(embed.get_query_embedding("hello"))
+        16
+        >>> embed.spec.provider
+        'fake'
+    """
+
+    _provider: Provider = PrivateAttr()
+
+    def __init__(
+        self,
+        provider: Provider | str | None = None,
+        *,
+        config: ConfigSource | None = None,
+        model: str | None = None,
+        dim: int | None = None,
+        api_key: Any = None,
+        base_url: str | None = None,
+        embed_batch_size: int = 256,
+        callback_manager: CallbackManager | None = None,
+        **options: Any,
+    ) -> None:
+        built = _build_provider(provider, config, model=model, dim=dim, api_key=api_key, base_url=base_url, **options)
+        super().__init__(model_name=built.model, embed_batch_size=embed_batch_size, callback_manager=callback_manager)
+        self._provider = built
+
+    @classmethod
+    def from_config(cls, source: ConfigSource | None = None, **overrides: Any) -> MRLEmbedding:
+        """Build from a config's ``[embedder]`` block; keyword arguments override it."""
+        return cls(None, config=source, **overrides)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MRLEmbedding"
+
+    @property
+    def provider(self) -> Provider:
+        """The underlying provider."""
+        return self._provider
+
+    @property
+    def spec(self) -> EmbeddingSpec:
+        """The ``EmbeddingSpec`` to give ``MRLVectorStore(spec=...)`` so stores refuse other vectors."""
+        return self._provider.spec
+
+    @property
+    def dim(self) -> int:
+        return self._provider.dim
+
+    # --- BaseEmbedding ------------------------------------------------------------------------------
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._provider.embed_query(query).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return (await self._provider.aembed_query(query)).tolist()
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._provider.embed_documents([text])[0].tolist()
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return (await self._provider.aembed_documents([text]))[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._provider.embed_documents(texts).tolist()
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return (await self._provider.aembed_documents(texts)).tolist()
+
+
+def _build_provider(provider: Provider | str | None, config: ConfigSource | None, **kwargs: Any) -> Provider:
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    if isinstance(provider, Provider):
+        if config is not None or given:
+            raise ConfigError(f"got a ready Provider and also settings for it ({sorted(given) or 'config'}); pass one")
+        return provider
+    if provider is not None and config is not None:
+        raise ConfigError("pass a provider name or a config, not both (override config values with keywords)")
+    if isinstance(provider, str):
+        return get_provider(provider, **given)
+    if provider is not None:
+        raise ConfigError(f"provider must be a Provider or a registry name, got {type(provider).__name__}")
+    from mrl_retrievers.providers import from_config
+
+    return from_config(config, **given)

@@ -1,0 +1,118 @@
+"""MRLRetriever: a LlamaIndex retriever over an MRL store and an embedding model, no index needed."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.vector_stores.types import (
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
+from llama_index.embeddings.mrl import MRLEmbedding
+from llama_index.vector_stores.mrl import MRLVectorStore
+
+from mrl_retrievers import MRLStore, Provider
+from mrl_retrievers.errors import InvalidInputError
+
+__all__ = ["MRLRetriever"]
+
+
+class MRLRetriever(BaseRetriever):
+    """Coarse-to-fine retrieval: embed the query, shortlist on the prefix index, rerank at full width.
+
+    Args:
+        vector_store: an ``MRLVectorStore``, or what it takes (an ``MRLStore`` or a store path).
+        embed_model: a LlamaIndex ``BaseEmbedding`` (e.g. ``MRLEmbedding``) or an mrl-retrievers
+            ``Provider``. It must be the model the store was filled with.
+        similarity_top_k: how many nodes to return (``k``).
+        shortlist: coarse candidates to rerank (None: the store's default). More is slower and
+            closer to exact.
+        filters: LlamaIndex ``MetadataFilters`` (translated with LlamaIndex semantics, or rejected).
+        doc_ids / node_ids: restrict to these documents / nodes.
+        mode: "default" or "mmr" (``mmr_threshold``: 1 = relevance only, 0 = diversity only).
+
+    Example:
+        >>> from llama_index.vector_stores.mrl import MRLVectorStore
+        >>> embed = MRLEmbedding("fake", dim=16)
+        >>> retriever = MRLRetriever(MRLVectorStore(None), embed, similarity_top_k=3)
+        >>> retriever.retrieve("anything")
+        []
+    """
+
+    def __init__(
+        self,
+        vector_store: MRLVectorStore | MRLStore | str | os.PathLike[str],
+        embed_model: BaseEmbedding | Provider,
+        *,
+        similarity_top_k: int = 4,
+        shortlist: int | None = None,
+        filters: MetadataFilters | None = None,
+        doc_ids: list[str] | None = None,
+        node_ids: list[str] | None = None,
+        mode: VectorStoreQueryMode | str = VectorStoreQueryMode.DEFAULT,
+        mmr_threshold: float | None = None,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+    ) -> None:
+        if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
+            raise InvalidInputError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
+        if not isinstance(vector_store, MRLVectorStore):
+            vector_store = MRLVectorStore(vector_store)
+        if isinstance(embed_model, Provider):
+            embed_model = MRLEmbedding(embed_model)
+        self._vector_store = vector_store
+        self._embed_model = embed_model
+        self._similarity_top_k = similarity_top_k
+        self._shortlist = shortlist
+        self._filters = filters
+        self._doc_ids = doc_ids
+        self._node_ids = node_ids
+        self._mode = VectorStoreQueryMode(mode)
+        self._mmr_threshold = mmr_threshold
+        super().__init__(callback_manager=callback_manager, verbose=verbose)
+
+    @property
+    def vector_store(self) -> MRLVectorStore:
+        return self._vector_store
+
+    def _query(self, query_bundle: QueryBundle, embedding: list[float]) -> VectorStoreQuery:
+        return VectorStoreQuery(
+            query_embedding=embedding,
+            similarity_top_k=self._similarity_top_k,
+            doc_ids=self._doc_ids,
+            node_ids=self._node_ids,
+            query_str=query_bundle.query_str,
+            mode=self._mode,
+            filters=self._filters,
+            mmr_threshold=self._mmr_threshold,
+        )
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {} if self._shortlist is None else {"shortlist": self._shortlist}
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        embedding = query_bundle.embedding
+        if embedding is None:
+            embedding = self._embed_model.get_agg_embedding_from_queries(query_bundle.embedding_strs)
+        result = self._vector_store.query(self._query(query_bundle, embedding), **self._kwargs())
+        return _scored(result)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        embedding = query_bundle.embedding
+        if embedding is None:
+            embedding = await self._embed_model.aget_agg_embedding_from_queries(query_bundle.embedding_strs)
+        result = await self._vector_store.aquery(self._query(query_bundle, embedding), **self._kwargs())
+        return _scored(result)
+
+
+def _scored(result: VectorStoreQueryResult) -> list[NodeWithScore]:
+    nodes = result.nodes or []
+    scores = result.similarities or [None] * len(nodes)
+    return [NodeWithScore(node=node, score=score) for node, score in zip(nodes, scores)]
