@@ -12,7 +12,7 @@ from .errors import (
 )
 from .providers import Provider, get_provider
 from .index import MRLIndex
-from .store import MRLStore, open_store
+from .store import MRLStore, QdrantStore, VectorStore, open_store
 from .types import EmbeddingSpec, Hit, Record
 
 __version__ = "0.1.0"
@@ -35,4 +35,6 @@ __all__ = [
     "load_config",
     "open_store",
     "Provider",
+    "QdrantStore",
+    "VectorStore",
 ]

@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     compact = sub.add_parser("compact", help="reclaim the rows of deleted and overwritten items")
     compact.add_argument("path")
     compact.set_defaults(func=_cmd_compact)
+
+    migrate = sub.add_parser("migrate", help="copy a store to another backend (local <-> Qdrant) from its stored vectors")
+    migrate.add_argument("src", help="a local store path, qdrant://host[:port]/collection or qdrant+path://folder?collection=name")
+    migrate.add_argument("dst", help="same forms as SRC; created if missing (key from QDRANT_API_KEY)")
+    migrate.add_argument("--prefix-dim", type=int, help="coarse width of a new destination (default: the source's)")
+    migrate.add_argument("--batch-size", type=int, default=1000)
+    migrate.set_defaults(func=_cmd_migrate)
     return parser
 
 
@@ -211,6 +218,15 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     with MRLStore.open(args.path) as store:
         print(f"reclaimed {store.compact()} rows")
     return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from .store.migrate import migrate_uris
+
+    report = migrate_uris(args.src, args.dst, prefix_dim=args.prefix_dim, batch_size=args.batch_size)
+    print(f"copied {report.copied} items ({report.source_count} in source, {report.destination_count} in destination); "
+          "nothing was re-embedded")
+    return 0 if report.source_count == report.destination_count else EXIT_DAMAGED
 
 
 if __name__ == "__main__":  # pragma: no cover

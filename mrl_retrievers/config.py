@@ -83,10 +83,12 @@ class StoreSettings:
     ef: int | None = None
     exact_below: int | None = None
     funnel_dim: int | None = None
-    # qdrant backend (issue 9)
+    # qdrant backend (issue 9): url (server/cluster) or path (qdrant-client local mode, tests only);
+    # neither = an in-memory local-mode collection. quantization: None | "int8" (prefix vectors).
     url: str | None = None
     api_key: Secret | None = None
     collection: str | None = None
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -99,6 +101,10 @@ class StoreSettings:
                 _positive_int("store", name, getattr(self, name))
         if self.exact_below is not None:
             _positive_int("store", "exact_below", self.exact_below, minimum=0)
+        if self.quantization not in (None, "int8"):
+            raise ConfigError(f"[store] quantization must be \"int8\" or unset, got {self.quantization!r}")
+        if self.url is not None and self.path is not None and self.backend == "qdrant":
+            raise ConfigError("[store] a qdrant store takes url (a server) or path (local mode), not both")
 
 
 @dataclass(frozen=True)
@@ -292,6 +298,12 @@ dtype = "float16"           # full vectors on disk: "float16" | "float32"
 # ef = 400                  # HNSW search breadth (default: recorded in the manifest)
 # exact_below = 2048        # stores smaller than this are searched exactly
 # funnel_dim = 512          # optional intermediate rerank width
+# --- backend = "qdrant": the same store on a Qdrant server or cluster (pip install 'mrl-retrievers[qdrant]')
+# url = "http://qdrant.internal:6333"   # a server or cluster; leave path unset
+# api_key: set MRL_STORE_API_KEY in the environment; never commit a key
+# collection = "docs"       # the collection (an alias QdrantStore manages); default "mrl"
+# quantization = "int8"     # scalar-quantize the prefix vectors held in RAM (full vectors stay on disk)
+# (path = "qdrant-data" without url uses qdrant-client's local mode: brute force, for tests only)
 """
 
 __all__ = ["EXAMPLE_TOML", "EmbedderSettings", "Secret", "Settings", "StoreSettings", "load_config"]

@@ -9,7 +9,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mrl_retrievers import MRLStore, Settings
+from mrl_retrievers import Settings, open_store
+from mrl_retrievers import VectorStore as StoreProtocol
 from mrl_retrievers.config import StoreSettings
 from mrl_retrievers.errors import ConfigError, InvalidInputError, StoreNotFoundError
 
@@ -91,8 +92,8 @@ def store_source(store: Any, store_kwargs: dict[str, Any]) -> tuple[Any, dict[st
     kwargs = dict(store_kwargs)
     in_settings = {name: kwargs.pop(name) for name in ("prefix_dim", "dtype") if name in kwargs}
     if in_settings:
-        if isinstance(store, MRLStore):
-            raise ConfigError(f"{sorted(in_settings)} apply when a store is created; {store.path} exists "
+        if isinstance(store, StoreProtocol):
+            raise ConfigError(f"{sorted(in_settings)} apply when a store is created; {getattr(store, 'path', store)} exists "
                               "(change its prefix width with store.reindex(prefix_dim=...))")
         base = store.store if isinstance(store, Settings) else store if isinstance(store, StoreSettings) else StoreSettings(
             path=None if store is None else os.fspath(store))
@@ -100,15 +101,19 @@ def store_source(store: Any, store_kwargs: dict[str, Any]) -> tuple[Any, dict[st
     return store, kwargs
 
 
-def open_existing(store: Any) -> MRLStore | None:
-    """Open the store at the path ``store`` names, if there is one (the width comes from its manifest)."""
-    path = store.store.path if isinstance(store, Settings) else store.path if isinstance(store, StoreSettings) else store
-    if path is None:
+def open_existing(store: Any) -> StoreProtocol | None:
+    """Open the store ``store`` names if it exists, on any backend (the width comes from the store)."""
+    if store is None or (isinstance(store, (Settings, StoreSettings)) and _is_temporary(store)):
         return None
     try:
-        return MRLStore.open(os.fspath(path))
+        return open_store(store, full_dim=None)
     except StoreNotFoundError:  # created on the first vector, when the width is known
         return None
+
+
+def _is_temporary(settings: Any) -> bool:
+    block = settings.store if isinstance(settings, Settings) else settings
+    return block.path is None and block.url is None
 
 
 __all__ = ["cosine_relevance", "mmr_select", "open_existing", "prepare_add", "store_source", "unit_rows", "unit_vector"]

@@ -21,6 +21,7 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 
 from mrl_retrievers import EmbeddingSpec, Hit, MRLStore, open_store
+from mrl_retrievers import VectorStore as StoreProtocol
 from mrl_retrievers.errors import ConfigError, InvalidInputError
 
 from ._filters import to_mrl_filter
@@ -87,7 +88,7 @@ class MRLVectorStore(VectorStore):
         if self._mrl is not None:  # the width is known: open or create now (checks the spec)
             self._store = self._open(self._mrl.dim)
             self._verified = True
-        elif isinstance(store, MRLStore):
+        elif isinstance(store, StoreProtocol):  # an open store of any backend (local, Qdrant)
             self._store = store
         else:
             self._store = open_existing(self._store_like)

@@ -4,5 +4,6 @@ from .factory import StoreLike, open_store
 from .local import MRLStore
 from .maintenance import VerifyReport
 from .protocol import VectorStore
+from .qdrant import QdrantStore  # qdrant-client itself is imported only when a QdrantStore is opened
 
-__all__ = ["MRLStore", "StoreLike", "VectorStore", "VerifyReport", "open_store"]
+__all__ = ["MRLStore", "QdrantStore", "StoreLike", "VectorStore", "VerifyReport", "open_store"]

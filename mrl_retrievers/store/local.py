@@ -37,6 +37,7 @@ from .maintenance import VerifyReport
 from .manifest import Manifest
 from .rwlock import ReadWriteLock
 from .search import Searcher, check_k
+from .validation import check_ids, check_texts
 from .vectors import row_checksums
 
 _registry: "weakref.WeakValueDictionary[str, MRLStore]" = weakref.WeakValueDictionary()
@@ -216,11 +217,11 @@ class MRLStore:
         write lock (searches wait). Costs one vector-file append, one SQLite commit and one
         hnswlib insert per row.
         """
-        ids = _check_ids(ids)
+        ids = check_ids(ids)
         vectors = as_matrix(vectors, self.full_dim)
         if len(vectors) != len(ids):
             raise InvalidInputError(f"got {len(ids)} ids but {len(vectors)} vectors")
-        texts = _check_texts(texts, len(ids))
+        texts = check_texts(texts, len(ids))
         metas = validate_metadatas(metadatas, len(ids))
         stored = normalize(vectors).astype(self._s.vectors.dtype)
         crcs = row_checksums(stored)
@@ -248,7 +249,7 @@ class MRLStore:
 
         One transaction; durable when it returns; takes the write lock.
         """
-        ids = _check_ids(ids, allow_duplicates=True)
+        ids = check_ids(ids, allow_duplicates=True)
         self._check_writable()
         with self._rw.write():
             self._check_open()
@@ -271,7 +272,7 @@ class MRLStore:
 
     def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[Record]:
         """Records for the ids that exist, in the order asked. Safe beside writers (read lock)."""
-        ids = _check_ids(ids, allow_duplicates=True)
+        ids = check_ids(ids, allow_duplicates=True)
         with self._rw.read():
             self._check_open()
             found = self._s.docs.by_ids(ids)
@@ -398,48 +399,6 @@ class MRLStore:
         self._check_open()
         if self.read_only:
             raise ReadOnlyStoreError(f"store {self.path} was opened read-only")
-
-
-def _check_ids(ids: Any, *, allow_duplicates: bool = False) -> list[str]:
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) and not hasattr(ids, "__iter__"):
-        raise InvalidInputError(f"ids must be a list of strings, got {type(ids).__name__}")
-    ids = list(ids)
-    for i, id_ in enumerate(ids):
-        if not isinstance(id_, str) or not id_:
-            raise InvalidInputError(f"ids[{i}] must be a non-empty string, got {id_!r}")
-        _check_utf8(id_, f"ids[{i}]")
-    if not allow_duplicates and len(set(ids)) != len(ids):
-        from ..errors import DuplicateIdError
-
-        seen, dup = set(), None
-        for id_ in ids:
-            if id_ in seen:
-                dup = id_
-                break
-            seen.add(id_)
-        raise DuplicateIdError(f"id {dup!r} appears more than once in one batch")
-    return ids
-
-
-def _check_texts(texts: Any, n: int) -> list[str | None]:
-    if texts is None:
-        return [None] * n
-    texts = list(texts)
-    if len(texts) != n:
-        raise InvalidInputError(f"got {n} ids but {len(texts)} texts")
-    for i, text in enumerate(texts):
-        if text is not None and not isinstance(text, str):
-            raise InvalidInputError(f"texts[{i}] must be a string or None, got {type(text).__name__}")
-        if text is not None:
-            _check_utf8(text, f"texts[{i}]")
-    return texts
-
-
-def _check_utf8(value: str, what: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(f"{what} is not valid UTF-8 text (lone surrogate?)") from None
 
 
 __all__ = ["MRLStore"]

@@ -142,3 +142,16 @@ def test_demo_runs_offline_and_second_run_embeds_nothing(tmp_path):
     code, out, err = run("demo", "--workdir", "w", "--limit", "60", cwd=tmp_path, env=env, timeout=600)
     assert code == 0, err[-3000:]
     assert "nothing embedded" in out
+
+
+def test_migrate_local_to_qdrant_and_back(workspace):
+    run("index", "docs", "notes.jsonl", "-q", cwd=workspace)
+    code, out, err = run("migrate", "store", f"qdrant+path://{workspace / 'q'}?collection=docs", cwd=workspace)
+    assert code == 0, err
+    assert "copied 3 items" in out and "nothing was re-embedded" in out
+    code, out, err = run("migrate", f"qdrant+path://{workspace / 'q'}?collection=docs", "back", cwd=workspace)
+    assert code == 0, err
+    info = json.loads(run("info", "back", "--json", cwd=workspace)[1])
+    assert info["count"] == 3 and info["spec"]["provider"] == "fake"
+    code, _, err = run("migrate", "nowhere", "x", cwd=workspace)
+    assert code == 2 and "Traceback" not in err

@@ -37,7 +37,7 @@ def test_public_api_is_pinned():
     assert sorted(mrl_retrievers.__all__) == sorted([
         "CorruptStoreError", "EmbeddingSpec", "Hit", "MRLError", "MRLIndex", "MRLStore", "Record", "Secret", "Settings",
         "StoreLockedError", "UnsupportedFilterError", "UnsupportedFormatError", "__version__", "get_provider", "load_config",
-        "open_store", "Provider",
+        "open_store", "Provider", "QdrantStore", "VectorStore",
     ])
     for name in mrl_retrievers.__all__:
         assert hasattr(mrl_retrievers, name)

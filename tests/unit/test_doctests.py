@@ -16,6 +16,8 @@ MODULES = [
     "mrl_retrievers.providers",
     "mrl_retrievers.providers.cached",
     "mrl_retrievers.providers.rotation",
+    "mrl_retrievers.store.qdrant",
+    "mrl_retrievers.store.migrate",
 ]
 
 
