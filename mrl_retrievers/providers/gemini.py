@@ -19,19 +19,18 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from ..config import Secret
-from ..errors import AuthenticationError, ConfigError, EmbeddingResponseError, ProviderConnectionError
+from ..errors import AuthenticationError, EmbeddingResponseError, ProviderConnectionError
 from ..errors import ProviderTimeoutError
+from ._clients import ClientPool
+from .hosted import checked_batch_size
 from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require
 from .models import DEFAULT_MODELS, ModelInfo, lookup, resolve_width
 
@@ -189,11 +188,8 @@ class GeminiProvider(HostedProvider):
         require("google.genai", package="google-genai", extra="gemini", purpose="the Gemini provider")
         width = resolve_width(PROVIDER, model, dim, native_dim=native_dim, native_shortening=native_shortening)
         info = lookup(PROVIDER, model)
-        batch_size = options.pop("batch_size", None)
-        if batch_size is None:
-            batch_size = info.max_batch if info else _MAX_BATCH
-        if batch_size > _MAX_BATCH:
-            raise ConfigError(f"batch_size {batch_size} is above Gemini's limit of {_MAX_BATCH} texts a request")
+        batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else _MAX_BATCH,
+                                        _MAX_BATCH, "Gemini")
         self.marking = marking_for(model, info)
         prompts = (self.marking.query, self.marking.document)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
@@ -202,9 +198,8 @@ class GeminiProvider(HostedProvider):
         self.request_dim = width.request_dim
         self.vertexai = bool(vertexai)
         self.project, self.location, self.api_version = project, location, api_version
-        self._sync_client: Any = None
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._clients_lock = threading.Lock()
+        # google-genai keeps one aiohttp session per client, bound to the loop that opened it.
+        self._clients = ClientPool(self._make_client, self._make_client, lambda client: client.aio.aclose())
 
     # -- one request each way ------------------------------------------------------------------------
     def _embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
@@ -244,19 +239,10 @@ class GeminiProvider(HostedProvider):
         return require("google.genai.types", package="google-genai", extra="gemini")
 
     def _client(self) -> Any:
-        with self._clients_lock:
-            if self._sync_client is None:
-                self._sync_client = self._make_client()
-            return self._sync_client
+        return self._clients.sync()
 
     def _async_client(self) -> Any:
-        # google-genai keeps one aiohttp session per client, bound to the loop that opened it.
-        loop = asyncio.get_running_loop()
-        with self._clients_lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = self._make_client()
-            return client
+        return self._clients.for_running_loop()
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for ``genai.Client`` except the key and ``http_options`` (for tests)."""
@@ -281,18 +267,10 @@ class GeminiProvider(HostedProvider):
         return genai.Client(api_key=key, http_options=http, **self.client_options())
 
     def close(self) -> None:
-        with self._clients_lock:
-            client, self._sync_client = self._sync_client, None
-        if client is not None:
-            client.close()
+        self._clients.close()
 
     async def aclose(self) -> None:
-        self.close()
-        loop = asyncio.get_running_loop()
-        with self._clients_lock:
-            client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await client.aio.aclose()
+        await self._clients.aclose()
 
 
 def _transport_failure(exc: BaseException) -> str | None:

@@ -26,6 +26,15 @@ from .base import Kind, Provider, _check_positive, resolve_api_key
 logger = logging.getLogger("mrl_retrievers.providers")
 
 
+def checked_batch_size(requested: int | None, limit: int | None, default: int, api: str) -> int:
+    """Texts per request: the caller's choice, else the model's limit, else ``default``; a choice
+    above the API's limit is refused at construction rather than answered with a 400 later."""
+    size = requested if requested is not None else (limit or default)
+    if limit is not None and size > limit:
+        raise ConfigError(f"batch_size {size} is above the {api} limit of {limit} texts a request")
+    return size
+
+
 class HostedProvider(Provider):
     """Shared machinery of API-backed providers: token-aware batching, concurrency, retries.
 

@@ -12,11 +12,8 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
-import threading
-import weakref
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
@@ -24,6 +21,8 @@ import numpy as np
 from ..config import Secret
 from ..errors import AuthenticationError, ConfigError, EmbeddingResponseError, ProviderConnectionError
 from ..errors import ProviderTimeoutError
+from ._clients import ClientPool
+from .hosted import checked_batch_size
 from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require, resolve_api_key
 from .models import DEFAULT_MODELS, lookup, resolve_width
 
@@ -149,12 +148,8 @@ class OpenAIProvider(HostedProvider):
             api_key = resolve_api_key(None, ("AZURE_OPENAI_API_KEY", "OPENAI_API_KEY"))
         width = resolve_width(PROVIDER, model, dim, native_dim=native_dim, native_shortening=native_shortening)
         info = lookup(PROVIDER, model) if native_dim is None else None
-        limit = info.max_batch if info else None
-        batch_size = options.pop("batch_size", None)
-        if batch_size is None:
-            batch_size = limit or _UNKNOWN_MODEL_BATCH
-        if limit is not None and batch_size > limit:
-            raise ConfigError(f"batch_size {batch_size} is above the OpenAI limit of {limit} inputs a request")
+        batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else None,
+                                        _UNKNOWN_MODEL_BATCH, "OpenAI")
         options.setdefault("max_batch_tokens", info.max_batch_tokens if info else None)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
                          response_dim=width.response_dim, batch_size=batch_size, **options)
@@ -163,9 +158,8 @@ class OpenAIProvider(HostedProvider):
         self.api_version = api_version
         self._token_provider = azure_ad_token_provider
         self._client_options = {"organization": organization, "project": project, "default_headers": default_headers}
-        self._sync_client: Any = None
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._clients_lock = threading.Lock()
+        self._clients = ClientPool(lambda: self._make_client(asynchronous=False),
+                                   lambda: self._make_client(asynchronous=True), lambda client: client.close())
 
     # -- one request each way ------------------------------------------------------------------------
     def _embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
@@ -195,20 +189,10 @@ class OpenAIProvider(HostedProvider):
 
     # -- clients ------------------------------------------------------------------------------------------
     def _client(self) -> Any:
-        with self._clients_lock:
-            if self._sync_client is None:
-                self._sync_client = self._make_client(asynchronous=False)
-            return self._sync_client
+        return self._clients.sync()
 
     def _async_client(self) -> Any:
-        # An async client's connection pool belongs to the event loop that opened it: reusing it
-        # from another loop (asyncio.run twice, per-test loops) fails with "Event loop is closed".
-        loop = asyncio.get_running_loop()
-        with self._clients_lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = self._make_client(asynchronous=True)
-            return client
+        return self._clients.for_running_loop()
 
     def _make_client(self, *, asynchronous: bool) -> Any:
         sdk = require("openai", package="openai", extra="openai", purpose="the OpenAI embeddings provider")
@@ -237,18 +221,10 @@ class OpenAIProvider(HostedProvider):
             "e.g. api_key='EMPTY')", provider=self.name, model=self.model)
 
     def close(self) -> None:
-        with self._clients_lock:
-            client, self._sync_client = self._sync_client, None
-        if client is not None:
-            client.close()
+        self._clients.close()
 
     async def aclose(self) -> None:
-        self.close()
-        loop = asyncio.get_running_loop()
-        with self._clients_lock:
-            client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await client.close()
+        await self._clients.aclose()
 
 
 __all__ = ["OpenAIProvider", "build_request", "decode_embedding", "parse_response"]

@@ -22,8 +22,9 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..config import Secret
-from ..errors import AuthenticationError, ConfigError, EmbeddingResponseError, ProviderConnectionError
+from ..errors import AuthenticationError, EmbeddingResponseError, ProviderConnectionError
 from ..errors import ProviderError, ProviderTimeoutError
+from .hosted import checked_batch_size
 from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require
 from .models import DEFAULT_MODELS, lookup, resolve_width
 
@@ -114,11 +115,8 @@ class VoyageProvider(HostedProvider):
         require("voyageai", package="voyageai", extra="voyage", purpose="the Voyage provider")
         width = resolve_width(PROVIDER, model, dim, native_dim=native_dim, native_shortening=native_shortening)
         info = lookup(PROVIDER, model)
-        batch_size = options.pop("batch_size", None)
-        if batch_size is None:
-            batch_size = info.max_batch if info else _MAX_BATCH
-        if batch_size > _MAX_BATCH:
-            raise ConfigError(f"batch_size {batch_size} is above Voyage's limit of {_MAX_BATCH} texts a request")
+        batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else _MAX_BATCH,
+                                        _MAX_BATCH, "Voyage")
         options.setdefault("max_batch_tokens", info.max_batch_tokens if info else None)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
                          response_dim=width.response_dim, batch_size=batch_size,
