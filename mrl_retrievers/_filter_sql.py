@@ -56,11 +56,20 @@ def compile_node(node: Node, column: str) -> Sql:
     if isinstance(node, Condition):
         return _operator(_LEAVES, node)(column, '$."' + node.key + '"', node.operand)
     parts = [compile_node(child, column) for child in node.children]
-    params = [p for _, ps in parts for p in ps]
     if isinstance(node, And):
-        return "(" + " AND ".join(s for s, _ in parts) + ")", params
-    joined = "(" + " OR ".join(s for s, _ in parts) + ")"
+        return _balanced("AND", parts)
+    joined, params = _balanced("OR", parts)
     return (joined if isinstance(node, Or) else f"(NOT {joined})"), params
+
+
+def _balanced(op: str, parts: list[Sql]) -> Sql:
+    """``(a op b op c ...)`` as a balanced tree: SQLite parses a flat chain left-deep and refuses
+    expressions deeper than 1000, which a framework's "one $eq per allowed id" filter reaches."""
+    if len(parts) <= 8:
+        return "(" + f" {op} ".join(s for s, _ in parts) + ")", [p for _, ps in parts for p in ps]
+    middle = len(parts) // 2
+    left, right = _balanced(op, parts[:middle]), _balanced(op, parts[middle:])
+    return f"({left[0]} {op} {right[0]})", left[1] + right[1]
 
 
 # --- building blocks ---------------------------------------------------------------------------

@@ -188,7 +188,10 @@ def load_config(
         raise ConfigError(f"unknown config blocks {sorted(unknown_blocks)}; known: {sorted(_BLOCKS)}")
     blocks = {}
     for name, cls in _BLOCKS.items():
-        values = dict(raw.get(name, {}) or {})
+        block = raw.get(name, {}) or {}
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"[{name}] must be a table of settings, got {block!r}")
+        values = dict(block)
         values.update(_from_env(name, cls, env))
         values.update(dict((overrides or {}).get(name, {}) or {}))
         blocks[name] = _build_block(name, cls, values)

@@ -96,6 +96,11 @@ class ReadOnlyStoreError(StoreError, PermissionError):
     """A write was attempted through a read-only handle."""
 
 
+class StoreIOError(StoreError, OSError):
+    """The disk refused a read or write (full, I/O error, file-size limit). Nothing was acknowledged:
+    the batch in flight was not written, and what was acknowledged before is intact."""
+
+
 class StoreClosedError(StoreError):
     """The store handle was closed."""
 
@@ -184,6 +189,7 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoreExistsError",
+    "StoreIOError",
     "StoreLockedError",
     "StoreNotFoundError",
     "UnsupportedDimensionError",

@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -33,6 +34,48 @@ def checked_batch_size(requested: int | None, limit: int | None, default: int, a
     if limit is not None and size > limit:
         raise ConfigError(f"batch_size {size} is above the {api} limit of {limit} texts a request")
     return size
+
+
+class _KeyScrubber(logging.Filter):
+    """Masks live providers' keys in the records of the SDKs' own loggers.
+
+    Our messages are scrubbed where they are made; the SDKs' are not (voyageai logs API error bodies
+    at INFO, and a proxy may echo the key in them). Attached once to each SDK logger; a provider's
+    key is forgotten when the provider is garbage-collected.
+    """
+
+    LOGGERS = ("voyage", "openai", "google_genai", "httpx", "httpx2", "aiohttp")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: dict[int, str] = {}
+        self._attached = False
+        self._lock = threading.Lock()
+
+    def watch(self, owner: object, key: Secret) -> None:
+        value = key.get_secret_value()
+        if len(value) < 4:
+            return
+        with self._lock:
+            self._keys[id(owner)] = value
+            if not self._attached:
+                for name in self.LOGGERS:
+                    logging.getLogger(name).addFilter(self)
+                self._attached = True
+        weakref.finalize(owner, self._keys.pop, id(owner), None)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        keys = list(self._keys.values())
+        if keys:
+            text = record.getMessage()
+            if any(k in text for k in keys):
+                for k in keys:
+                    text = text.replace(k, "**********")
+                record.msg, record.args = text, ()
+        return True
+
+
+_SDK_LOG_SCRUBBER = _KeyScrubber()
 
 
 class HostedProvider(Provider):
@@ -88,6 +131,8 @@ class HostedProvider(Provider):
                                  max_delay=policy.max_delay, max_retry_after=policy.max_retry_after,
                                  jitter=policy.jitter)
         self._api_key = resolve_api_key(api_key, self.api_key_env)
+        if self._api_key:
+            _SDK_LOG_SCRUBBER.watch(self, self._api_key)
         self.base_url = base_url
         self.max_batch_tokens = max_batch_tokens
         self.timeout = float(timeout)

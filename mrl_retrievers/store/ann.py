@@ -20,30 +20,49 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from ..errors import CorruptStoreError
+from ..errors import CorruptStoreError, StoreIOError
 from .fs import commit_temp_file, file_crc32, temp_path
 
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswalg.h saveIndex(), fields in order
 
 
 def check_header(path: Path, *, dim: int) -> None:
-    """Reject a file whose hnswlib header is inconsistent with ``dim`` or with its own size."""
-    raw = path.read_bytes()[: _HEADER.size] if path.stat().st_size >= _HEADER.size else b""
-    if len(raw) < _HEADER.size:
-        raise CorruptStoreError(f"{path.name}: shorter than an hnswlib header")
-    (off_l0, max_el, count, per_el, label_off, off_data, max_level, enter, max_m, max_m0, m, _mult, _efc) = _HEADER.unpack(raw)
-    links0 = max_m0 * 4 + 4
-    problems = []
-    if off_l0 != 0 or not 2 <= m <= 2048 or max_m != m or max_m0 != 2 * m:
-        problems.append("graph parameters")
-    if per_el != links0 + dim * 4 + 8 or off_data != links0 or label_off != links0 + dim * 4:
-        problems.append(f"element layout (not a {dim}-wide index)")
-    if count > max_el or (count and (enter >= count or not 0 <= max_level < 64)):
-        problems.append("element count / entry point")
-    if path.stat().st_size < _HEADER.size + count * (per_el + 4):
-        problems.append("file shorter than its element count")
+    """Reject a file hnswlib would misread: header fields inconsistent with ``dim`` or with each
+    other, or a body whose link lists do not end exactly at the end of the file (a short write)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(_HEADER.size)
+        if len(raw) < _HEADER.size:
+            raise CorruptStoreError(f"{path.name}: shorter than an hnswlib header")
+        (off_l0, max_el, count, per_el, label_off, off_data, max_level, enter, max_m, max_m0, m, _mult, _efc) = _HEADER.unpack(raw)
+        links0 = max_m0 * 4 + 4
+        problems = []
+        if off_l0 != 0 or not 2 <= m <= 2048 or max_m != m or max_m0 != 2 * m:
+            problems.append("graph parameters")
+        if per_el != links0 + dim * 4 + 8 or off_data != links0 or label_off != links0 + dim * 4:
+            problems.append(f"element layout (not a {dim}-wide index)")
+        if count > max_el or (count and (enter >= count or not 0 <= max_level < 64)):
+            problems.append("element count / entry point")
+        if size < _HEADER.size + count * (per_el + 4):
+            problems.append("file shorter than its element count")
+        if not problems:
+            fh.seek(_HEADER.size + count * per_el)
+            problems.extend(_link_list_problems(fh.read(), count, max_m * 4 + 4, max_level))
     if problems:
-        raise CorruptStoreError(f"{path.name}: bad hnswlib header ({', '.join(problems)})")
+        raise CorruptStoreError(f"{path.name}: bad hnswlib file ({', '.join(problems)})")
+
+
+def _link_list_problems(body: bytes, count: int, per_level: int, max_level: int) -> list[str]:
+    """Walk the upper-level link lists as hnswlib's loadIndex does; they must fill ``body`` exactly."""
+    pos, end, unpack = 0, len(body), struct.Struct("<I").unpack_from
+    for _ in range(count):
+        if pos + 4 > end:
+            return ["link lists cut short"]
+        length = unpack(body, pos)[0]
+        if length % per_level or length // per_level > max_level:
+            return ["link list sizes"]
+        pos += 4 + length
+    return [] if pos == end else ["link lists cut short" if pos > end else "trailing bytes"]
 
 
 class AnnIndex:
@@ -69,7 +88,10 @@ class AnnIndex:
         if file_crc32(path) != crc32:
             raise CorruptStoreError(f"{path.name}: checksum mismatch")
         index = hnswlib.Index(space="ip", dim=dim)
-        index.load_index(str(path), max_elements=0)
+        try:
+            index.load_index(str(path), max_elements=0)
+        except RuntimeError as exc:  # "Index seems to be corrupted or unsupported"
+            raise CorruptStoreError(f"{path.name}: hnswlib refused it ({exc})") from None
         return cls(index, dim)
 
     # --- size --------------------------------------------------------------------------------
@@ -104,7 +126,14 @@ class AnnIndex:
     def save(self, path: Path) -> tuple[int, int]:
         """Checkpoint atomically; return (size, crc32) for the manifest."""
         tmp = temp_path(path)
+        tmp.unlink(missing_ok=True)  # hnswlib's ofstream would write through a planted symlink
         self._index.save_index(str(tmp))
+        try:
+            # hnswlib never checks its ofstream: on a full disk it returns with a short file.
+            check_header(tmp, dim=self.dim)
+        except CorruptStoreError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreIOError(f"{path.name}: the checkpoint was not written whole ({exc}); disk full?") from None
         crc = file_crc32(tmp)
         size = tmp.stat().st_size
         commit_temp_file(tmp, path, point="ann")

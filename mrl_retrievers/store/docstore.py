@@ -9,6 +9,7 @@ Every statement binds its values as parameters; lists travel as one JSON array p
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,7 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .. import filters
-from ..errors import CorruptStoreError
+from ..errors import CorruptStoreError, FilterError, StoreIOError
 from .crashpoints import crash_point
 
 DOCS_NAME = "docs.sqlite"
@@ -35,6 +36,19 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _ROWS_OF = "SELECT value FROM json_each(?)"  # a whole list as one bound parameter
+_VECTOR_FILE = re.compile(r"^vectors\.(\d{6})\.f(16|32)$")
+
+
+_CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def typed_sqlite_error(exc: sqlite3.Error, path: Path, doing: str) -> Exception:
+    """Our error for a SQLite failure: damage is CorruptStoreError, anything else (disk full, I/O,
+    locked, read-only) is StoreIOError. Both say what was being done and that nothing was written."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if any(name.startswith(code) for code in _CORRUPT):
+        return CorruptStoreError(f"{path}: {exc} while {doing}; run `mrl-retrievers verify {path.parent}`")
+    return StoreIOError(f"{path}: {exc} while {doing} ({name or 'sqlite error'}); nothing was written")
 
 
 class DocStore:
@@ -71,8 +85,8 @@ class DocStore:
                 # FULL: a commit is durable when it returns; "acknowledged = committed".
                 conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(f"{path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise typed_sqlite_error(exc, path, "opening") from None
         filters.register_sql_functions(conn)
         return cls(conn, path)
 
@@ -94,7 +108,9 @@ class DocStore:
             epoch, rows, name = int(meta["epoch"]), int(meta["rows"]), meta["vector_file"]
         except (sqlite3.DatabaseError, KeyError, ValueError) as exc:
             raise CorruptStoreError(f"{self.path}: unreadable store metadata ({exc})") from None
-        if epoch < 0 or rows < 0 or "/" in name or name.startswith("."):
+        match = _VECTOR_FILE.match(name)
+        if epoch < 0 or rows < 0 or match is None or int(match.group(1)) != epoch:
+            # The name is opened for writing and truncated on recovery: never trust an odd one.
             raise CorruptStoreError(f"{self.path}: bad store metadata epoch={epoch} rows={rows} file={name!r}")
         return epoch, rows, name
 
@@ -132,11 +148,22 @@ class DocStore:
             crash_point("add:mid-transaction")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'rows'", (str(start_row + len(ids)),))
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._abort(exc)
             raise
         crash_point("add:committed")
         return old
+
+    def _abort(self, exc: BaseException) -> None:
+        """Roll back the open transaction (SQLite may have rolled back already on disk full / I/O
+        errors: a second ROLLBACK would then replace the real error) and type a SQLite failure."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        if isinstance(exc, sqlite3.Error):
+            raise typed_sqlite_error(exc, self.path, "writing") from exc
 
     def delete(self, ids: Iterable[str]) -> list[int]:
         """Tombstone the rows of ``ids`` in one transaction; unknown ids are ignored."""
@@ -149,8 +176,8 @@ class DocStore:
             conn.execute(f"DELETE FROM docs WHERE id IN ({_ROWS_OF})", (payload,))
             crash_point("delete:mid-transaction")
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._abort(exc)
             raise
         crash_point("delete:committed")
         return rows
@@ -173,8 +200,8 @@ class DocStore:
                 [(str(epoch), "epoch"), (str(live), "rows"), (vector_file, "vector_file")],
             )
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._abort(exc)
             raise
         crash_point("compact:committed")
 
@@ -183,7 +210,10 @@ class DocStore:
     def rows_matching(self, flt) -> np.ndarray:
         """Live rows whose metadata satisfies the (parsed) filter, ascending."""
         sql, params = filters.to_sql(flt, column="metadata")
-        rows = self.conn.execute(f"SELECT row FROM docs WHERE {sql} ORDER BY row", params).fetchall()
+        try:
+            rows = self.conn.execute(f"SELECT row FROM docs WHERE {sql} ORDER BY row", params).fetchall()
+        except sqlite3.OperationalError as exc:  # e.g. too many bound values in one $in
+            raise FilterError(f"filter too large for SQLite ({exc}); split it or use fewer values") from None
         return np.fromiter((r for (r,) in rows), dtype=np.int64, count=len(rows))
 
     def ids_matching(self, flt) -> list[str]:

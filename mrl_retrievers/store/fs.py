@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+from contextlib import contextmanager
 import os
 import zlib
 from pathlib import Path
+from typing import Iterator
 
-from ..errors import StoreLockedError
+from ..errors import CorruptStoreError, MRLError, StoreIOError, StoreLockedError
 from .crashpoints import crash_point
 
 TEMP_SUFFIX = ".tmp-mrl"
@@ -38,7 +40,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, point: str) -> None:
     ``point`` names the crash points of this write (``{point}:temp-written`` ...), for the tests.
     """
     tmp = temp_path(path)
-    with open(tmp, "wb") as fh:
+    tmp.unlink(missing_ok=True)  # never write through whatever a previous crash (or a stranger) left
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         crash_point(f"{point}:temp-written")
@@ -66,7 +70,7 @@ def remove_orphan_temps(directory: Path) -> list[str]:
     """Delete temp files left by a crash. Only the writer calls this."""
     removed = []
     for entry in directory.iterdir():
-        if entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
+        if entry.name.endswith(TEMP_SUFFIX) and (entry.is_symlink() or entry.is_file()):
             entry.unlink()
             removed.append(entry.name)
     if removed:
@@ -95,7 +99,12 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a planted symlink must not make us create files outside the store
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptStoreError(f"{self.path} is a symlink; a store's files must be regular files") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -118,6 +127,12 @@ class WriterLock:
             os.close(fd)  # closing the descriptor drops the flock
 
 
-def release_fd_lock(lock: WriterLock) -> None:
-    """Finalizer-friendly wrapper (no reference to the store object)."""
-    lock.release()
+@contextmanager
+def io_errors(doing: str, where: Path) -> Iterator[None]:
+    """Turn a raw OSError from our file layer into ``StoreIOError`` (typed errors are kept)."""
+    try:
+        yield
+    except MRLError:
+        raise
+    except OSError as exc:
+        raise StoreIOError(f"{where}: {exc.strerror or exc} while {doing}; nothing was acknowledged") from exc

@@ -9,6 +9,7 @@ open.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from ..mrl import as_matrix, as_vector, check_width, normalize, prefix
 from ..types import EmbeddingSpec, Hit, Record
 from . import opening
 from .crashpoints import crash_point
+from .fs import io_errors
 from . import maintenance
 from .maintenance import VerifyReport
 from .manifest import Manifest
@@ -39,6 +41,8 @@ from .rwlock import ReadWriteLock
 from .search import Searcher, check_k
 from .validation import check_ids, check_texts
 from .vectors import row_checksums
+
+log = logging.getLogger("mrl_retrievers.store")
 
 _registry: "weakref.WeakValueDictionary[str, MRLStore]" = weakref.WeakValueDictionary()
 _registry_lock = threading.Lock()
@@ -133,7 +137,7 @@ class MRLStore:
         """Checkpoint the coarse index (writers), fold SQLite's WAL, release the lock. Idempotent."""
         if self._closed:
             return
-        with self._rw.write():
+        with self._rw.write(), io_errors("writing", self.path):
             if not self._closed and not self.read_only and self._s.pending_rows():
                 self._checkpoint()
             self._closed = True
@@ -192,7 +196,7 @@ class MRLStore:
         current = self.spec
         if current is None:
             if not self.read_only:
-                with self._rw.write():
+                with self._rw.write(), io_errors("writing", self.path):
                     self._s.set_manifest(dataclasses.replace(self._s.manifest, spec=spec))
             return
         if current != spec:
@@ -228,7 +232,7 @@ class MRLStore:
         if not ids:
             return []
         self._check_writable()
-        with self._rw.write():
+        with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             s = self._s
             start = s.rows
@@ -241,7 +245,7 @@ class MRLStore:
             self._searcher.invalidate()
             crash_point("add:ann-updated")
             if s.pending_rows() >= max(CHECKPOINT_ROWS, s.ann.live // 4):
-                self._checkpoint()
+                self._background_checkpoint()
         return list(ids)
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -251,7 +255,7 @@ class MRLStore:
         """
         ids = check_ids(ids, allow_duplicates=True)
         self._check_writable()
-        with self._rw.write():
+        with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             rows = self._s.docs.delete(ids)
             self._s.ann.mark_deleted(rows)
@@ -261,12 +265,20 @@ class MRLStore:
     def checkpoint(self) -> None:
         """Save the coarse index now (atomic; bounds the catch-up work of the next open)."""
         self._check_writable()
-        with self._rw.write():
+        with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             self._checkpoint()
 
     def _checkpoint(self) -> None:
         self._s.checkpoint()
+
+    def _background_checkpoint(self) -> None:
+        """A checkpoint ``add`` takes on its own: the batch is already durable, and the index is
+        derived (re-added from the vector file on open), so a failure here is logged, not raised."""
+        try:
+            self._s.checkpoint()
+        except (MRLError, OSError) as exc:
+            log.warning("could not checkpoint the coarse index of %s (%s); it will be caught up on open", self.path, exc)
 
     # --- reads ----------------------------------------------------------------------------------------
 
@@ -338,7 +350,7 @@ class MRLStore:
         width = check_width("prefix_dim", prefix_dim if prefix_dim is not None else self.prefix_dim, full_dim=self.full_dim)
         if funnel_dim is not None and not width < funnel_dim < self.full_dim:
             raise InvalidInputError(f"funnel_dim must lie between prefix_dim ({width}) and full_dim ({self.full_dim})")
-        with self._rw.write():
+        with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             self._s.reindex(width, funnel_dim)
 
@@ -348,7 +360,7 @@ class MRLStore:
         Crash-safe: the new file is published by one SQLite transaction. Takes the write lock.
         """
         self._check_writable()
-        with self._rw.write():
+        with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             reclaimed = self._s.compact()
             self._searcher.invalidate()

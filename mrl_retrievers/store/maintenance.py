@@ -68,15 +68,21 @@ def load_or_rebuild_ann(state: "StoreState") -> AnnIndex:
     return build_ann(state.vectors, state.docs.live_rows(), m, m.prefix_dim)
 
 
-def checkpoint(state: "StoreState", manifest: Manifest | None = None) -> None:
+def checkpoint(state: "StoreState", manifest: Manifest | None = None, ann: AnnIndex | None = None) -> None:
     """Save the coarse index under a new name, then point the manifest at it (atomic), then
-    delete the previous file. A crash anywhere leaves the old checkpoint valid."""
+    delete the previous file. A crash anywhere leaves the old checkpoint valid.
+
+    ``manifest``/``ann`` (a reindex) replace the handle's own only once the manifest is written, so
+    a failure leaves the handle exactly as it was.
+    """
     manifest = manifest or state.manifest
+    ann = ann or state.ann
     name = f"prefix.{state.epoch:06d}.{secrets.token_hex(4)}.hnsw"
-    size, crc = state.ann.save(state.directory / name)
+    size, crc = ann.save(state.directory / name)
     old = state.manifest.ann.file
     ann_state = AnnState(file=name, epoch=state.epoch, watermark=state.rows, prefix_dim=manifest.prefix_dim, size=size, crc32=crc)
     state.set_manifest(dataclasses.replace(manifest, ann=ann_state))
+    state.ann = ann
     if old and old != name:
         (state.directory / old).unlink(missing_ok=True)
     crash_point("checkpoint:done")
@@ -88,8 +94,7 @@ def reindex(state: "StoreState", prefix_dim: int, funnel_dim: int | None) -> Non
         funnel_dim = m.funnel_dim
     new_ann = build_ann(state.vectors, state.docs.live_rows(), m, prefix_dim)
     crash_point("reindex:built")
-    state.ann = new_ann
-    checkpoint(state, dataclasses.replace(m, prefix_dim=prefix_dim, funnel_dim=funnel_dim))
+    checkpoint(state, dataclasses.replace(m, prefix_dim=prefix_dim, funnel_dim=funnel_dim), new_ann)
 
 
 # --- compaction ---------------------------------------------------------------------------------------
@@ -121,7 +126,8 @@ def compact(state: "StoreState") -> int:
 
 
 def _write_rows(source: VectorFile, rows: np.ndarray, path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         for start in range(0, len(rows), _BLOCK):
             data = source.gather(rows[start : start + _BLOCK]).tobytes()

@@ -20,7 +20,7 @@ from ..types import EmbeddingSpec
 from . import maintenance
 from .ann import AnnIndex
 from .docstore import DOCS_NAME, DocStore
-from .fs import WriterLock, fsync_dir, remove_orphan_temps
+from .fs import WriterLock, fsync_dir, io_errors, remove_orphan_temps
 from .search import RowChecks
 from .manifest import (
     DEFAULT_EF,
@@ -173,9 +173,11 @@ def open_state(directory: Path, *, read_only: bool, temporary: bool) -> StoreSta
     lock = None
     if not read_only:
         lock = WriterLock(directory / LOCK_NAME)
-        lock.acquire()
+        with io_errors("taking the writer lock", directory):
+            lock.acquire()
     try:
-        return _recover(directory, manifest, read_only=read_only, temporary=temporary, lock=lock)
+        with io_errors("opening", directory):
+            return _recover(directory, manifest, read_only=read_only, temporary=temporary, lock=lock)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -189,6 +191,9 @@ def _recover(directory: Path, manifest: Manifest, *, read_only: bool, temporary:
     docs = DocStore.connect(directory, read_only=read_only)
     try:
         epoch, rows, vector_name = docs.state()
+        if vector_name != vector_file_name(epoch, manifest.dtype):
+            raise CorruptStoreError(f"{directory / DOCS_NAME} names vector file {vector_name!r}, expected "
+                                    f"{vector_file_name(epoch, manifest.dtype)!r} for a {manifest.dtype} store; {hint}")
         vector_path = directory / vector_name
         if not vector_path.is_file() or vector_path.is_symlink():
             raise CorruptStoreError(f"{vector_path} is missing; {hint}")

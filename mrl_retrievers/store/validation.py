@@ -31,6 +31,8 @@ def check_texts(texts: Any, n: int) -> list[str | None]:
     """``n`` texts (str or None each); None means no texts."""
     if texts is None:
         return [None] * n
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
+        raise InvalidInputError(f"texts must be a list of strings (or None), got {type(texts).__name__}")
     texts = list(texts)
     if len(texts) != n:
         raise InvalidInputError(f"got {n} ids but {len(texts)} texts")
