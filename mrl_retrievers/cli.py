@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--prefix-dim", type=int, help="coarse width of a new destination (default: the source's)")
     migrate.add_argument("--batch-size", type=int, default=1000)
     migrate.set_defaults(func=_cmd_migrate)
+
+    from .bench.cli import add_bench_parser, add_tune_parser  # argparse only; heavy imports run inside
+
+    add_bench_parser(sub)
+    add_tune_parser(sub)
     return parser
 
 

@@ -34,7 +34,7 @@ from ..types import EmbeddingSpec, Hit, Record
 from . import opening
 from .crashpoints import crash_point
 from .fs import io_errors
-from . import maintenance
+from . import maintenance, tuning
 from .maintenance import VerifyReport
 from .manifest import Manifest
 from .rwlock import ReadWriteLock
@@ -353,6 +353,14 @@ class MRLStore:
         with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             self._s.reindex(width, funnel_dim)
+
+    def tune(self, target_recall: float = 0.99, **options: Any) -> "tuning.TuneResult":
+        """Measure prefix width x shortlist x ef on this store's own vectors and record the fastest
+        setting that meets ``target_recall`` as the store's default (``store/tuning.py``).
+
+        Writers only; rebuilds the coarse index once per width tried (minutes at 1M items).
+        """
+        return tuning.tune(self, target_recall, **options)
 
     def compact(self) -> int:
         """Rewrite the vector file without deleted/overwritten rows; returns rows reclaimed.

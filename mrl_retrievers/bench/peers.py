@@ -1,0 +1,365 @@
+"""One small adapter per method the benchmark compares, all with the same shape.
+
+An adapter builds (or loads from its cache) an index over a ``Dataset``, lists the settings it is
+swept over (its recall/latency curve), and answers ``search(query, k) -> rows``. Everything heavy is
+imported inside the adapter, so a missing optional package skips one method, not the run.
+
+Peers: ours (``MRLStore``), numpy exact at full width (float32 in RAM: the fastest numpy can do),
+hnswlib at full width, faiss ``IndexHNSWFlat`` and ``IndexRefineFlat`` (faiss's own coarse-to-fine:
+an HNSW over the same renormalized prefix, refined on float32 full vectors kept in RAM), LangChain
+``InMemoryVectorStore``, LlamaIndex ``SimpleVectorStore`` and Qdrant local mode with a prefetch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import mmap
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .data import Dataset
+
+
+class Skip(Exception):
+    """This method does not apply here (too large, missing package); the message says why."""
+
+
+class Peer:
+    """Base adapter. ``build`` is timed by the runner; ``settings`` are swept in order."""
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = "bench"
+    max_n: ClassVar[int | None] = None  # above this many vectors the method is skipped (and reported)
+
+    def __init__(self, ds: Dataset, cache: Path, options: dict[str, Any]) -> None:
+        self.ds, self.options = ds, options
+        self.cache = Path(cache) / ds.name / self.cache_key()
+        self.build_info: dict[str, Any] = {}
+
+    # --- what the runner asks ------------------------------------------------------------------
+
+    @classmethod
+    def applicable(cls, n: int, options: dict[str, Any]) -> str | None:
+        """None when the method runs at this size, else the reason it is skipped."""
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"needs {', '.join(missing)} (pip install 'mrl-retrievers[{cls.extra}]')"
+        limit = options.get(f"{cls.name}_max_n", cls.max_n)
+        if limit is not None and n > limit:
+            return f"skipped above {limit:,} vectors (it would not finish in reasonable time or RAM)"
+        return None
+
+    def cache_key(self) -> str:
+        return self.name
+
+    def cached_info(self) -> dict[str, Any] | None:
+        """The recorded build of these parameters, if a finished one is cached (and reuse is allowed)."""
+        info = self.cache / "build.json"
+        if self.cacheable and info.exists() and not self.options.get("rebuild"):
+            return {**json.loads(info.read_text()), "cached": True}
+        return None
+
+    def build(self) -> None:
+        """Build the index, or load it when a finished build of the same parameters is cached."""
+        info = self.cache / "build.json"
+        if self.cacheable and info.exists() and not self.options.get("rebuild"):
+            started = time.perf_counter()
+            self.load()
+            self.build_info = {**json.loads(info.read_text()), "cached": True, "load_s": time.perf_counter() - started}
+            return
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        extra = self.build_fresh() or {}
+        self.build_info = {"build_s": time.perf_counter() - started, "cached": False, **extra}
+        if self.cacheable:
+            tmp = info.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.build_info))
+            os.replace(tmp, info)
+
+    cacheable: ClassVar[bool] = False
+
+    def build_fresh(self) -> dict | None:
+        raise NotImplementedError
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def settings(self) -> list[dict[str, Any]]:
+        return [{}]
+
+    def default_setting(self) -> dict[str, Any] | None:
+        """The setting to report as the method's headline (None: the fastest meeting the target)."""
+        return None
+
+    def configure(self, setting: dict[str, Any]) -> None:
+        self.setting = setting
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def disk_bytes(self) -> int:
+        return _tree_size(self.cache)
+
+    def cold_files(self) -> list[Any]:
+        """Open objects whose pages ``evict`` drops between queries (empty: nothing on disk to evict)."""
+        return []
+
+    def evict(self) -> None:
+        pass
+
+    def extra_metrics(self, queries: np.ndarray, k: int) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+# --- ours --------------------------------------------------------------------------------------------
+
+
+class Ours(Peer):
+    name, label = "ours", "mrl-retrievers (prefix HNSW + fp16 rerank)"
+    cacheable = True
+
+    def cache_key(self) -> str:
+        o = self.options
+        tuned = f"-tuned{o.get('tune_sample', 200)}" if o.get("tune") else ""
+        if o.get("tune") and o.get("tune_prefix_dims"):
+            tuned += "-w" + "_".join(map(str, o["tune_prefix_dims"]))
+        return f"ours-p{o.get('prefix_dim', 128)}-M{o.get('M', 16)}-efc{o.get('ef_construction', 200)}{tuned}"
+
+    def build_fresh(self) -> dict:
+        from ..store import MRLStore  # noqa: PLC0415
+        from .framework import StoredQueries  # noqa: PLC0415
+
+        o = self.options
+        # The spec of the query-lookup provider, so the framework wrappers can open this store.
+        spec = StoredQueries(self.ds.name, self.ds.dim).spec
+        store = MRLStore.create(self.cache / "store", full_dim=self.ds.dim, prefix_dim=o.get("prefix_dim", 128),
+                                spec=spec, exact_below=0, M=o.get("M", 16), ef_construction=o.get("ef_construction", 200))
+        step = 50_000
+        for start, block in self.ds.blocks(step):
+            store.add([str(i) for i in range(start, start + len(block))], block)
+        store.checkpoint()
+        extra: dict[str, Any] = {}
+        if o.get("tune"):
+            from ..store.tuning import tune  # noqa: PLC0415
+
+            started = time.perf_counter()
+            result = tune(store, target_recall=o.get("target_recall", 0.99), sample=o.get("tune_sample", 200),
+                          prefix_dims=o.get("tune_prefix_dims"))
+            extra = {"tune_s": time.perf_counter() - started, "tune": result.to_dict()}
+        self.store = store
+        return extra
+
+    def load(self) -> None:
+        from ..store import MRLStore  # noqa: PLC0415
+
+        self.store = MRLStore.open(self.cache / "store")
+
+    def settings(self) -> list[dict[str, Any]]:
+        grid = [{"shortlist": s, "ef": e} for s, e in ((50, 50), (50, 100), (100, 100), (100, 200), (200, 200), (200, 400), (400, 800))]
+        default = self.default_setting()
+        return grid if default in grid else grid + [default]
+
+    def default_setting(self) -> dict[str, Any]:
+        m = self.store.manifest
+        return {"shortlist": m.shortlist, "ef": m.ef}
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        hits = self.store.search(query, k=k, **self.setting)
+        return np.fromiter((int(h.id) for h in hits), dtype=np.int64, count=len(hits))
+
+    def cold_files(self) -> list[Any]:
+        return [self.store._s.vectors]
+
+    def evict(self) -> None:
+        vf = self.store._s.vectors
+        # Mapped pages survive POSIX_FADV_DONTNEED: unmap our view of them first, then drop the cache.
+        if vf._map is not None:
+            vf._map.madvise(mmap.MADV_DONTNEED)
+        os.posix_fadvise(vf._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def extra_metrics(self, queries: np.ndarray, k: int) -> dict[str, Any]:
+        from .framework import framework_overhead, rerank_cold  # noqa: PLC0415
+
+        out = {"manifest": {"prefix_dim": self.store.prefix_dim, **self.default_setting()}}
+        out.update(rerank_cold(self, queries[: min(len(queries), 200)], k))
+        if self.options.get("frameworks", True):
+            out.update(framework_overhead(self.store, queries[: min(len(queries), 300)], k, self.setting))
+        return out
+
+    def close(self) -> None:
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
+
+
+# --- numpy exact ---------------------------------------------------------------------------------------
+
+
+class NumpyExact(Peer):
+    name, label = "numpy", "numpy exact (float32 in RAM)"
+
+    def build_fresh(self) -> None:
+        self.matrix = np.empty((self.ds.n, self.ds.dim), dtype=np.float32)
+        for start, block in self.ds.blocks():
+            self.matrix[start : start + len(block)] = block
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        scores = self.matrix @ query
+        top = np.argpartition(-scores, k - 1)[:k]
+        return top[np.argsort(-scores[top])]
+
+    def disk_bytes(self) -> int:
+        return self.ds.vectors_path.stat().st_size  # it keeps nothing but the float16 source file
+
+
+# --- hnswlib -----------------------------------------------------------------------------------------
+
+
+class Hnswlib(Peer):
+    name, label = "hnswlib", "hnswlib full width"
+    requires = ("hnswlib",)
+    cacheable = True
+
+    def cache_key(self) -> str:
+        return f"hnswlib-M{self.options.get('M', 16)}-efc{self.options.get('ef_construction', 200)}"
+
+    def build_fresh(self) -> None:
+        import hnswlib  # noqa: PLC0415
+
+        self.index = hnswlib.Index(space="ip", dim=self.ds.dim)
+        self.index.init_index(max_elements=self.ds.n, M=self.options.get("M", 16),
+                              ef_construction=self.options.get("ef_construction", 200), random_seed=100)
+        for start, block in self.ds.blocks():
+            self.index.add_items(block, np.arange(start, start + len(block)), num_threads=-1)
+        self.index.save_index(str(self.cache / "index.bin"))
+
+    def load(self) -> None:
+        import hnswlib  # noqa: PLC0415
+
+        self.index = hnswlib.Index(space="ip", dim=self.ds.dim)
+        self.index.load_index(str(self.cache / "index.bin"))
+
+    def settings(self) -> list[dict[str, Any]]:
+        return [{"ef": ef} for ef in (32, 64, 128, 256, 512)]
+
+    def configure(self, setting: dict[str, Any]) -> None:
+        self.setting = setting
+        self.index.set_ef(setting["ef"])
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        labels, _ = self.index.knn_query(query[None, :], k=k, num_threads=1)
+        return labels[0].astype(np.int64)
+
+
+# --- faiss ---------------------------------------------------------------------------------------------
+
+
+class _Faiss(Peer):
+    requires = ("faiss",)
+    cacheable = True
+
+    def _faiss(self):
+        import faiss  # noqa: PLC0415
+
+        faiss.omp_set_num_threads(1)  # single-thread latency; the build raises it
+        return faiss
+
+    def load(self) -> None:
+        faiss = self._faiss()
+        self.index = faiss.read_index(str(self.cache / "index.faiss"))
+
+    def _add_all(self, index) -> None:
+        faiss = self._faiss()
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        for _, block in self.ds.blocks():
+            index.add(block)
+        faiss.omp_set_num_threads(1)
+        faiss.write_index(index, str(self.cache / "index.faiss"))
+
+
+class FaissHNSW(_Faiss):
+    name, label = "faiss-hnsw", "faiss IndexHNSWFlat full width"
+
+    def cache_key(self) -> str:
+        return f"faiss-hnsw-M{self.options.get('M', 16)}-efc{self.options.get('ef_construction', 200)}"
+
+    def build_fresh(self) -> None:
+        faiss = self._faiss()
+        self.index = faiss.IndexHNSWFlat(self.ds.dim, self.options.get("M", 16), faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = self.options.get("ef_construction", 200)
+        self._add_all(self.index)
+
+    def settings(self) -> list[dict[str, Any]]:
+        return [{"ef": ef} for ef in (32, 64, 128, 256, 512)]
+
+    def configure(self, setting: dict[str, Any]) -> None:
+        self.setting = setting
+        self.params = self._faiss().SearchParametersHNSW(efSearch=setting["ef"])
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        _, labels = self.index.search(query[None, :], k, params=self.params)
+        return labels[0]
+
+
+class FaissRefine(_Faiss):
+    name, label = "faiss-refine", "faiss IndexRefineFlat (prefix HNSW + float32 refine)"
+
+    def cache_key(self) -> str:
+        o = self.options
+        return f"faiss-refine-p{o.get('prefix_dim', 128)}-M{o.get('M', 16)}-efc{o.get('ef_construction', 200)}"
+
+    def build_fresh(self) -> None:
+        faiss = self._faiss()
+        d, p = self.ds.dim, self.options.get("prefix_dim", 128)
+        coarse = faiss.IndexHNSWFlat(p, self.options.get("M", 16), faiss.METRIC_INNER_PRODUCT)
+        coarse.hnsw.efConstruction = self.options.get("ef_construction", 200)
+        base = faiss.IndexPreTransform(coarse)
+        # uniform=False: keep the first p dimensions (the MRL prefix), then renormalize them.
+        base.prepend_transform(faiss.NormalizationTransform(p))
+        base.prepend_transform(faiss.RemapDimensionsTransform(d, p, False))
+        self.index = faiss.IndexRefineFlat(base)
+        self._add_all(self.index)
+
+    def settings(self) -> list[dict[str, Any]]:
+        return [{"shortlist": s, "ef": e} for s, e in ((50, 50), (50, 100), (100, 100), (100, 200), (200, 200), (200, 400), (400, 800))]
+
+    def configure(self, setting: dict[str, Any]) -> None:
+        faiss = self._faiss()
+        self.setting = setting
+        self._hnsw_params = faiss.SearchParametersHNSW(efSearch=setting["ef"])
+        self._pre_params = faiss.SearchParametersPreTransform(index_params=self._hnsw_params)
+        self.k_shortlist = setting["shortlist"]
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        params = self._faiss().IndexRefineSearchParameters(k_factor=self.k_shortlist / k, base_index_params=self._pre_params)
+        _, labels = self.index.search(query[None, :], k, params=params)
+        return labels[0]
+
+
+from .peers_frameworks import LangChainInMemory, LlamaIndexSimple, QdrantLocal  # noqa: E402 - they subclass Peer
+
+PEERS: dict[str, type[Peer]] = {
+    cls.name: cls for cls in (Ours, NumpyExact, Hnswlib, FaissHNSW, FaissRefine, LangChainInMemory, LlamaIndexSimple, QdrantLocal)
+}
+DEFAULT_METHODS = tuple(PEERS)
+
+
+def _tree_size(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "build.json")
+
+
+__all__ = ["DEFAULT_METHODS", "PEERS", "Peer", "Skip"]

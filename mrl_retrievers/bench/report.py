@@ -1,0 +1,176 @@
+"""Turn a benchmark report (``runner.run_bench``) into a table, a JSON file and a PNG plot.
+
+The table has one row per method at its headline setting; the targets of issue 7 are checked as
+ratios against the peers measured in the same run (never against numbers from another machine).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("method", "setting", "recall@k", "p50 ms", "p99 ms", "QPS 2thr", "cold p50 ms", "build s", "RAM MB", "disk MB")
+
+
+def _ok(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["method"]: r for r in report["results"] if r.get("status") == "ok"}
+
+
+def build_seconds(result: dict[str, Any]) -> float:
+    """Index build time without the tuning measurement (reported on its own)."""
+    info = result.get("build", {})
+    return float(info.get("build_s", 0.0)) - float(info.get("tune_s", 0.0) or 0.0)
+
+
+def _setting(setting: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in setting.items()) or "-"
+
+
+def rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in report["results"]:
+        if r.get("status") != "ok":
+            out.append([r["method"], f"{r.get('status')}: {r.get('reason', '')}"] + [""] * (len(COLUMNS) - 2))
+            continue
+        h = r["headline"]
+        setting = dict(h["setting"])
+        if r["method"] == "ours":
+            setting = {"prefix": r["extra"].get("manifest", {}).get("prefix_dim"), **setting}
+        cold = f"{h['cold_p50_ms']:.2f}" if "cold_p50_ms" in h else "-"
+        cached = " (cached)" if r["build"].get("cached") else ""
+        out.append([
+            r["method"], _setting(setting), f"{h['recall']:.4f}", f"{h['p50_ms']:.3f}", f"{h['p99_ms']:.3f}",
+            f"{h['qps_2_threads']:.0f}", cold, f"{build_seconds(r):.1f}{cached}", f"{r['memory']['index_mb']:.0f}",
+            f"{r['disk_mb']:.0f}",
+        ])
+    return out
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows(report):
+        if row[2] == "":  # skipped / failed: one wide cell
+            lines.append(f"| {row[0]} | {row[1]} |" + " |" * (len(COLUMNS) - 2))
+        else:
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def text_table(report: dict[str, Any]) -> str:
+    table = [list(COLUMNS)] + rows(report)
+    widths = [max(len(r[i]) for r in table if r[2] != "" or i < 2) for i in range(len(COLUMNS))]
+    lines = []
+    for row in table:
+        if row[2] == "" and row is not table[0]:
+            lines.append(f"{row[0]:<{widths[0]}}  {row[1]}")
+        else:
+            lines.append("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    return "\n".join(lines)
+
+
+def _latency_at(result: dict[str, Any], recall: float, slack: float = 0.001) -> tuple[float, dict] | None:
+    """A peer's fastest p50 among its settings with recall >= ``recall`` (minus ``slack``)."""
+    good = [p for p in result["points"] if p["recall"] >= recall - slack]
+    if not good:
+        return None
+    best = min(good, key=lambda p: p["p50_ms"])
+    return best["p50_ms"], best
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 7's targets, each with the measured figure and whether it was met in this run."""
+    ok = _ok(report)
+    ours = ok.get("ours")
+    if ours is None:
+        return []
+    h, extra, n = ours["headline"], ours["extra"], report["dataset"]["n"]
+    out = []
+
+    def add(name: str, value: float | None, goal: str, met: bool | None, detail: str = "") -> None:
+        out.append({"target": name, "measured": value, "goal": goal, "met": met, "detail": detail})
+
+    add("recall@10 at the tuned defaults", h["recall"], ">= 0.99", h["recall"] >= 0.99)
+    add(f"p50 warm, 1 thread (n={n:,})", h["p50_ms"], "<= 3 ms (at 1M)", h["p50_ms"] <= 3.0)
+    if "rerank_cold_p50_ms" in extra:
+        add(f"cold rerank of {extra['rerank_cold_candidates']} candidates", extra["rerank_cold_p50_ms"], "<= 5 ms",
+            extra["rerank_cold_p50_ms"] <= 5.0, f"{extra['rerank_cold_kib_read']:.0f} KiB read from storage per query")
+    for method, goal, factor in (("numpy", ">= 40x", 40.0), ("hnswlib", ">= 1.5x", 1.5), ("faiss-refine", "> 1x", 1.0),
+                                 ("langchain", ">= 1000x (at 100k)", 1000.0)):
+        peer = ok.get(method)
+        if peer is None:
+            continue
+        at = _latency_at(peer, h["recall"])
+        if at is None:
+            best = max(peer["points"], key=lambda p: p["recall"])
+            add(f"speed vs {method}", None, goal, None,
+                f"{method} never reached recall {h['recall']:.4f} (best {best['recall']:.4f} at {best['p50_ms']:.2f} ms)")
+            continue
+        ratio = at[0] / h["p50_ms"]
+        met = ratio >= factor if method != "faiss-refine" else ratio > factor
+        add(f"speed vs {method} at >= our recall", ratio, goal, met,
+            f"{method} {at[0]:.3f} ms at {_setting(at[1]['setting'])} (recall {at[1]['recall']:.4f}) vs ours {h['p50_ms']:.3f} ms")
+    for method, goal, limit in (("hnswlib", "<= 0.30", 0.30), ("faiss-refine", "< 1", 1.0)):
+        peer = ok.get(method)
+        if peer is not None and peer["memory"]["index_mb"] > 0:
+            ratio = ours["memory"]["index_mb"] / peer["memory"]["index_mb"]
+            add(f"RAM vs {method}", ratio, goal, ratio <= limit if limit < 1 else ratio < limit,
+                f"{ours['memory']['index_mb']:.0f} MB vs {peer['memory']['index_mb']:.0f} MB anonymous")
+    peer = ok.get("hnswlib")
+    if peer is not None and build_seconds(peer) > 0:
+        ratio = build_seconds(ours) / build_seconds(peer)
+        add("build time vs hnswlib", ratio, "<= 0.40", ratio <= 0.40,
+            f"{build_seconds(ours):.1f} s vs {build_seconds(peer):.1f} s")
+    for name, ratio in extra.get("framework_ratio", {}).items():
+        add(f"{name} retriever / bare search", ratio, "<= 1.2", ratio <= 1.2,
+            f"p50 {extra['framework_p50_ms'][name]:.3f} ms vs {extra['framework_p50_ms']['bare']:.3f} ms")
+    return out
+
+
+def targets_table(report: dict[str, Any]) -> str:
+    lines = ["| target | goal | measured | met | detail |", "|---|---|---|---|---|"]
+    for t in targets(report):
+        value = "-" if t["measured"] is None else f"{t['measured']:.4g}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['goal']} | {value} | {met} | {t['detail']} |")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    """Recall vs p50 latency, one curve per method (its sweep), the headline setting circled."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for method, r in _ok(report).items():
+        points = sorted(r["points"], key=lambda p: p["p50_ms"])
+        line, = ax.plot([p["p50_ms"] for p in points], [p["recall"] for p in points], marker="o", ms=3, label=method)
+        h = r["headline"]
+        ax.plot([h["p50_ms"]], [h["recall"]], marker="o", ms=10, mfc="none", color=line.get_color())
+    ds = report["dataset"]
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency per query, 1 thread (ms, log scale)")
+    ax.set_ylabel(f"recall@{report['k']} vs exact")
+    ax.set_title(f"{ds['n']:,} x {ds['dim']} ({ds['name']}), {report['nq']} queries")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write results.json, table.md (results + targets) and recall_latency.png into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {**report, "targets": targets(report)}
+    paths = {"json": out_dir / "results.json", "table": out_dir / "table.md", "plot": out_dir / "recall_latency.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, default=float))
+    paths["table"].write_text(markdown_table(report) + "\n\n" + targets_table(report) + "\n")
+    plot(report, paths["plot"])
+    return paths
+
+
+__all__ = ["markdown_table", "plot", "rows", "save", "targets", "targets_table", "text_table"]

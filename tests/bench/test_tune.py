@@ -1,0 +1,100 @@
+"""``tune``: picks the fastest setting meeting the target on the store's own vectors, records it,
+and leaves the store alone when nothing meets the target. Recall is checked against an exact oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrl_retrievers import MRLStore
+from mrl_retrievers.bench.cli import main
+from mrl_retrievers.bench.synthetic import dataset, queries_near
+from mrl_retrievers.errors import InvalidInputError, ReadOnlyStoreError
+from mrl_retrievers.store.tuning import tune
+
+N, DIM = 5_000, 256
+
+
+@pytest.fixture
+def store(tmp_path):
+    # decay 0.25 spreads information over the dimensions: a too-narrow prefix really loses recall
+    data = dataset(N, DIM, seed=21, decay=0.25)
+    s = MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=32, exact_below=0)
+    s.add([str(i) for i in range(N)], data)
+    yield s
+    s.close()
+
+
+def test_tune_meets_target_records_it_and_reopen_shows_it(store, tmp_path):
+    result = tune(store, target_recall=0.99, sample=80, prefix_dims=[8, 64], shortlists=[20, 60, 150], seed=3)
+    assert result.met and result.applied
+    assert result.recall >= result.recall_low >= 0.99 - 1e-9
+    chosen = (result.prefix_dim, result.shortlist, result.ef)
+    assert chosen in {(p.prefix_dim, p.shortlist, p.ef) for p in result.points}
+    meeting = [p for p in result.points if p.recall_low >= 0.99 - 1e-9]
+    assert result.p50_ms <= min(p.p50_ms for p in meeting) * 1.05 + 1e-9  # the fastest (within noise)
+    assert {p.prefix_dim for p in result.points} == {8, 32, 64}  # the current width is measured too
+    assert (store.prefix_dim, store.manifest.shortlist, store.manifest.ef) == chosen
+    store.close()
+    with MRLStore.open(tmp_path / "s") as again:
+        assert (again.prefix_dim, again.manifest.shortlist, again.manifest.ef) == chosen
+        # the recorded defaults hold on queries tune never saw (paraphrases, exact oracle)
+        data = dataset(N, DIM, seed=21, decay=0.25)
+        queries = queries_near(data, 50, seed=5, decay=0.25)
+        hits = [len({h.id for h in again.search(q, k=10)} & {h.id for h in again.search_exact(q, k=10)}) for q in queries]
+        assert np.mean(hits) / 10 >= 0.97
+
+
+def test_narrow_prefix_is_measured_worse(store):
+    result = tune(store, target_recall=0.99, sample=60, prefix_dims=[4], shortlists=[20], seed=1)
+    by_width = {p.prefix_dim: p.recall for p in result.points}
+    assert by_width[4] < by_width[32]
+
+
+def test_unreachable_target_changes_nothing(store):
+    before = (store.prefix_dim, store.manifest.shortlist, store.manifest.ef)
+    result = tune(store, target_recall=1.0, sample=40, prefix_dims=[2], shortlists=[11], efs=[11], seed=0)
+    assert not result.met and not result.applied and "no setting" in result.note
+    assert (store.prefix_dim, store.manifest.shortlist, store.manifest.ef) == before
+
+
+def test_tune_on_real_queries_and_on_bare_stored_vectors(store):
+    data = dataset(N, DIM, seed=21, decay=0.25)
+    real = queries_near(data, 60, seed=9, decay=0.25)
+    with_queries = tune(store, sample=60, prefix_dims=[64], shortlists=[30, 100], queries=real)
+    bare = tune(store, sample=60, prefix_dims=[64], shortlists=[30, 100], query_noise=0.0)
+    assert with_queries.sample == 60 and bare.sample == 60
+    # stored vectors as they are are the easiest queries there are: never harder than real ones
+    assert min(p.recall for p in bare.points) >= min(p.recall for p in with_queries.points) - 0.01
+
+
+def test_small_store_is_exact_already(tmp_path):
+    with MRLStore.create(tmp_path / "small", full_dim=16, prefix_dim=4) as s:  # default exact_below
+        s.add([str(i) for i in range(50)], np.random.default_rng(0).standard_normal((50, 16)))
+        result = tune(s)
+        assert result.met and not result.applied and "exact" in result.note
+
+
+def test_bad_arguments_are_typed_errors(store, tmp_path):
+    with pytest.raises(InvalidInputError):
+        tune(store, target_recall=1.5)
+    with pytest.raises(InvalidInputError):
+        tune(store, sample=0)
+    with pytest.raises(InvalidInputError):
+        tune(store, prefix_dims=[DIM])
+    with pytest.raises(InvalidInputError):
+        tune(store, query_noise=-1)
+    with pytest.raises(InvalidInputError):
+        tune(store, queries=np.zeros((3, DIM + 1)))
+    store.close()
+    with MRLStore.open(tmp_path / "s", read_only=True) as ro, pytest.raises(ReadOnlyStoreError):
+        tune(ro)
+
+
+def test_tune_command(store, tmp_path, capsys):
+    store.close()
+    code = main(["tune", str(tmp_path / "s"), "--sample", "40", "--prefix-dims", "64", "--shortlists", "30", "100", "-q"])
+    assert code == 0
+    code = main(["tune", str(tmp_path / "s"), "--sample", "40", "--prefix-dims", "64", "--shortlists", "100", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0 and '"applied": true' in out
