@@ -223,6 +223,12 @@ class DocStore:
 
     def by_rows(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None, str, int]]:
         """row -> (id, text, metadata JSON, crc) for the live rows among ``rows``."""
+        rows = [int(r) for r in rows]
+        if len(rows) <= 64:  # a search's k hits: one placeholder each skips the JSON round trip
+            cur = self.conn.execute(
+                f"SELECT row, id, text, metadata, crc FROM docs WHERE row IN ({','.join('?' * len(rows))})", rows
+            )
+            return {row: (id_, text, meta, crc) for row, id_, text, meta, crc in cur}
         cur = self.conn.execute(
             f"SELECT row, id, text, metadata, crc FROM docs WHERE row IN ({_ROWS_OF})", (json.dumps([int(r) for r in rows]),)
         )
@@ -236,6 +242,10 @@ class DocStore:
         return {id_: (row, text, meta, crc) for id_, row, text, meta, crc in cur}
 
     def crcs(self, rows: Sequence[int]) -> dict[int, int]:
+        rows = [int(r) for r in rows]
+        if len(rows) <= 999:  # a rerank's shortlist: placeholders beat a JSON array (no dumps, no json_each)
+            cur = self.conn.execute(f"SELECT row, crc FROM docs WHERE row IN ({','.join('?' * len(rows))})", rows)
+            return dict(cur.fetchall())
         cur = self.conn.execute(f"SELECT row, crc FROM docs WHERE row IN ({_ROWS_OF})", (json.dumps([int(r) for r in rows]),))
         return dict(cur.fetchall())
 

@@ -40,7 +40,11 @@ from .manifest import Manifest
 from .rwlock import ReadWriteLock
 from .search import Searcher, check_k
 from .validation import check_ids, check_texts
-from .vectors import row_checksums
+from .vectors import row_checksums, to_float32
+
+# A batch at least this large is inserted into hnswlib on all cores (under the write lock, as
+# always): bulk loads build ~2x faster on 2 cores; small batches stay on one thread (less overhead).
+PARALLEL_ADD_ROWS = 1024
 
 log = logging.getLogger("mrl_retrievers.store")
 
@@ -240,7 +244,8 @@ class MRLStore:
             superseded = s.docs.publish(ids, start, texts, metas, crcs)
             s.rows = start + len(ids)
             s.vectors.ensure_mapped(s.rows)
-            s.ann.add(prefix(stored.astype(np.float32), self.prefix_dim), np.arange(start, s.rows))
+            s.ann.add(prefix(to_float32(stored), self.prefix_dim), np.arange(start, s.rows),
+                      num_threads=-1 if len(ids) >= PARALLEL_ADD_ROWS else 1)
             s.ann.mark_deleted(superseded)
             self._searcher.invalidate()
             crash_point("add:ann-updated")

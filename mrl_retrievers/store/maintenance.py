@@ -22,7 +22,7 @@ from .ann import AnnIndex
 from .crashpoints import crash_point
 from .fs import fsync_dir
 from .manifest import AnnState, Manifest
-from .vectors import VectorFile, vector_file_name
+from .vectors import VectorFile, to_float32, vector_file_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .opening import StoreState
@@ -40,7 +40,7 @@ def build_ann(vectors: VectorFile, rows: np.ndarray, manifest: Manifest, prefix_
     ann = AnnIndex.empty(prefix_dim, M=manifest.M, ef_construction=manifest.ef_construction, capacity=len(rows) + 1024)
     for start in range(0, len(rows), _BLOCK):
         part = rows[start : start + _BLOCK]
-        ann.add(prefix(vectors.gather(part).astype(np.float32), prefix_dim), part, num_threads=-1)
+        ann.add(prefix(to_float32(vectors.gather(part)), prefix_dim), part, num_threads=-1)
     return ann
 
 
@@ -58,7 +58,7 @@ def load_or_rebuild_ann(state: "StoreState") -> AnnIndex:
         catch_up = np.arange(a.watermark, state.rows, dtype=np.int64)
         for start in range(0, len(catch_up), _BLOCK):
             part = catch_up[start : start + _BLOCK]
-            ann.add(prefix(state.vectors.gather(part).astype(np.float32), m.prefix_dim), part, num_threads=-1)
+            ann.add(prefix(to_float32(state.vectors.gather(part)), m.prefix_dim), part, num_threads=-1)
         ann.mark_deleted(state.docs.tombstone_rows())
         ann.deleted = ann.count - state.docs.count()
         if ann.deleted >= 0:

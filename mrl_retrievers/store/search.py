@@ -17,7 +17,7 @@ from ..mrl import normalize, prefix
 from ..types import Hit
 from .ann import AnnIndex
 from .docstore import DocStore
-from .vectors import VectorFile
+from .vectors import VectorFile, dot, to_float32
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def exact_scores(vf: VectorFile, docs: DocStore, checked: "RowChecks", rows: np.
         part = rows[start : start + block]
         stored = vf.gather(part)
         checked.verify(docs, part, stored)
-        out[start : start + len(part)] = stored.astype(np.float32) @ query
+        out[start : start + len(part)] = dot(stored, query)
     return out
 
 
@@ -91,15 +91,17 @@ def rerank(vf: VectorFile, docs: DocStore, checked: RowChecks, rows: np.ndarray,
     Rows are checked against their CRC-32 (``RowChecks``): a flipped bit in the vector file becomes
     a typed error, never a silently wrong ranking.
     """
-    rows = np.unique(rows)  # sorted: sequential-ish reads
+    rows = np.sort(rows)  # sequential-ish reads
+    if len(rows) > 1 and (rows[1:] == rows[:-1]).any():  # hnswlib labels are unique; be safe anyway
+        rows = np.unique(rows)
     if funnel_dim is not None and len(rows) > 4 * k:
-        partial = vf.gather(rows, columns=funnel_dim).astype(np.float32)
+        partial = to_float32(vf.gather(rows, columns=funnel_dim))
         coarse = (normalize(partial) @ prefix(query, funnel_dim)).astype(np.float32)
         rows, _ = top_k(rows, coarse, max(4 * k, len(rows) // 4))
         rows = np.sort(rows)
     stored = vf.gather(rows)
     checked.verify(docs, rows, stored)
-    return top_k(rows, stored.astype(np.float32) @ query, k)
+    return top_k(rows, dot(stored, query), k)
 
 
 def verify_rows(docs: DocStore, rows: np.ndarray, stored: np.ndarray) -> None:
@@ -120,7 +122,8 @@ def to_hits(docs: DocStore, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
     for row, score in zip(rows.tolist(), scores.tolist()):
         if row in found:
             id_, text, meta, _crc = found[row]
-            hits.append(Hit(id=id_, score=float(score), text=text, metadata=load_metadata(meta)))
+            # Most items carry no metadata: skip the JSON parser for the empty object.
+            hits.append(Hit(id=id_, score=float(score), text=text, metadata={} if meta == "{}" else load_metadata(meta)))
     return hits
 
 
@@ -213,7 +216,7 @@ class Searcher:
             live = s.docs.live_rows()
             stored = s.vectors.gather(live)
             s.checked.verify(s.docs, live, stored)
-            small = self._small = (live, stored.astype(np.float32))
+            small = self._small = (live, to_float32(stored))
         return small
 
     def _use_exact(self, plan: SearchPlan, allowed: np.ndarray | None) -> bool:

@@ -9,6 +9,8 @@ Reads never hand out views of the map (a later remap would invalidate them): eve
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import mmap
 import os
 import zlib
@@ -20,6 +22,52 @@ from .crashpoints import crash_point
 
 _PAGE = mmap.PAGESIZE
 DTYPES = {"float16": np.float16, "float32": np.float32}
+
+# numpy converts float16 with a scalar loop (~2-4 ns a number here: 0.4-0.7 ms for a 200 x 1024
+# rerank, more than the dot products). Moving bits is exact and ~5x faster: a float16's sign,
+# exponent and mantissa shifted into a float32's positions is the same number times 2**-112 (the
+# exponent biases differ by 127 - 15), subnormals included; the factor goes on the query instead.
+# (Rows are unit vectors, so there is no inf/NaN to carry; a damaged row fails its CRC first.)
+_F16_SCALE = np.float32(2.0**112)
+_F16_BITS = np.int32(-0x70002000)  # 0x8FFFE000: the sign bit and the 15 exponent + mantissa bits
+
+
+def _f16_scaled(rows: np.ndarray) -> np.ndarray:
+    wide = rows.view(np.int16).astype(np.int32)  # sign-extended: bit 31 is the sign
+    wide <<= 13
+    wide &= _F16_BITS
+    return wide.view(np.float32)
+
+
+def to_float32(rows: np.ndarray) -> np.ndarray:
+    """Stored rows (float16 or float32) as a new float32 array, exactly."""
+    if rows.dtype != np.float16:
+        return np.array(rows, dtype=np.float32)
+    out = _f16_scaled(rows)
+    out *= _F16_SCALE
+    return out
+
+
+def dot(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``rows @ query`` in float32 for stored rows of either dtype (the rerank's inner loop)."""
+    if rows.dtype != np.float16:
+        return rows @ query
+    return _f16_scaled(rows) @ (query * _F16_SCALE)
+
+
+def _load_mincore():
+    """libc's mincore (is a page in the page cache?), or None where it is unavailable."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).mincore
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_mincore = _load_mincore()
+_PROBES = 8  # pages sampled per gather to decide whether the cache is warm
 
 
 def vector_file_name(epoch: int, dtype: str) -> str:
@@ -112,13 +160,33 @@ class VectorFile:
         return view[rows]  # fancy indexing copies
 
     def _prefetch(self, rows: np.ndarray) -> None:
-        """Ask the kernel to start reading all candidate pages at once (MADV_WILLNEED)."""
+        """Ask the kernel to start reading all candidate pages at once (MADV_WILLNEED).
+
+        One madvise per row costs ~0.1 ms of CPU for 200 rows even when every page is cached: when
+        a few sampled rows are found resident (mincore), the cache is warm and the calls are skipped.
+        """
         if self._map is None or len(rows) > 4096 or not hasattr(mmap, "MADV_WILLNEED"):
+            return
+        if self._resident(rows[:: max(1, len(rows) // _PROBES)]):
             return
         starts = (rows.astype(np.int64) * self.row_bytes // _PAGE) * _PAGE
         ends = rows.astype(np.int64) * self.row_bytes + self.row_bytes
         for start, end in zip(starts.tolist(), ends.tolist()):
             self._map.madvise(mmap.MADV_WILLNEED, start, end - start)
+
+    def _resident(self, rows: np.ndarray) -> bool:
+        """Whether every page of the given rows is in the page cache (False when unknown)."""
+        if _mincore is None:
+            return False
+        base = self._view.ctypes.data
+        vec = (ctypes.c_ubyte * (self.row_bytes // _PAGE + 2))()
+        for row in rows.tolist():
+            start = row * self.row_bytes
+            first = start - start % _PAGE
+            count = (start + self.row_bytes - 1) // _PAGE - first // _PAGE + 1
+            if _mincore(base + first, count * _PAGE, vec) != 0 or not all(vec[i] & 1 for i in range(count)):
+                return False
+        return True
 
     def iter_blocks(self, rows: int, block: int = 65536):
         """Yield (start_row, copy of rows) over [0, rows), for rebuilds and exact scans."""
