@@ -102,9 +102,16 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         at = _latency_at(peer, h["recall"])
         if at is None:
-            best = max(peer["points"], key=lambda p: p["recall"])
-            add(f"speed vs {method}", None, goal, None,
-                f"{method} never reached recall {h['recall']:.4f} (best {best['recall']:.4f} at {best['p50_ms']:.2f} ms)")
+            # The peer never reaches our headline recall: compare its best point with our fastest
+            # setting that is at least as accurate (still "faster at equal or better recall").
+            best = max(peer["points"], key=lambda p: (p["recall"], -p["p50_ms"]))
+            ours_at = _latency_at(ours, best["recall"], slack=0.0)
+            ratio = best["p50_ms"] / ours_at[0]
+            met = ratio >= factor if method != "faiss-refine" else ratio > factor
+            add(f"speed vs {method} at >= its best recall", ratio, goal, met,
+                f"{method} never reaches our headline recall {h['recall']:.4f}; its best: {best['recall']:.4f} at "
+                f"{best['p50_ms']:.3f} ms ({_setting(best['setting'])}); ours {ours_at[0]:.3f} ms at "
+                f"{_setting(ours_at[1]['setting'])} (recall {ours_at[1]['recall']:.4f})")
             continue
         ratio = at[0] / h["p50_ms"]
         met = ratio >= factor if method != "faiss-refine" else ratio > factor

@@ -170,12 +170,18 @@ def _measure(peer, setting: dict[str, Any], queries: np.ndarray, truth: np.ndarr
             break
     n = len(found)
     times = first
-    if time.perf_counter() - started < budget_s / 4:
-        times = []
+    # Quick methods get up to 3 timed passes and keep the one with the lowest median: on a shared
+    # machine a burst of someone else's work shifts a whole pass, rarely all three.
+    for _ in range(3):
+        if time.perf_counter() - started >= budget_s / 4:
+            break
+        run = []
         for q in queries[:n]:
             t = time.perf_counter()
             peer.search(q, k)
-            times.append(time.perf_counter() - t)
+            run.append(time.perf_counter() - t)
+        if times is first or np.median(run) < np.median(times):
+            times = run
     return {"setting": setting, "queries": n, "recall": recall(found, truth[:n], k),
             # the first pass over fresh queries: first-touch costs (ours: each row's CRC is checked
             # the first time a handle reads it) that the warm pass no longer pays
