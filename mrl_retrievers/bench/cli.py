@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..store.manifest import DEFAULT_EF_CONSTRUCTION
+
 DEFAULT_CACHE = Path(os.environ.get("MRL_BENCH_CACHE", Path.home() / ".cache" / "mrl-retrievers" / "bench"))
 
 
@@ -41,7 +43,11 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tune-sample", type=int, default=200, help="ours: stored vectors tune samples as queries")
     p.add_argument("--tune-prefix-dims", type=int, nargs="+", default=None, help="ours: widths tune tries (default 64 128 256)")
     p.add_argument("--M", type=int, default=16, help="HNSW graph degree for every HNSW-based method")
-    p.add_argument("--ef-construction", type=int, default=200, help="HNSW build effort for every HNSW-based method")
+    p.add_argument("--ef-construction", type=int, default=200,
+                   help="HNSW build effort of the peers' graphs (hnswlib, faiss); 200 as in hnswlib's examples")
+    p.add_argument("--ours-ef-construction", type=int, default=None,
+                   help="ours: build effort of the coarse graph (default: the store's default, "
+                        f"{DEFAULT_EF_CONSTRUCTION}: it only has to fill a shortlist that the full vectors re-rank)")
     p.add_argument("--no-frameworks", action="store_true", help="skip the LangChain/LlamaIndex wrapper-overhead measurement")
     p.add_argument("--framework-max-n", type=int, default=100_000, help="LangChain/LlamaIndex in-memory stores above this size are skipped")
     p.add_argument("--qdrant-max-n", type=int, default=20_000, help="Qdrant local mode above this size is skipped")
@@ -134,7 +140,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "prefix_dim": args.prefix_dim, "tune": not args.no_tune, "frameworks": not args.no_frameworks,
         "tune_sample": args.tune_sample, "tune_prefix_dims": args.tune_prefix_dims, "M": args.M,
-        "ef_construction": args.ef_construction,
+        "ef_construction": args.ef_construction, "ours_ef_construction": args.ours_ef_construction or DEFAULT_EF_CONSTRUCTION,
         "rebuild": args.rebuild, "langchain_max_n": args.framework_max_n, "llamaindex_max_n": args.framework_max_n,
         "qdrant-local_max_n": args.qdrant_max_n,
     }

@@ -135,7 +135,13 @@ class Ours(Peer):
         tuned = f"-tuned{o.get('tune_sample', 200)}" if o.get("tune") else ""
         if o.get("tune") and o.get("tune_prefix_dims"):
             tuned += "-w" + "_".join(map(str, o["tune_prefix_dims"]))
-        return f"ours-p{o.get('prefix_dim', 128)}-M{o.get('M', 16)}-efc{o.get('ef_construction', 200)}{tuned}"
+        return f"ours-p{o.get('prefix_dim', 128)}-M{o.get('M', 16)}-efc{self._ef_construction()}{tuned}"
+
+    def _ef_construction(self) -> int:
+        # Ours builds its coarse graph with its own default unless told otherwise (see --ours-ef-construction).
+        from ..store.manifest import DEFAULT_EF_CONSTRUCTION  # noqa: PLC0415
+
+        return self.options.get("ours_ef_construction") or DEFAULT_EF_CONSTRUCTION
 
     def build_fresh(self) -> dict:
         from ..store import MRLStore  # noqa: PLC0415
@@ -145,7 +151,7 @@ class Ours(Peer):
         # The spec of the query-lookup provider, so the framework wrappers can open this store.
         spec = StoredQueries(self.ds.name, self.ds.dim).spec
         store = MRLStore.create(self.cache / "store", full_dim=self.ds.dim, prefix_dim=o.get("prefix_dim", 128),
-                                spec=spec, exact_below=0, M=o.get("M", 16), ef_construction=o.get("ef_construction", 200))
+                                spec=spec, exact_below=0, M=o.get("M", 16), ef_construction=self._ef_construction())
         step = 50_000
         for start, block in self.ds.blocks(step):
             store.add([str(i) for i in range(start, start + len(block))], block)

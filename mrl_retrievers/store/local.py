@@ -29,7 +29,7 @@ from ..errors import (
     StoreLockedError,
 )
 from ..metadata import load_metadata, validate_metadatas
-from ..mrl import as_matrix, as_vector, check_width, normalize, prefix
+from ..mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix
 from ..types import EmbeddingSpec, Hit, Record
 from . import opening
 from .crashpoints import crash_point
@@ -231,7 +231,7 @@ class MRLStore:
             raise InvalidInputError(f"got {len(ids)} ids but {len(vectors)} vectors")
         texts = check_texts(texts, len(ids))
         metas = validate_metadatas(metadatas, len(ids))
-        stored = normalize(vectors).astype(self._s.vectors.dtype)
+        stored = normalize_as(vectors, self._s.vectors.dtype)
         crcs = row_checksums(stored)
         if not ids:
             return []
@@ -244,7 +244,7 @@ class MRLStore:
             superseded = s.docs.publish(ids, start, texts, metas, crcs)
             s.rows = start + len(ids)
             s.vectors.ensure_mapped(s.rows)
-            s.ann.add(prefix(to_float32(stored), self.prefix_dim), np.arange(start, s.rows),
+            s.ann.add(prefix(to_float32(stored[:, : self.prefix_dim]), self.prefix_dim), np.arange(start, s.rows),
                       num_threads=-1 if len(ids) >= PARALLEL_ADD_ROWS else 1)
             s.ann.mark_deleted(superseded)
             self._searcher.invalidate()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrl_retrievers.errors import DimensionMismatchError, InvalidInputError, InvalidVectorError
-from mrl_retrievers.mrl import as_matrix, as_vector, check_width, normalize, prefix, truncate
+from mrl_retrievers.mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix, row_norms, truncate
 
 
 def test_prefix_is_truncated_then_renormalized(rng):
@@ -63,3 +63,28 @@ def test_check_width():
     for bad in (0, 9, True, 2.0, "4"):
         with pytest.raises(InvalidInputError):
             check_width("prefix_dim", bad, full_dim=8)
+
+
+def test_row_norms_match_numpy_and_survive_float32_overflow(rng):
+    rows = rng.standard_normal((50, 33)).astype(np.float32)
+    np.testing.assert_allclose(row_norms(rows), np.linalg.norm(rows.astype(np.float64), axis=1), rtol=1e-6)
+    assert row_norms(rows[0]).shape == ()
+    # Squares of 3e30 overflow float32; the row is still a valid direction.
+    huge = np.array([[3e30, 4e30], [3.0, 4.0]], dtype=np.float32)
+    np.testing.assert_allclose(row_norms(huge), [5e30, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(normalize(huge), [[0.6, 0.8], [0.6, 0.8]], rtol=1e-6)
+    np.testing.assert_allclose(as_matrix(huge, 2), huge)
+
+
+def test_as_matrix_rejects_rows_longer_than_float32_can_hold():
+    with pytest.raises(InvalidVectorError, match="row 1 is too large"):
+        as_matrix(np.array([[1.0, 0.0], [3e38, 3e38]], dtype=np.float32), 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_normalize_as_is_normalize_then_cast_bit_for_bit(rng, dtype):
+    rows = (rng.standard_normal((300, 64)) * rng.uniform(1e-3, 1e3, (300, 1))).astype(np.float32)
+    rows[7] = 0.0  # zero rows stay zero, as with normalize
+    fused = normalize_as(rows, dtype)
+    assert fused.dtype == dtype
+    np.testing.assert_array_equal(fused.view(np.uint8), normalize(rows).astype(dtype).view(np.uint8))
