@@ -205,7 +205,10 @@ class MRLVectorStore(VectorStore):
         return await run_in_executor(None, self.similarity_search_with_score_by_vector, embedding, k, **kwargs)
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+        options = self._options(kwargs)
+        if self._store is None:
+            return []
+        return [_document(hit) for hit in self._hits(self._query_vector(query), k, options)]
 
     async def asimilarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in await self.asimilarity_search_with_score(query, k, **kwargs)]
@@ -344,6 +347,8 @@ class MRLVectorStore(VectorStore):
         return unit_vector(await self._embedding.aembed_query(text))
 
     def _options(self, kwargs: dict[str, Any]) -> _Search:
+        if not kwargs:  # the common call: the store's defaults
+            return _Search(shortlist=self.shortlist, ef=self.ef)
         unknown = sorted(set(kwargs) - set(_SEARCH_KWARGS))
         if unknown:
             raise TypeError(
@@ -388,7 +393,7 @@ def _check_lambda(lambda_mult: float) -> None:
 
 
 def _document(hit: Hit) -> Document:
-    return Document(id=hit.id, page_content=hit.text or "", metadata=dict(hit.metadata))
+    return Document(id=hit.id, page_content=hit.text or "", metadata=hit.metadata)  # validation copies the dict
 
 
 __all__ = ["MRLVectorStore"]

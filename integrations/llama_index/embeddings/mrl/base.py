@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -18,6 +19,15 @@ from mrl_retrievers.errors import ConfigError
 __all__ = ["MRLEmbedding"]
 
 ConfigSource = Settings | EmbedderSettings | Mapping[str, Any] | str | os.PathLike
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _signed(fn: _F) -> _F:
+    """Give ``fn`` its ``__signature__`` once: LlamaIndex wraps the ``_get_*_embedding`` methods in an
+    instrumentation span that calls ``inspect.signature`` on every call, which then reads it."""
+    fn.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    return fn
 
 
 class MRLEmbedding(BaseEmbedding):
@@ -88,21 +98,27 @@ class MRLEmbedding(BaseEmbedding):
 
     # --- BaseEmbedding ------------------------------------------------------------------------------
 
+    @_signed
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._provider.embed_query(query).tolist()
 
+    @_signed
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return (await self._provider.aembed_query(query)).tolist()
 
+    @_signed
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._provider.embed_documents([text])[0].tolist()
 
+    @_signed
     async def _aget_text_embedding(self, text: str) -> Embedding:
         return (await self._provider.aembed_documents([text]))[0].tolist()
 
+    @_signed
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._provider.embed_documents(texts).tolist()
 
+    @_signed
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return (await self._provider.aembed_documents(texts)).tolist()
 

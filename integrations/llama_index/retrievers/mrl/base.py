@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -22,6 +23,15 @@ from mrl_retrievers import MRLStore, Provider
 from mrl_retrievers.errors import InvalidInputError
 
 __all__ = ["MRLRetriever"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _signed(fn: _F) -> _F:
+    """Give ``fn`` its ``__signature__`` once: LlamaIndex wraps ``_retrieve`` in an instrumentation
+    span that calls ``inspect.signature`` on every call, which then reads it instead of rebuilding it."""
+    fn.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    return fn
 
 
 class MRLRetriever(BaseRetriever):
@@ -76,6 +86,11 @@ class MRLRetriever(BaseRetriever):
         self._node_ids = node_ids
         self._mode = VectorStoreQueryMode(mode)
         self._mmr_threshold = mmr_threshold
+        # With one query text, the mean of one embedding is that embedding: BaseEmbedding's own
+        # aggregation would only round-trip it through numpy. Kept when a model redefines it.
+        model = type(embed_model)
+        self._plain_agg = model.get_agg_embedding_from_queries is BaseEmbedding.get_agg_embedding_from_queries
+        self._plain_aagg = model.aget_agg_embedding_from_queries is BaseEmbedding.aget_agg_embedding_from_queries
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @property
@@ -97,17 +112,27 @@ class MRLRetriever(BaseRetriever):
     def _kwargs(self) -> dict[str, Any]:
         return {} if self._shortlist is None else {"shortlist": self._shortlist}
 
+    @_signed
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         embedding = query_bundle.embedding
         if embedding is None:
-            embedding = self._embed_model.get_agg_embedding_from_queries(query_bundle.embedding_strs)
+            texts = query_bundle.embedding_strs
+            if len(texts) == 1 and self._plain_agg:  # the same events, callbacks and vector, no numpy mean
+                embedding = self._embed_model.get_query_embedding(texts[0])
+            else:
+                embedding = self._embed_model.get_agg_embedding_from_queries(texts)
         result = self._vector_store.query(self._query(query_bundle, embedding), **self._kwargs())
         return _scored(result)
 
+    @_signed
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         embedding = query_bundle.embedding
         if embedding is None:
-            embedding = await self._embed_model.aget_agg_embedding_from_queries(query_bundle.embedding_strs)
+            texts = query_bundle.embedding_strs
+            if len(texts) == 1 and self._plain_aagg:
+                embedding = await self._embed_model.aget_query_embedding(texts[0])
+            else:
+                embedding = await self._embed_model.aget_agg_embedding_from_queries(texts)
         result = await self._vector_store.aquery(self._query(query_bundle, embedding), **self._kwargs())
         return _scored(result)
 

@@ -375,7 +375,7 @@ def _to_node(node_id: str, text: str | None, metadata: Mapping[str, Any]) -> Bas
     if _NODE_CONTENT_KEY in metadata:
         return metadata_dict_to_node(dict(metadata), text=text)
     # An item written without LlamaIndex (MRLIndex, the CLI): a plain text node.
-    return TextNode(id_=node_id, text=text or "", metadata=dict(metadata))
+    return TextNode(id_=node_id, text=text or "", metadata=metadata)  # validation copies the mapping
 
 
 def _check_k(k: Any) -> int:
