@@ -46,8 +46,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ef-construction", type=int, default=200,
                    help="HNSW build effort of the peers' graphs (hnswlib, faiss); 200 as in hnswlib's examples")
     p.add_argument("--ours-ef-construction", type=int, default=None,
-                   help="ours: build effort of the coarse graph (default: the store's default, "
-                        f"{DEFAULT_EF_CONSTRUCTION}: it only has to fill a shortlist that the full vectors re-rank)")
+                   help=f"ours: build effort of the coarse graph (default: the store's default, {DEFAULT_EF_CONSTRUCTION})")
     p.add_argument("--no-frameworks", action="store_true", help="skip the LangChain/LlamaIndex wrapper-overhead measurement")
     p.add_argument("--framework-max-n", type=int, default=100_000, help="LangChain/LlamaIndex in-memory stores above this size are skipped")
     p.add_argument("--qdrant-max-n", type=int, default=20_000, help="Qdrant local mode above this size is skipped")
