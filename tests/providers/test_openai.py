@@ -81,7 +81,7 @@ def test_dim_wider_than_native_is_refused_before_any_request(openai_server):
 
 def test_batches_split_at_2048_inputs(openai_server):
     texts = [f"text number {i}" for i in range(4100)]
-    emb = make(openai_server, model="text-embedding-3-small", dim=32, max_concurrency=2)
+    emb = make(openai_server, model="text-embedding-3-small", dim=32, max_concurrency=2, batch_size=2048)
     vectors = emb.embed_documents(texts)
     sizes = sorted(len(r.body["input"]) for r in openai_server.requests)
     assert sizes == [4, 2048, 2048]
@@ -200,3 +200,12 @@ def test_parse_response_orders_by_index_and_reads_both_encodings():
 def test_parse_response_rejects_bad_answers(data, match):
     with pytest.raises(EmbeddingResponseError, match=match):
         parse_response(SimpleNamespace(data=data), 2, "m")
+
+
+def test_default_batch_is_512_texts_and_2049_is_refused(openai_server):
+    emb = make(openai_server, model="text-embedding-3-small", dim=32)
+    assert emb.batch_size == 512
+    emb.embed_documents([f"text number {i}" for i in range(1030)])
+    assert sorted(len(r.body["input"]) for r in openai_server.requests) == [6, 512, 512]
+    with pytest.raises(ConfigError):
+        make(openai_server, model="text-embedding-3-small", dim=32, batch_size=2049)

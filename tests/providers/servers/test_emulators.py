@@ -156,3 +156,35 @@ def test_command_line_entry_point():
         proc.terminate()
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_openai_base64_answer_is_byte_for_byte_what_json_dumps_sends(openai):
+    """The emulator joins base64 answers by hand (json.dumps was most of its CPU at benchmark
+    sizes): the bytes must stay exactly json.dumps's, and the vectors the documented ones."""
+    texts = ["a cat", "naïve café ☕", "x" * 300]
+    body = {"model": "text-embedding-3-small", "input": texts, "dimensions": 48, "encoding_format": "base64"}
+    req = urllib.request.Request(f"{openai.base_url}/embeddings", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", **BEARER})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        raw = resp.read()
+    answer = json.loads(raw)
+    assert raw == json.dumps(answer).encode()
+    assert [item["index"] for item in answer["data"]] == [0, 1, 2]
+    for text, item in zip(texts, answer["data"]):
+        vec = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+        np.testing.assert_array_equal(vec, openai.expected_vector(text, model="text-embedding-3-small", dim=48))
+        assert abs(float(np.linalg.norm(vec)) - 1) < 1e-5
+    floats = post(f"{openai.base_url}/embeddings", {**body, "encoding_format": "float"}, BEARER)[2]
+    np.testing.assert_allclose([d["embedding"] for d in floats["data"]],
+                               [openai.expected_vector(t, model="text-embedding-3-small", dim=48) for t in texts], atol=1e-7)
+
+
+def test_text_vectors_match_the_per_text_definition():
+    from tests.providers.servers import text_vector, unit
+    from tests.providers.servers._base import text_vectors
+
+    texts = ["one", "two", "three" * 40]
+    batch = text_vectors(texts, 1536, salt="m", width=100)
+    for i, text in enumerate(texts):
+        np.testing.assert_allclose(batch[i], unit(text_vector(text, 1536, salt="m")[:100]), atol=1e-6)
+        np.testing.assert_array_equal(batch[i], text_vectors([text], 1536, salt="m", width=100)[0])
