@@ -72,7 +72,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=200, help="stored vectors used as queries")
     p.add_argument("--prefix-dims", type=int, nargs="+", default=None, help="default: 64 128 256 and the current width")
     p.add_argument("--shortlists", type=int, nargs="+", default=None, help="default: 25 50 100 200 400")
-    p.add_argument("--efs", type=int, nargs="+", default=None, help="default: 1x and 2x each shortlist")
+    p.add_argument("--efs", type=int, nargs="+", default=None, help="default: 1x, 2x and 3x each shortlist")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--confidence", type=float, default=0.95,

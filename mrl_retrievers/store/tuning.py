@@ -107,7 +107,7 @@ def tune(
         sample: how many stored vectors to use as queries (or how many of ``queries`` to use).
         prefix_dims: coarse widths to try (default 64, 128, 256 and the current one, below full_dim).
         shortlists: shortlist sizes to try (default 25, 50, 100, 200, 400).
-        efs: hnswlib ``ef`` values to try (default: each shortlist x 1 and x 2).
+        efs: hnswlib ``ef`` values to try (default: each shortlist x 1, x 2 and x 3).
         seed: seeds the query sample.
         k: the k of recall@k.
         queries: real query vectors (n, full_dim) to tune on instead of sampled stored vectors.
@@ -216,7 +216,9 @@ def _grid(shortlists: Sequence[int] | None, efs: Sequence[int] | None, k: int, l
     sizes = [s for s in sizes if s >= k + 1] or [min(live, k + 1)]
     grid = set()
     for s in sizes:
-        for ef in (efs if efs is not None else (s, 2 * s)):
+        # An ef beyond the shortlist finds better candidates for the same rerank cost: in the 1M bench,
+        # shortlist 200 / ef 600 reached recall 0.9947 at 73% of the latency of 400 / 800 (0.9964).
+        for ef in (efs if efs is not None else (s, 2 * s, 3 * s)):
             grid.add((s, max(int(ef), s)))  # ef below the shortlist is raised to it by the index
     return sorted(grid)
 
