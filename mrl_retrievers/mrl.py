@@ -71,17 +71,15 @@ def row_norms(vectors: np.ndarray) -> np.ndarray:
     measured again in float64.
     """
     arr = np.asarray(vectors, dtype=np.float32)
-    with np.errstate(over="ignore"):  # overflowing rows are handled just below
-        norms = np.sqrt(_row_dots(arr, arr))
-    overflow = np.isinf(norms)
-    if overflow.any():
-        norms = np.array(norms, dtype=np.float32, ndmin=1)
-        overflow = overflow.reshape(norms.shape)
-        wide = np.linalg.norm(arr.reshape(-1, arr.shape[-1])[overflow].astype(np.float64), axis=-1)
-        with np.errstate(over="ignore"):  # still infinite: the row holds an infinity, or is beyond float32
-            norms[overflow] = wide
-        norms = norms.reshape(arr.shape[:-1])
-    return norms
+    rows = arr.reshape(-1, arr.shape[-1])
+    # Overflow is expected and handled here; a row still infinite after it holds an infinity or
+    # is longer than float32 can hold.
+    with np.errstate(over="ignore"):
+        norms = np.sqrt(_row_dots(rows, rows))
+        overflow = np.isinf(norms)
+        if overflow.any():
+            norms[overflow] = np.linalg.norm(rows[overflow].astype(np.float64), axis=-1)
+    return norms.reshape(arr.shape[:-1])
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

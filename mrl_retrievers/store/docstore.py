@@ -36,6 +36,16 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _ROWS_OF = "SELECT value FROM json_each(?)"  # a whole list as one bound parameter
+_MAX_PLACEHOLDERS = 999  # SQLite's historical limit of bound values per statement
+
+
+def _row_list(rows: Sequence[int]) -> tuple[str, list]:
+    """``IN (...)`` contents and parameters for a list of row numbers: one placeholder each for a
+    search's few hundred rows (no JSON dump and parse per search), one JSON array above that."""
+    rows = [int(r) for r in rows]
+    if len(rows) <= _MAX_PLACEHOLDERS:
+        return ",".join("?" * len(rows)), rows
+    return _ROWS_OF, [json.dumps(rows)]
 _VECTOR_FILE = re.compile(r"^vectors\.(\d{6})\.f(16|32)$")
 
 
@@ -223,15 +233,8 @@ class DocStore:
 
     def by_rows(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None, str, int]]:
         """row -> (id, text, metadata JSON, crc) for the live rows among ``rows``."""
-        rows = [int(r) for r in rows]
-        if len(rows) <= 64:  # a search's k hits: one placeholder each skips the JSON round trip
-            cur = self.conn.execute(
-                f"SELECT row, id, text, metadata, crc FROM docs WHERE row IN ({','.join('?' * len(rows))})", rows
-            )
-            return {row: (id_, text, meta, crc) for row, id_, text, meta, crc in cur}
-        cur = self.conn.execute(
-            f"SELECT row, id, text, metadata, crc FROM docs WHERE row IN ({_ROWS_OF})", (json.dumps([int(r) for r in rows]),)
-        )
+        in_list, params = _row_list(rows)
+        cur = self.conn.execute(f"SELECT row, id, text, metadata, crc FROM docs WHERE row IN ({in_list})", params)
         return {row: (id_, text, meta, crc) for row, id_, text, meta, crc in cur}
 
     def by_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str | None, str, int]]:
@@ -242,12 +245,8 @@ class DocStore:
         return {id_: (row, text, meta, crc) for id_, row, text, meta, crc in cur}
 
     def crcs(self, rows: Sequence[int]) -> dict[int, int]:
-        rows = [int(r) for r in rows]
-        if len(rows) <= 999:  # a rerank's shortlist: placeholders beat a JSON array (no dumps, no json_each)
-            cur = self.conn.execute(f"SELECT row, crc FROM docs WHERE row IN ({','.join('?' * len(rows))})", rows)
-            return dict(cur.fetchall())
-        cur = self.conn.execute(f"SELECT row, crc FROM docs WHERE row IN ({_ROWS_OF})", (json.dumps([int(r) for r in rows]),))
-        return dict(cur.fetchall())
+        in_list, params = _row_list(rows)
+        return dict(self.conn.execute(f"SELECT row, crc FROM docs WHERE row IN ({in_list})", params).fetchall())
 
     def all_rows_and_crcs(self) -> list[tuple[int, int]]:
         return self.conn.execute("SELECT row, crc FROM docs ORDER BY row").fetchall()

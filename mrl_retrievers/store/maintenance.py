@@ -38,10 +38,15 @@ _BLOCK = 65536
 def build_ann(vectors: VectorFile, rows: np.ndarray, manifest: Manifest, prefix_dim: int) -> AnnIndex:
     """A fresh coarse index over the given rows of the vector file (threaded bulk insert)."""
     ann = AnnIndex.empty(prefix_dim, M=manifest.M, ef_construction=manifest.ef_construction, capacity=len(rows) + 1024)
+    _insert_prefixes(ann, vectors, rows, prefix_dim)
+    return ann
+
+
+def _insert_prefixes(ann: AnnIndex, vectors: VectorFile, rows: np.ndarray, prefix_dim: int) -> None:
+    """Add the renormalized prefixes of ``rows``, read from the file block by block (prefix columns only)."""
     for start in range(0, len(rows), _BLOCK):
         part = rows[start : start + _BLOCK]
-        ann.add(prefix(to_float32(vectors.gather(part)), prefix_dim), part, num_threads=-1)
-    return ann
+        ann.add(prefix(to_float32(vectors.gather(part, columns=prefix_dim)), prefix_dim), part, num_threads=-1)
 
 
 def load_or_rebuild_ann(state: "StoreState") -> AnnIndex:
@@ -55,10 +60,7 @@ def load_or_rebuild_ann(state: "StoreState") -> AnnIndex:
             state.ann_note = str(exc)
             log.warning("coarse index of %s is unusable (%s); rebuilding it from the vector file", state.directory, exc)
     if ann is not None:
-        catch_up = np.arange(a.watermark, state.rows, dtype=np.int64)
-        for start in range(0, len(catch_up), _BLOCK):
-            part = catch_up[start : start + _BLOCK]
-            ann.add(prefix(to_float32(state.vectors.gather(part)), m.prefix_dim), part, num_threads=-1)
+        _insert_prefixes(ann, state.vectors, np.arange(a.watermark, state.rows, dtype=np.int64), m.prefix_dim)
         ann.mark_deleted(state.docs.tombstone_rows())
         ann.deleted = ann.count - state.docs.count()
         if ann.deleted >= 0:

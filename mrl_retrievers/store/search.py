@@ -6,7 +6,6 @@ facade. The caller holds the store's read lock.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +16,7 @@ from ..mrl import normalize, prefix
 from ..types import Hit
 from .ann import AnnIndex
 from .docstore import DocStore
-from .vectors import VectorFile, dot, to_float32
+from .vectors import VectorFile, dot, row_checksums, to_float32
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,21 @@ def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return rows[order], scores[order]
 
 
+def fold_top_k(best: tuple[np.ndarray, np.ndarray], rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge one block into running per-query top-k lists (exact scans of many queries at once).
+
+    ``best`` is (rows, scores), each (n_queries, <= k), best first; start from two (n_queries, 0)
+    arrays. ``scores`` is (len(rows), n_queries) for the block's ``rows``. Ties keep earlier blocks first.
+    """
+    best_rows, best_scores = best
+    take = min(k, len(rows))
+    top = np.argpartition(-scores, take - 1, axis=0)[:take].T  # (n_queries, take)
+    cand_rows = np.concatenate([best_rows, rows[top]], axis=1)
+    cand_scores = np.concatenate([best_scores, np.take_along_axis(scores.T, top, axis=1)], axis=1)
+    order = np.argsort(-cand_scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(cand_rows, order, axis=1), np.take_along_axis(cand_scores, order, axis=1)
+
+
 def rerank(vf: VectorFile, docs: DocStore, checked: RowChecks, rows: np.ndarray, query: np.ndarray, k: int, funnel_dim: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Score candidate rows exactly at full width (optionally narrowed at ``funnel_dim`` first).
 
@@ -106,9 +120,9 @@ def rerank(vf: VectorFile, docs: DocStore, checked: RowChecks, rows: np.ndarray,
 
 def verify_rows(docs: DocStore, rows: np.ndarray, stored: np.ndarray) -> None:
     expected = docs.crcs(rows)
-    for row, data in zip(rows.tolist(), stored):
+    for row, actual in zip(rows.tolist(), row_checksums(stored)):
         crc = expected.get(row)
-        if crc is not None and zlib.crc32(data.tobytes()) != crc:
+        if crc is not None and actual != crc:
             raise CorruptStoreError(
                 f"vector row {row} of {docs.path.parent} fails its checksum; "
                 f"run `mrl-retrievers verify {docs.path.parent}` to list damaged rows"

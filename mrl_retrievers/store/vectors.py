@@ -186,13 +186,8 @@ class VectorFile:
             start = row * row_bytes
             first = start - start % _PAGE
             count = (start + row_bytes - 1) // _PAGE - first // _PAGE + 1
-            if _mincore(base + first, count * _PAGE, vec) != 0:
-                return False
             # The low bit of each page's byte says "resident"; a row spans one page or a few.
-            if count == 1:
-                if not vec[0] & 1:
-                    return False
-            elif not all(b & 1 for b in vec[:count]):
+            if _mincore(base + first, count * _PAGE, vec) != 0 or not all(b & 1 for b in vec[:count]):
                 return False
         return True
 
