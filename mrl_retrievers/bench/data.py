@@ -24,6 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..store.search import fold_top_k
 from .synthetic import mrl_like, queries_near
 
 BLOCK = 65536
@@ -144,23 +145,15 @@ def exact_topk(ds: Dataset, queries: np.ndarray, k: int, exclude: np.ndarray | N
     ``exclude[i]`` (optional) is a row never returned for query ``i`` (its own row).
     """
     nq = len(queries)
-    best_rows = np.full((nq, 0), -1, dtype=np.int64)
-    best_scores = np.full((nq, 0), -np.inf, dtype=np.float32)
+    best = (np.full((nq, 0), -1, dtype=np.int64), np.full((nq, 0), -np.inf, dtype=np.float32))
     qt = np.ascontiguousarray(queries.T, dtype=np.float32)
     for start, block in ds.blocks():
         scores = block @ qt  # (block, nq)
         if exclude is not None:
             inside = (exclude >= start) & (exclude < start + len(block))
             scores[exclude[inside] - start, np.flatnonzero(inside)] = -np.inf
-        take = min(k, len(block))
-        part = np.argpartition(-scores, take - 1, axis=0)[:take].T  # (nq, take)
-        cand_scores = np.take_along_axis(scores.T, part, axis=1)
-        rows = np.concatenate([best_rows, part + start], axis=1)
-        merged = np.concatenate([best_scores, cand_scores], axis=1)
-        order = np.argsort(-merged, axis=1, kind="stable")[:, :k]
-        best_rows = np.take_along_axis(rows, order, axis=1)
-        best_scores = np.take_along_axis(merged, order, axis=1)
-    return best_rows
+        best = fold_top_k(best, np.arange(start, start + len(block), dtype=np.int64), scores, k)
+    return best[0]
 
 
 def recall(found: np.ndarray | list, truth: np.ndarray, k: int) -> float:

@@ -34,6 +34,8 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..mrl import as_matrix, normalize
+from .search import fold_top_k
+from .vectors import to_float32
 
 if TYPE_CHECKING:  # pragma: no cover
     from .local import MRLStore
@@ -227,21 +229,16 @@ def _truth(store: "MRLStore", live: np.ndarray, rows: np.ndarray, queries: np.nd
     """Exact top-k ids per query over all live rows but its own (row -1: none), in one pass."""
     s = store._s
     nq = len(rows)
-    best_rows = np.full((nq, 0), -1, dtype=np.int64)
-    best_scores = np.full((nq, 0), -np.inf, dtype=np.float32)
+    best = (np.full((nq, 0), -1, dtype=np.int64), np.full((nq, 0), -np.inf, dtype=np.float32))
     qt = np.ascontiguousarray(queries.T)
     for start in range(0, len(live), _BLOCK):
         part = live[start : start + _BLOCK]
-        scores = s.vectors.gather(part).astype(np.float32) @ qt  # (block, nq)
+        scores = to_float32(s.vectors.gather(part)) @ qt  # (block, nq)
         pos = np.searchsorted(part, rows)
         inside = (pos < len(part)) & (part[np.minimum(pos, len(part) - 1)] == rows)
         scores[pos[inside], np.flatnonzero(inside)] = -np.inf  # a query is not its own neighbour
-        take = min(k, len(part))
-        top = np.argpartition(-scores, take - 1, axis=0)[:take].T
-        cand = np.concatenate([best_rows, part[top]], axis=1)
-        merged = np.concatenate([best_scores, np.take_along_axis(scores.T, top, axis=1)], axis=1)
-        order = np.argsort(-merged, axis=1, kind="stable")[:, :k]
-        best_rows, best_scores = np.take_along_axis(cand, order, axis=1), np.take_along_axis(merged, order, axis=1)
+        best = fold_top_k(best, part, scores, k)
+    best_rows = best[0]
     found = s.docs.by_rows(np.unique(np.concatenate([best_rows.ravel(), rows[rows >= 0]])).tolist())
     truth = [{found[r][0] for r in line.tolist() if r in found} for line in best_rows]
     return truth, [found[r][0] if r >= 0 else None for r in rows.tolist()]
