@@ -139,7 +139,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "prefix_dim": args.prefix_dim, "tune": not args.no_tune, "frameworks": not args.no_frameworks,
         "tune_sample": args.tune_sample, "tune_prefix_dims": args.tune_prefix_dims, "M": args.M,
-        "ef_construction": args.ef_construction, "ours_ef_construction": args.ours_ef_construction or DEFAULT_EF_CONSTRUCTION,
+        "ef_construction": args.ef_construction, "ours_ef_construction": args.ours_ef_construction,
         "rebuild": args.rebuild, "langchain_max_n": args.framework_max_n, "llamaindex_max_n": args.framework_max_n,
         "qdrant-local_max_n": args.qdrant_max_n,
     }

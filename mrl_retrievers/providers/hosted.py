@@ -27,10 +27,17 @@ from .base import Kind, Provider, _check_positive, resolve_api_key
 logger = logging.getLogger("mrl_retrievers.providers")
 
 
-def checked_batch_size(requested: int | None, limit: int | None, default: int, api: str) -> int:
-    """Texts per request: the caller's choice, else the model's limit, else ``default``; a choice
-    above the API's limit is refused at construction rather than answered with a 400 later."""
-    size = requested if requested is not None else (limit or default)
+def checked_batch_size(requested: int | None, limit: int | None, default: int, api: str, *,
+                       preferred: int | None = None) -> int:
+    """Texts per request: the caller's choice, else ``preferred`` (when the API has one) capped at
+    the model's limit, else the model's limit, else ``default``; a choice above the API's limit is
+    refused at construction rather than answered with a 400 later."""
+    if requested is not None:
+        size = requested
+    elif limit:
+        size = min(preferred or limit, limit)
+    else:
+        size = default
     if limit is not None and size > limit:
         raise ConfigError(f"batch_size {size} is above the {api} limit of {limit} texts a request")
     return size

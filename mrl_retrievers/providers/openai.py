@@ -169,10 +169,8 @@ class OpenAIProvider(HostedProvider):
             api_key = resolve_api_key(None, ("AZURE_OPENAI_API_KEY", "OPENAI_API_KEY"))
         width = resolve_width(PROVIDER, model, dim, native_dim=native_dim, native_shortening=native_shortening)
         info = lookup(PROVIDER, model) if native_dim is None else None
-        requested = options.pop("batch_size", None)
-        if requested is None and info is not None and info.max_batch:
-            requested = min(_DEFAULT_BATCH, info.max_batch)
-        batch_size = checked_batch_size(requested, info.max_batch if info else None, _UNKNOWN_MODEL_BATCH, "OpenAI")
+        batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else None,
+                                        _UNKNOWN_MODEL_BATCH, "OpenAI", preferred=_DEFAULT_BATCH)
         options.setdefault("max_batch_tokens", info.max_batch_tokens if info else None)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
                          response_dim=width.response_dim, batch_size=batch_size, **options)

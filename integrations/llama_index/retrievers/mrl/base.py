@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import os
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -17,21 +16,13 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryResult,
 )
 from llama_index.embeddings.mrl import MRLEmbedding
+from llama_index.embeddings.mrl.base import with_signature
 from llama_index.vector_stores.mrl import MRLVectorStore
 
 from mrl_retrievers import MRLStore, Provider
 from mrl_retrievers.errors import InvalidInputError
 
 __all__ = ["MRLRetriever"]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _signed(fn: _F) -> _F:
-    """Give ``fn`` its ``__signature__`` once: LlamaIndex wraps ``_retrieve`` in an instrumentation
-    span that calls ``inspect.signature`` on every call, which then reads it instead of rebuilding it."""
-    fn.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
-    return fn
 
 
 class MRLRetriever(BaseRetriever):
@@ -112,7 +103,7 @@ class MRLRetriever(BaseRetriever):
     def _kwargs(self) -> dict[str, Any]:
         return {} if self._shortlist is None else {"shortlist": self._shortlist}
 
-    @_signed
+    @with_signature
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         embedding = query_bundle.embedding
         if embedding is None:
@@ -124,7 +115,7 @@ class MRLRetriever(BaseRetriever):
         result = self._vector_store.query(self._query(query_bundle, embedding), **self._kwargs())
         return _scored(result)
 
-    @_signed
+    @with_signature
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         embedding = query_bundle.embedding
         if embedding is None:
