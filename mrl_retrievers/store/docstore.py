@@ -60,6 +60,7 @@ _VECTOR_FILE = re.compile(r"^vectors\.(\d{6})\.f(16|32)$")
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 _READONLY = {"SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"}
 _HEAD = struct.Struct("<qqq")
+_STATE_KEYS = ("schema_version", "epoch", "rows", "generation", "vector_file")
 
 
 def _row_list(rows: Sequence[int]) -> tuple[str, list]:
@@ -254,9 +255,11 @@ class DocStore:
     # --- state ------------------------------------------------------------------------------------
 
     @_typed("reading the store's metadata")
-    def meta(self) -> dict[str, str]:
+    def meta(self, keys: tuple[str, ...] | None = None) -> dict[str, str]:
         try:
-            return dict(self._db().execute("SELECT key, value FROM meta").fetchall())
+            if keys is None:
+                return dict(self._db().execute("SELECT key, value FROM meta").fetchall())
+            return dict(self._db().execute(f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall())
         except sqlite3.DatabaseError as exc:
             name = getattr(exc, "sqlite_errorname", "") or ""
             if any(name.startswith(code) for code in _READONLY | {"SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_FULL"}):
@@ -265,7 +268,7 @@ class DocStore:
 
     def state(self) -> CommittedState:
         """The committed state, validated (its numbers decide what a writer may cut off)."""
-        meta = self.meta()
+        meta = self.meta(_STATE_KEYS)
         try:
             schema = int(meta.get("schema_version", "1"))
             epoch, rows, name = int(meta["epoch"]), int(meta["rows"]), meta["vector_file"]
