@@ -171,7 +171,8 @@ class MRLVectorStore(VectorStore):
         if ids is None:
             targets = store.ids(flt)
         else:
-            targets = list(ids) if flt is None else [i for i in store.ids(flt) if i in set(ids)]
+            wanted = set(ids)
+            targets = list(ids) if flt is None else [i for i in store.ids(flt) if i in wanted]
         if targets:
             store.delete(targets)
         return True

@@ -67,6 +67,7 @@ class LazyStore:
         self._lock = threading.RLock()
         self._verified = False  # width and spec checked once against what the caller writes or asks
         self._existed = False  # the directory of a store created here was there before (keep it)
+        self._gave_up = False  # a missing non-local store is looked for once
         self._store: VectorStore | None = source if isinstance(source, VectorStore) else None
         self._settings = None if self._store is not None else _settings(source)
         if self._store is not None and create_kwargs:
@@ -105,15 +106,17 @@ class LazyStore:
     def existing(self) -> VectorStore | None:
         """The store if it exists (opened now if needed), else None. Never creates anything.
 
-        Cheap when the store is open; otherwise one look at the path (a store another process
-        creates later is found by the next call).
+        Cheap when the store is open; otherwise one look at the path (a local store another
+        process creates later is found by the next call; a missing Qdrant collection is looked
+        for once, as each look opens a client).
         """
         store = self._store
-        if store is not None or self._settings is None:
+        if store is not None or self._settings is None or self._gave_up:
             return store
         with self._lock:
             if self._store is None:
                 self._store = self._open_existing()
+                self._gave_up = self._store is None and self._settings.backend != "local"
             return self._store
 
     def checked(self, width: int, spec: EmbeddingSpec | None) -> VectorStore | None:
