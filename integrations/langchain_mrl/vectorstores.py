@@ -359,7 +359,7 @@ class MRLVectorStore(VectorStore):
         return parse_search_kwargs(kwargs, shortlist=self.shortlist, ef=self.ef)
 
     def _hits(self, vector: np.ndarray, k: int, options: Search) -> list[Hit]:
-        store = self._lazy.checked(len(vector), self._spec(len(vector)))
+        store = self._lazy.verified or self._lazy.checked(len(vector), self._spec(len(vector)))
         if store is None or check_count("k", k) == 0:
             return []
         hits = store.search(vector, k=k, shortlist=options.shortlist, filter=options.filter, ef=options.ef)

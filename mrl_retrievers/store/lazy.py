@@ -83,6 +83,11 @@ class LazyStore:
         return self._store
 
     @property
+    def verified(self) -> VectorStore | None:
+        """The store once ``checked``/``write`` accepted it (the per-call fast path), else None."""
+        return self._store if self._verified else None
+
+    @property
     def path(self) -> Path | None:
         """The local directory the source names (known before the store exists), else None."""
         if self._store is not None:
