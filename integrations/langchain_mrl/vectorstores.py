@@ -20,7 +20,7 @@ from langchain_core.vectorstores import VectorStore
 
 from mrl_retrievers import EmbeddingSpec, Hit
 from mrl_retrievers import VectorStore as StoreProtocol
-from mrl_retrievers.errors import ConfigError, InvalidInputError
+from mrl_retrievers.errors import ConfigError
 from mrl_retrievers.store import LazyStore
 
 from ._filters import to_mrl_filter
