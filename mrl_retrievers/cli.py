@@ -202,6 +202,8 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     from .store import MRLStore
 
     report = MRLStore.rebuild(args.path)
+    for note in report.warnings + report.problems:
+        print(f"repaired: {note}")
     if report.damaged_ids:
         print(f"dropped {len(report.damaged_ids)} items with damaged vectors (re-add them): {', '.join(report.damaged_ids[:20])}")
     print(f"rebuilt {args.path}")

@@ -43,20 +43,23 @@ def checked_batch_size(requested: int | None, limit: int | None, default: int, a
     return size
 
 
-class _KeyScrubber(logging.Filter):
-    """Masks live providers' keys in the records of the SDKs' own loggers.
+class _KeyScrubber:
+    """Masks live providers' keys in every log record made in this process.
 
-    Our messages are scrubbed where they are made; the SDKs' are not (voyageai logs API error bodies
-    at INFO, and a proxy may echo the key in them). Attached once to each SDK logger; a provider's
-    key is forgotten when the provider is garbage-collected.
+    Our messages are scrubbed where they are made; third-party ones are not: voyageai logs API
+    error bodies at INFO, and httpcore logs whole response headers at DEBUG, where a proxy may echo
+    the key. A logger's filter does not see records of its child loggers (``httpcore2.http11``), so
+    the scrubber wraps the process's log-record factory instead: every record's message, arguments
+    and exception text are masked before any handler sees them. It is installed when the first
+    hosted provider is built; a provider's key is forgotten when the provider is garbage-collected,
+    and records cost one substring test per live key.
     """
 
-    LOGGERS = ("voyage", "openai", "google_genai", "httpx", "httpx2", "aiohttp")
+    MASK = "**********"
 
     def __init__(self) -> None:
-        super().__init__()
         self._keys: dict[int, str] = {}
-        self._attached = False
+        self._installed = False
         self._lock = threading.Lock()
 
     def watch(self, owner: object, key: Secret) -> None:
@@ -65,21 +68,37 @@ class _KeyScrubber(logging.Filter):
             return
         with self._lock:
             self._keys[id(owner)] = value
-            if not self._attached:
-                for name in self.LOGGERS:
-                    logging.getLogger(name).addFilter(self)
-                self._attached = True
+            if not self._installed:
+                make = logging.getLogRecordFactory()
+
+                def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                    return self.scrub(make(*args, **kwargs))
+
+                logging.setLogRecordFactory(factory)
+                self._installed = True
         weakref.finalize(owner, self._keys.pop, id(owner), None)
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def scrub(self, record: logging.LogRecord) -> logging.LogRecord:
         keys = list(self._keys.values())
-        if keys:
+        if not keys:
+            return record
+        try:
             text = record.getMessage()
-            if any(k in text for k in keys):
-                for k in keys:
-                    text = text.replace(k, "**********")
-                record.msg, record.args = text, ()
-        return True
+        except Exception:  # noqa: BLE001 - a bad format string is the handler's to report
+            return record
+        if any(k in text for k in keys):
+            record.msg, record.args = self._mask(text, keys), ()
+        if record.exc_info and record.exc_info[1] is not None:
+            formatted = logging.Formatter().formatException(record.exc_info)
+            if any(k in formatted for k in keys):
+                record.exc_text = self._mask(formatted, keys)
+                record.exc_info = None  # handlers format exc_text; the exception object keeps the key
+        return record
+
+    def _mask(self, text: str, keys: list[str]) -> str:
+        for k in keys:
+            text = text.replace(k, self.MASK)
+        return text
 
 
 _SDK_LOG_SCRUBBER = _KeyScrubber()
@@ -196,7 +215,11 @@ class HostedProvider(Provider):
                 err = self._typed(exc)
                 wait = self._next_wait(attempt, err)
                 if wait is None:
-                    raise self._final(err, attempt) from self._safe_cause(exc)
+                    final, cause = self._final(err, attempt), self._safe_cause(exc)
+            if wait is None:
+                # Raised outside the except block, so Python does not keep the SDK exception as
+                # __context__ (its text may echo the key; _safe_cause decided whether to chain it).
+                raise final from cause
             self._sleep(wait)
 
     async def _arun_batch(self, texts: list[str], kind: Kind) -> Any:
@@ -209,7 +232,9 @@ class HostedProvider(Provider):
                 err = self._typed(exc)
                 wait = self._next_wait(attempt, err)
                 if wait is None:
-                    raise self._final(err, attempt) from self._safe_cause(exc)
+                    final, cause = self._final(err, attempt), self._safe_cause(exc)
+            if wait is None:
+                raise final from cause  # outside the except block: see _run_batch
             await self._asleep(wait)
 
     def _typed(self, exc: BaseException) -> ProviderError:

@@ -141,6 +141,13 @@ class AnnIndex:
 
     # --- reads (safe beside other reads) ----------------------------------------------------------
 
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray | None:
+        """The prefixes stored under these labels (None if one is missing or deleted)."""
+        try:
+            return np.asarray(self._index.get_items(np.asarray(rows, dtype=np.int64), return_type="numpy"), dtype=np.float32)
+        except RuntimeError:  # "Label not found"
+            return None
+
     def query(self, prefixes: np.ndarray, k: int, ef: int, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by prefix similarity for each query; fewer columns if fewer live items.
 

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CorruptStoreError, MRLError, StoreIOError, StoreLockedError
+from ..errors import CorruptStoreError, MRLError, ReadOnlyStoreError, StoreIOError, StoreLockedError
 from .crashpoints import crash_point
 
 TEMP_SUFFIX = ".tmp-mrl"
@@ -104,6 +104,11 @@ class WriterLock:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise CorruptStoreError(f"{self.path} is a symlink; a store's files must be regular files") from None
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise ReadOnlyStoreError(
+                    f"store {self.path.parent} cannot be written here ({exc.strerror}: read-only file system or "
+                    "no write permission); open it with read_only=True (the CLI's read commands do)"
+                ) from None
             raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

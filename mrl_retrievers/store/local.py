@@ -12,15 +12,15 @@ import dataclasses
 import logging
 import os
 import tempfile
-import threading
 import weakref
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
 from .. import filters
 from ..errors import (
+    CorruptStoreError,
     MRLError,
     InvalidInputError,
     ReadOnlyStoreError,
@@ -31,12 +31,14 @@ from ..errors import (
 from ..metadata import load_metadata, validate_metadatas
 from ..mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix
 from ..types import EmbeddingSpec, Hit, Record
-from . import opening
+from . import follow, handles, opening, salvage
+from .docstore import damaged_record
 from .crashpoints import crash_point
 from .fs import io_errors
 from . import maintenance, tuning
 from .maintenance import VerifyReport
 from .manifest import Manifest
+from .handles import SharedStore
 from .rwlock import ReadWriteLock
 from .search import Searcher, check_k
 from .validation import check_ids, check_texts
@@ -48,8 +50,7 @@ PARALLEL_ADD_ROWS = 1024
 
 log = logging.getLogger("mrl_retrievers.store")
 
-_registry: "weakref.WeakValueDictionary[str, MRLStore]" = weakref.WeakValueDictionary()
-_registry_lock = threading.Lock()
+T = TypeVar("T")
 
 # Checkpoint the coarse index when this many rows are not yet in its file (and on close). Rows
 # above the checkpoint are re-added from the vector file on open, so this bounds open time.
@@ -69,13 +70,27 @@ class MRLStore:
         >>> store.close()
     """
 
-    def __init__(self, state: opening.StoreState) -> None:  # use create() / open()
-        self._s = state
-        self._rw = ReadWriteLock()
-        self._searcher = Searcher(state)
+    def __init__(self, shared: SharedStore, *, read_only: bool = False) -> None:  # use create() / open()
+        self._shared = shared
+        self._read_only = read_only or shared.read_only
         self._closed = False
-        # Release the lock and files when the object is garbage-collected (users rarely close()).
-        self._finalizer = weakref.finalize(self, opening.release, state)
+        shared.attach()
+        # A handle dropped without close() gives its reference back (users rarely close(); the
+        # last reference releases the lock and files).
+        self._finalizer = weakref.finalize(self, shared.detach)
+
+    # The shared parts, under the names the store's own modules use.
+    @property
+    def _s(self) -> opening.StoreState:
+        return self._shared.state
+
+    @property
+    def _rw(self) -> ReadWriteLock:
+        return self._shared.rw
+
+    @property
+    def _searcher(self) -> Searcher:
+        return self._shared.searcher
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -106,46 +121,46 @@ class MRLStore:
             full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, exact_below=exact_below,
             shortlist=shortlist, ef=ef, funnel_dim=funnel_dim, M=M, ef_construction=ef_construction,
         )
-        with _registry_lock:
+        with handles.registry_lock:
             opening.initialize(directory, manifest)
-            store = cls(opening.open_state(directory, read_only=False, temporary=temporary))
-            _registry[str(directory.resolve())] = store
-        return store
+            shared = SharedStore(opening.open_state(directory, read_only=False, temporary=temporary))
+            handles.register(directory, shared)
+            return cls(shared)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, read_only: bool = False, spec: EmbeddingSpec | None = None) -> "MRLStore":
         """Open an existing store. One writer process at a time; any number of read-only handles.
 
-        Opening the same store twice in a process returns the same handle. A read-only handle sees
-        the data committed when it was opened (reopen to see later writes). ``spec``, if given,
-        must match the store's (``SpecMismatchError`` otherwise).
+        Opening a store several times in a process gives handles that share one set of open files
+        and one writer lock; each ``close()`` closes only its own handle. A read-only handle
+        follows the writer: every search answers from the latest committed state. ``spec``, if
+        given, must match the store's (``SpecMismatchError`` otherwise).
         """
         directory = opening.check_store_path(Path(path))
-        key = str(directory.resolve())
-        with _registry_lock:
-            existing = _registry.get(key)
-            if existing is not None and not existing._closed:
-                if existing.read_only and not read_only:
-                    raise StoreLockedError(
-                        f"store {directory} is already open read-only in this process; close that handle first"
-                    )
-                store = existing
-            else:
-                store = cls(opening.open_state(directory, read_only=read_only, temporary=False))
-                _registry[key] = store
+        with handles.registry_lock:
+            shared = handles.find(directory, read_only)
+            if shared is None:
+                shared = SharedStore(opening.open_state(directory, read_only=read_only, temporary=False))
+                handles.register(directory, shared)
+            store = cls(shared, read_only=read_only)
         if spec is not None:
             store.check_spec(spec)
         return store
 
     def close(self) -> None:
-        """Checkpoint the coarse index (writers), fold SQLite's WAL, release the lock. Idempotent."""
+        """Close this handle. The last open handle on a store checkpoints the coarse index
+        (writers), folds SQLite's WAL and releases the lock. Idempotent."""
         if self._closed:
             return
-        with self._rw.write(), io_errors("writing", self.path):
-            if not self._closed and not self.read_only and self._s.pending_rows():
-                self._checkpoint()
-            self._closed = True
-        self._finalizer()
+        self._closed = True
+        self._finalizer.detach()
+        self._shared.detach(before_release=self._final_checkpoint)
+
+    def _final_checkpoint(self) -> None:
+        shared = self._shared
+        with shared.rw.write(), io_errors("writing", self.path):
+            if not shared.read_only and shared.state.pending_rows():
+                shared.state.checkpoint()
 
     def __enter__(self) -> "MRLStore":
         return self
@@ -165,7 +180,7 @@ class MRLStore:
 
     @property
     def read_only(self) -> bool:
-        return self._s.read_only
+        return self._read_only
 
     @property
     def manifest(self) -> Manifest:
@@ -188,9 +203,8 @@ class MRLStore:
         return self._s.manifest.spec
 
     def __len__(self) -> int:
-        """Live items. Safe beside writers; O(1)."""
-        self._check_open()
-        return self._s.ann.live
+        """Live items (a read-only handle first catches up with the writer). Safe beside writers."""
+        return self._read(lambda: self._s.ann.live)
 
     def check_spec(self, spec: EmbeddingSpec) -> None:
         """Raise ``SpecMismatchError`` unless ``spec`` is the one this store was built with.
@@ -287,30 +301,42 @@ class MRLStore:
 
     # --- reads ----------------------------------------------------------------------------------------
 
+    def _read(self, fn: Callable[[], T]) -> T:
+        """Run a read under the read lock, in one committed state (read-only handles follow the
+        writer: ``store/follow.py``)."""
+        self._check_open()
+        return follow.read(self._shared, fn)
+
     def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[Record]:
-        """Records for the ids that exist, in the order asked. Safe beside writers (read lock)."""
+        """Records for the ids that exist, in the order asked, checksums checked. Safe beside writers."""
         ids = check_ids(ids, allow_duplicates=True)
-        with self._rw.read():
-            self._check_open()
-            found = self._s.docs.by_ids(ids)
+
+        def read() -> tuple[dict, dict]:
+            s = self._s
+            found = s.docs.by_ids(ids)
             vectors = {}
             if include_vectors and found:
                 rows = np.array(sorted(row for row, *_ in found.values()), dtype=np.int64)
-                stored = self._s.vectors.gather(rows)
-                vectors = {int(r): v.astype(np.float32) for r, v in zip(rows, stored)}
+                stored = s.vectors.gather(rows)
+                s.checked.verify(s.docs, rows, stored)
+                vectors = {int(r): v for r, v in zip(rows.tolist(), to_float32(stored))}
+            return found, vectors
+
+        found, vectors = self._read(read)
         records = []
         for id_ in ids:
             if id_ in found:
-                row, text, meta, _crc = found[id_]
+                row, text, meta, _crc, rcrc = found[id_]
+                if damaged_record(id_, text, meta, rcrc):
+                    raise CorruptStoreError(f"item {id_!r} of {self.path} fails its text/metadata checksum; "
+                                            f"run `mrl-retrievers verify {self.path}` to list damaged items")
                 records.append(Record(id=id_, text=text, metadata=load_metadata(meta), vector=vectors.get(row)))
         return records
 
     def ids(self, filter: Any = None) -> list[str]:
         """Ids of every live item (matching ``filter``), in insertion order. Reads SQLite only."""
         flt = filters.parse_filter(filter)
-        with self._rw.read():
-            self._check_open()
-            return self._s.docs.ids_matching(flt)
+        return self._read(lambda: self._s.docs.ids_matching(flt))
 
     def search(self, vector: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None) -> list[Hit]:
         """Top-``k`` items by full-width cosine: coarse shortlist on the prefix, exact rerank.
@@ -319,29 +345,23 @@ class MRLStore:
         (read lock); costs one hnswlib query, ``shortlist`` row reads and two SQLite queries.
         """
         query = normalize(as_vector(vector, self.full_dim))
-        plan = self._searcher.plan(k, shortlist, ef)
         flt = filters.parse_filter(filter)
-        with self._rw.read():
-            self._check_open()
-            return self._searcher.one(query, plan, flt)
+        self._searcher.plan(k, shortlist, ef)  # bad arguments fail before any lock is taken
+        return self._read(lambda: self._searcher.one(query, self._searcher.plan(k, shortlist, ef), flt))
 
     def search_batch(self, vectors: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None) -> list[list[Hit]]:
         """``search`` for each row of ``vectors``; the coarse stage runs as one threaded batch."""
         queries = normalize(as_matrix(vectors, self.full_dim, what="query vectors"))
-        plan = self._searcher.plan(k, shortlist, ef)
         flt = filters.parse_filter(filter)
-        with self._rw.read():
-            self._check_open()
-            return self._searcher.batch(queries, plan, flt)
+        self._searcher.plan(k, shortlist, ef)
+        return self._read(lambda: self._searcher.batch(queries, self._searcher.plan(k, shortlist, ef), flt))
 
     def search_exact(self, vector: Any, k: int = 10, filter: Any = None) -> list[Hit]:
         """The oracle: exact full-width scan of every live (and matching) item. Read lock."""
         query = normalize(as_vector(vector, self.full_dim))
         k = check_k(k)
         flt = filters.parse_filter(filter)
-        with self._rw.read():
-            self._check_open()
-            return self._searcher.exact(query, None if flt is None else self._s.docs.rows_matching(flt), k)
+        return self._read(lambda: self._searcher.exact(query, None if flt is None else self._s.docs.rows_matching(flt), k))
 
     # --- maintenance ------------------------------------------------------------------------------
 
@@ -381,22 +401,29 @@ class MRLStore:
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes for ``info``: live items, rows, widths, dtype, bytes on disk."""
-        with self._rw.read():
-            self._check_open()
-            return self._s.stats()
+        return self._read(lambda: self._s.stats())
 
     @classmethod
     def verify(cls, path: str | os.PathLike[str]) -> VerifyReport:
-        """Check a store without changing it: manifest, SQLite integrity, vector file size, every
-        row checksum, and the coarse-index checkpoint (derived: a problem there is a warning)."""
+        """Check a store without changing it: manifest, SQLite integrity and committed-row count,
+        vector file size, every row checksum, every text/metadata checksum, and a sample of the
+        coarse-index checkpoint against the vectors (derived: a problem there is a warning).
+
+        Damage is reported, not raised. What is not damage is raised: ``StoreNotFoundError`` (no
+        store there), ``UnsupportedFormatError`` (a newer format: upgrade, never rebuild),
+        ``ReadOnlyStoreError`` / ``StoreIOError`` (the files cannot be read here).
+        """
         report = VerifyReport(str(path))
+        directory = opening.check_store_path(Path(path))
         try:
-            state = opening.open_state(opening.check_store_path(Path(path)), read_only=True, temporary=False)
-        except MRLError as exc:
+            state = opening.open_state(directory, read_only=True, temporary=False)
+        except CorruptStoreError as exc:
             report.problems.append(str(exc))
             return report
         try:
             found = maintenance.verify_state(state)
+        except CorruptStoreError as exc:
+            found = VerifyReport(str(path), problems=[str(exc)])
         finally:
             opening.release(state)
         if state.ann_note:
@@ -405,12 +432,17 @@ class MRLStore:
 
     @classmethod
     def rebuild(cls, path: str | os.PathLike[str]) -> VerifyReport:
-        """Repair a store from its source of truth: drop items whose vector rows fail their
-        checksum (they are listed; re-add them), rebuild the coarse index, checkpoint it."""
-        report = cls.verify(path)
+        """Repair a store from what is intact (``store/salvage.py``): reconstruct a damaged manifest
+        from SQLite's copy, rebuild damaged SQLite indexes (or copy every readable row), keep every
+        whole row of a short vector file, drop the items whose vector or text/metadata fail their
+        checksums (listed in the report: re-add them), then rebuild the coarse index. Never touches
+        a store of a newer format (``UnsupportedFormatError``)."""
+        directory = opening.check_store_path(Path(path))
+        with handles.registry_lock:
+            if handles.find(directory, False) is not None:
+                raise StoreLockedError(f"store {directory} is open for writing in this process; close it before rebuild")
+            report = salvage.repair(directory, opening.LOCK_NAME)
         with cls.open(path) as store:
-            if report.damaged_ids:
-                store.delete(report.damaged_ids)
             store.reindex(store.prefix_dim)
         return report
 

@@ -1,15 +1,20 @@
 """manifest.json: what a store is (format version, spec, widths, dtype, search defaults) and which
 coarse-index file is current (with its row epoch, watermark and checksum).
 
-It is small, JSON, and always replaced atomically. A manifest from a newer format version raises
+It is small, JSON, and always replaced atomically. Since format 2 it carries a CRC-32 of its own
+content (``checksum``), so a changed digit (``full_dim`` 64 -> 44) is damage, found before any
+number in it is trusted; docs.sqlite keeps a copy without the derived ``ann`` state, from which
+``rebuild`` can reconstruct a damaged manifest. A manifest from a newer format version raises
 ``UnsupportedFormatError`` (not damage: never rebuild it); a malformed one raises
-``CorruptStoreError``.
+``CorruptStoreError``. Format 1 manifests (no checksum) are read as before and rewritten as format 2
+by the next writer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,7 @@ from ..errors import ConfigError, CorruptStoreError, UnsupportedFormatError
 from ..types import EmbeddingSpec
 from .fs import atomic_write_bytes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 REPAIR_HINT = "run `mrl-retrievers verify {path}` to see what is wrong and `mrl-retrievers rebuild {path}` to repair it"
 
@@ -31,6 +36,11 @@ DEFAULT_M = 16
 # save only 25% or 12% of the build, and the graph then misses neighbours that no setting in tune's
 # grid recovers (recall@10 <= 0.987 at shortlist 400 / ef 800), while 200 reaches 0.998 there.
 DEFAULT_EF_CONSTRUCTION = 200
+# What the coarse-index file format can hold (ann.check_header refuses M above 2048: hnswlib's
+# layout allows it, but such a graph needs ~16 KB of links per element and no checkpoint of it
+# could ever be loaded back).
+MAX_M = 2048
+MAX_EF_CONSTRUCTION = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -63,10 +73,21 @@ class Manifest:
     def to_json(self) -> bytes:
         data = dataclasses.asdict(self)
         data["spec"] = self.spec.to_dict() if self.spec else None
+        data["format_version"] = FORMAT_VERSION
+        data["checksum"] = _checksum(data)
         return json.dumps(data, indent=2, sort_keys=True).encode()
+
+    def copy_text(self) -> str:
+        """The manifest without its derived index state: what docs.sqlite keeps for ``rebuild``."""
+        return dataclasses.replace(self, ann=AnnState()).to_json().decode()
 
     def save(self, directory: Path) -> None:
         atomic_write_bytes(directory / MANIFEST_NAME, self.to_json(), point="manifest")
+
+
+def _checksum(data: dict[str, Any]) -> int:
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    return zlib.crc32(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 _INT_FIELDS = ("full_dim", "prefix_dim", "shortlist", "ef", "exact_below", "M", "ef_construction")
@@ -75,9 +96,14 @@ _INT_FIELDS = ("full_dim", "prefix_dim", "shortlist", "ef", "exact_below", "M", 
 def load_manifest(directory: Path) -> Manifest:
     """Read and validate ``directory/manifest.json``."""
     path = directory / MANIFEST_NAME
-    hint = REPAIR_HINT.format(path=directory)
+    return parse_manifest(path.read_bytes(), where=str(path), hint=REPAIR_HINT.format(path=directory), directory=directory)
+
+
+def parse_manifest(raw: bytes | str, *, where: str, hint: str, directory: Path) -> Manifest:
+    """Validate manifest JSON (the file, or the copy in docs.sqlite)."""
+    path = where
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptStoreError(f"{path} is not valid JSON ({exc}); {hint}") from None
     if not isinstance(data, dict):
@@ -90,6 +116,10 @@ def load_manifest(directory: Path) -> Manifest:
             f"store {directory} was written by format version {version}; this mrl-retrievers reads "
             f"up to version {FORMAT_VERSION}. Upgrade mrl-retrievers (the store is not damaged: do not rebuild it)."
         )
+    if "checksum" in data and (not _is_int(data["checksum"]) or data["checksum"] != _checksum(data)):
+        raise CorruptStoreError(f"{path} fails its checksum (a byte of it changed); {hint}")
+    if version >= 2 and "checksum" not in data:
+        raise CorruptStoreError(f"{path} has no checksum; {hint}")
     try:
         return _parse(data)
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
@@ -111,12 +141,16 @@ def _parse(data: dict[str, Any]) -> Manifest:
     if not isinstance(ann, dict):
         raise ValueError("ann must be an object")
     ann_state = AnnState(**ann)
+    if data["M"] > MAX_M or data["ef_construction"] > MAX_EF_CONSTRUCTION:
+        raise ValueError(f"M={data['M']} / ef_construction={data['ef_construction']} beyond what the index format holds")
     for name in ("epoch", "watermark", "prefix_dim", "size", "crc32"):
         if not _is_int(getattr(ann_state, name)) or getattr(ann_state, name) < 0:
             raise ValueError(f"ann.{name} must be a non-negative integer")
     if ann_state.file is not None and (not isinstance(ann_state.file, str) or "/" in ann_state.file or ann_state.file.startswith(".")):
         raise ValueError(f"ann.file must be a plain file name, got {ann_state.file!r}")
     spec = EmbeddingSpec.from_dict(data["spec"]) if data.get("spec") else None
+    if spec is not None and spec.dim != data["full_dim"]:
+        raise ValueError(f"spec.dim ({spec.dim}) differs from full_dim ({data['full_dim']})")
     return Manifest(
         full_dim=data["full_dim"],
         prefix_dim=data["prefix_dim"],

@@ -9,12 +9,15 @@ above its watermark -> re-apply tombstones -> remove orphans. Nothing unchecked 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CorruptStoreError, InvalidInputError, StoreClosedError, StoreExistsError, StoreNotFoundError
+import numpy as np
+
+from ..errors import CorruptStoreError, InvalidInputError, ReadOnlyStoreError, StoreExistsError, StoreNotFoundError
 from ..mrl import check_width
 from ..types import EmbeddingSpec
 from . import maintenance
@@ -28,12 +31,15 @@ from .manifest import (
     DEFAULT_EXACT_BELOW,
     DEFAULT_M,
     DEFAULT_SHORTLIST,
+    FORMAT_VERSION,
     MANIFEST_NAME,
+    MAX_EF_CONSTRUCTION,
+    MAX_M,
     REPAIR_HINT,
     Manifest,
     load_manifest,
 )
-from .vectors import VectorFile, vector_file_name
+from .vectors import VectorFile, row_checksums, vector_file_name
 
 log = logging.getLogger("mrl_retrievers.store")
 
@@ -58,6 +64,8 @@ class StoreState:
     released: bool = field(default=False)
     ann_note: str | None = None  # why the coarse index was rebuilt on open, if it was
     checked: RowChecks = field(default_factory=RowChecks)  # rows whose checksum this handle verified
+    token: tuple = ()  # the committed state this handle's index and map reflect (read-only handles)
+    tomb_seq: int = 0  # tombstone-log position applied to the index (read-only handles)
 
     def pending_rows(self) -> int:
         """Rows not yet in the coarse-index checkpoint file (plus 1 if deletions are unsaved)."""
@@ -67,15 +75,11 @@ class StoreState:
         return self.rows - ann.watermark
 
     def set_manifest(self, manifest: Manifest) -> None:
+        """Replace the manifest (atomic); SQLite's copy follows when the store's settings changed."""
         manifest.save(self.directory)
+        if manifest.copy_text() != self.manifest.copy_text():
+            self.docs.save_manifest_copy(manifest.copy_text())
         self.manifest = manifest
-
-    def check_epoch(self) -> None:
-        """A read-only handle must not map rows of a compacted store with its old row numbers."""
-        if self.read_only and self.docs.state()[0] != self.epoch:
-            raise StoreClosedError(
-                f"store {self.directory} was compacted by its writer since this read-only handle was opened; reopen it"
-            )
 
     def checkpoint(self) -> None:
         maintenance.checkpoint(self)
@@ -119,10 +123,13 @@ def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, e
     if funnel_dim is not None and not prefix_dim < check_width("funnel_dim", funnel_dim, full_dim=full_dim) < full_dim:
         raise InvalidInputError(f"funnel_dim must lie strictly between prefix_dim ({prefix_dim}) and full_dim ({full_dim})")
     values = {"exact_below": exact_below, "shortlist": shortlist, "ef": ef, "M": M, "ef_construction": ef_construction}
+    maxima = {"M": MAX_M, "ef_construction": MAX_EF_CONSTRUCTION}
     for name, value in values.items():
         minimum = 0 if name == "exact_below" else 2 if name == "M" else 1
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
             raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if value is not None and value > maxima.get(name, value):
+            raise InvalidInputError(f"{name} must be at most {maxima[name]} (what the coarse-index file format holds), got {value!r}")
     return Manifest(
         full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, funnel_dim=funnel_dim,
         shortlist=shortlist or DEFAULT_SHORTLIST, ef=ef or DEFAULT_EF,
@@ -147,7 +154,7 @@ def initialize(directory: Path, manifest: Manifest) -> None:
             (directory / name).unlink()
     directory.mkdir(parents=True, exist_ok=True)
     name = vector_file_name(0, manifest.dtype)
-    DocStore.create(directory, vector_file=name).close(checkpoint=True)
+    DocStore.create(directory, vector_file=name, manifest_copy=manifest.copy_text()).close(checkpoint=True)
     (directory / name).touch()
     fsync_dir(directory)
     manifest.save(directory)
@@ -169,7 +176,8 @@ def check_store_path(path: Path) -> Path:
 
 
 def open_state(directory: Path, *, read_only: bool, temporary: bool) -> StoreState:
-    manifest = load_manifest(directory)
+    """Open a store's files. A writer takes the lock *before* it reads anything, so the manifest and
+    SQLite state it recovers from are the ones no other process can change under it."""
     lock = None
     if not read_only:
         lock = WriterLock(directory / LOCK_NAME)
@@ -177,6 +185,7 @@ def open_state(directory: Path, *, read_only: bool, temporary: bool) -> StoreSta
             lock.acquire()
     try:
         with io_errors("opening", directory):
+            manifest = load_manifest(directory)
             return _recover(directory, manifest, read_only=read_only, temporary=temporary, lock=lock)
     except BaseException:
         if lock is not None:
@@ -184,35 +193,103 @@ def open_state(directory: Path, *, read_only: bool, temporary: bool) -> StoreSta
         raise
 
 
-def _recover(directory: Path, manifest: Manifest, *, read_only: bool, temporary: bool, lock: WriterLock | None) -> StoreState:
-    hint = REPAIR_HINT.format(path=directory)
+def _connect(directory: Path, read_only: bool) -> DocStore:
     if not (directory / DOCS_NAME).is_file():
         raise CorruptStoreError(f"{directory / DOCS_NAME} is missing; the store's source of truth is gone")
-    docs = DocStore.connect(directory, read_only=read_only)
+    if not read_only:
+        if not os.access(directory, os.W_OK) or not os.access(directory / DOCS_NAME, os.W_OK):
+            raise ReadOnlyStoreError(
+                f"store {directory} cannot be written here (read-only file system or no write permission); "
+                "open it with read_only=True (the CLI's read commands do)"
+            )
+        return DocStore.connect(directory, read_only=False)
     try:
-        epoch, rows, vector_name = docs.state()
-        if vector_name != vector_file_name(epoch, manifest.dtype):
-            raise CorruptStoreError(f"{directory / DOCS_NAME} names vector file {vector_name!r}, expected "
-                                    f"{vector_file_name(epoch, manifest.dtype)!r} for a {manifest.dtype} store; {hint}")
-        vector_path = directory / vector_name
+        return DocStore.connect(directory, read_only=True)
+    except ReadOnlyStoreError:
+        # Read-only media or no write permission: SQLite cannot create the WAL's shared-memory file.
+        # If no WAL content is pending, the database file alone is the whole committed state.
+        wal = directory / (DOCS_NAME + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise ReadOnlyStoreError(
+                f"store {directory} is not writable here and its write-ahead log holds commits that SQLite "
+                "cannot read without writing its shared-memory file; open it once where it is writable "
+                "(or close its writer) so the log is folded back"
+            ) from None
+        return DocStore.connect(directory, read_only=True, immutable=True)
+
+
+def _recover(directory: Path, manifest: Manifest, *, read_only: bool, temporary: bool, lock: WriterLock | None) -> StoreState:
+    """Check that manifest, SQLite and the vector file agree, and only then (writers) repair:
+    cut the uncommitted tail, remove orphans, upgrade the schema. A disagreement is damage:
+    ``CorruptStoreError``, and no file is changed."""
+    hint = REPAIR_HINT.format(path=directory)
+    docs = _connect(directory, read_only)
+    try:
+        committed = docs.state()
+        docs.check_rows(committed.rows)
+        expected = vector_file_name(committed.epoch, manifest.dtype)
+        if committed.vector_file != expected:
+            raise CorruptStoreError(f"{directory / DOCS_NAME} names vector file {committed.vector_file!r}, expected "
+                                    f"{expected!r} for a {manifest.dtype} store; {hint}")
+        vector_path = directory / committed.vector_file
         if not vector_path.is_file() or vector_path.is_symlink():
             raise CorruptStoreError(f"{vector_path} is missing; {hint}")
         vectors = VectorFile(vector_path, dim=manifest.full_dim, dtype=manifest.dtype, writable=not read_only)
-        on_disk = vectors.rows_on_disk()
-        if on_disk < rows:
+        try:
+            _check_vector_file(vectors, docs, committed.rows, hint)
+            if not read_only:
+                vectors.cut_to(committed.rows)  # the tail of a batch that crashed before its commit
+                _remove_orphans(directory, manifest, committed.vector_file)
+                _upgrade(directory, docs, manifest)
+        except BaseException:
             vectors.close()
-            raise CorruptStoreError(
-                f"{vector_path.name} holds {on_disk} rows but {rows} are committed (truncated file); {hint}"
-            )
-        if not read_only:
-            vectors.cut_to(rows)  # the tail of a batch that crashed before its commit
-            _remove_orphans(directory, manifest, vector_name)
-        state = StoreState(directory, read_only, temporary, manifest, docs, vectors, None, epoch, rows, lock)  # type: ignore[arg-type]
+            raise
+        state = StoreState(directory, read_only, temporary, manifest, docs, vectors, None, committed.epoch, committed.rows, lock)  # type: ignore[arg-type]
+        state.token = committed.token
+        state.tomb_seq = docs.tombstone_seq()
         state.ann = maintenance.load_or_rebuild_ann(state)
         return state
     except BaseException:
         docs.close(checkpoint=False)
         raise
+
+
+# Rows whose checksums are compared with the vector file before a writer trusts its layout.
+_LAYOUT_SAMPLES = 8
+
+
+def _check_vector_file(vectors: VectorFile, docs: DocStore, rows: int, hint: str) -> None:
+    """The file holds every committed row, and its rows are the ones SQLite's checksums describe.
+
+    A wrong row size (a damaged width or dtype) shifts every row: all sampled rows then fail their
+    checksum, and the writer must not cut the file to that size. One damaged row among good ones is
+    not a layout problem (searches and ``verify`` report it).
+    """
+    on_disk = vectors.rows_on_disk()
+    if on_disk < rows:
+        raise CorruptStoreError(
+            f"{vectors.path.name} holds {on_disk} whole rows but {rows} are committed (truncated file); {hint}"
+        )
+    sample = docs.sample_crcs(rows, _LAYOUT_SAMPLES)
+    if not sample:
+        return
+    stored = vectors.gather(np.array([r for r, _ in sample], dtype=np.int64))
+    matches = sum(actual == crc for (_, crc), actual in zip(sample, row_checksums(stored)))
+    if matches == 0:
+        raise CorruptStoreError(
+            f"{vectors.path.name}: none of {len(sample)} sampled rows matches its checksum at "
+            f"{vectors.dim} x {vectors.dtype.name}; the manifest's width or dtype does not describe this file; {hint}"
+        )
+
+
+def _upgrade(directory: Path, docs: DocStore, manifest: Manifest) -> None:
+    """Bring a format-1 store to format 2 (schema first, then the checksummed manifest) and keep
+    SQLite's copy of the manifest current. Idempotent; a crash between the steps is harmless."""
+    copy = manifest.copy_text()
+    if not docs.migrate(copy):
+        docs.save_manifest_copy(copy)
+    if manifest.format_version < FORMAT_VERSION:
+        manifest.save(directory)
 
 
 def _remove_orphans(directory: Path, manifest: Manifest, vector_name: str) -> None:

@@ -3,6 +3,8 @@
 hnswlib's ``add_items``/``resize_index`` are not safe beside ``knn_query`` (they crash or raise), and
 the vector map is replaced after appends, so every mutation takes the write side. Writers are
 preferred (a waiting writer stops new readers) so a stream of searches cannot starve an ingest.
+A writer may ``downgrade`` to a reader without letting another writer in between (a read-only
+handle catches its index up, then searches the state it caught up to).
 Not re-entrant: public store methods take it once and call lock-free internals.
 """
 
@@ -20,22 +22,19 @@ class ReadWriteLock:
         self._writer = False
         self._writers_waiting = 0
 
-    @contextmanager
-    def read(self) -> Iterator[None]:
+    def acquire_read(self) -> None:
         with self._cond:
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
 
-    @contextmanager
-    def write(self) -> Iterator[None]:
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def acquire_write(self) -> None:
         with self._cond:
             self._writers_waiting += 1
             try:
@@ -44,9 +43,31 @@ class ReadWriteLock:
             finally:
                 self._writers_waiting -= 1
             self._writer = True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+    def downgrade(self) -> None:
+        """Turn the held write side into a read side, atomically."""
+        with self._cond:
+            self._writer = False
+            self._readers += 1
+            self._cond.notify_all()
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        self.acquire_read()
         try:
             yield
         finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
+            self.release_read()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        self.acquire_write()
+        try:
+            yield
+        finally:
+            self.release_write()

@@ -15,7 +15,7 @@ from ..metadata import load_metadata
 from ..mrl import normalize, prefix
 from ..types import Hit
 from .ann import AnnIndex
-from .docstore import DocStore
+from .docstore import DocStore, damaged_record
 from .vectors import VectorFile, dot, row_checksums, to_float32
 
 
@@ -130,12 +130,20 @@ def verify_rows(docs: DocStore, rows: np.ndarray, stored: np.ndarray) -> None:
 
 
 def to_hits(docs: DocStore, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
-    """Attach ids, texts and metadata (one query). Rows deleted meanwhile are dropped."""
+    """Attach ids, texts and metadata (one query), each checked against its record checksum.
+
+    The caller reads inside the committed state it ranked (see ``follow``): every row is live there.
+    """
     found = docs.by_rows(rows.tolist())
     hits = []
     for row, score in zip(rows.tolist(), scores.tolist()):
         if row in found:
-            id_, text, meta, _crc = found[row]
+            id_, text, meta, _crc, rcrc = found[row]
+            if damaged_record(id_, text, meta, rcrc):
+                raise CorruptStoreError(
+                    f"item {id_!r} of {docs.path.parent} fails its text/metadata checksum; "
+                    f"run `mrl-retrievers verify {docs.path.parent}` to list damaged items"
+                )
             # Most items carry no metadata: skip the JSON parser for the empty object.
             hits.append(Hit(id=id_, score=float(score), text=text, metadata={} if meta == "{}" else load_metadata(meta)))
     return hits
@@ -189,7 +197,6 @@ class Searcher:
         )
 
     def one(self, query: np.ndarray, plan: SearchPlan, flt) -> list[Hit]:
-        self.s.check_epoch()
         allowed = self.s.docs.rows_matching(flt) if flt is not None else None
         if allowed is not None and len(allowed) == 0:
             return []
@@ -202,7 +209,6 @@ class Searcher:
     def batch(self, queries: np.ndarray, plan: SearchPlan, flt) -> list[list[Hit]]:
         if flt is not None or self._use_exact(plan, None) or len(queries) < 2:
             return [self.one(q, plan, flt) for q in queries]
-        self.s.check_epoch()
         shortlist = max(plan.shortlist, plan.k)
         try:
             rows, _ = self.s.ann.query(prefix(queries, plan.prefix_dim), shortlist, max(plan.ef, shortlist), num_threads=2)

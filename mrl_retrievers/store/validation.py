@@ -16,6 +16,10 @@ def check_ids(ids: Any, *, allow_duplicates: bool = False) -> list[str]:
         if not isinstance(id_, str) or not id_:
             raise InvalidInputError(f"ids[{i}] must be a non-empty string, got {id_!r}")
         check_utf8(id_, f"ids[{i}]")
+        if "\x00" in id_:
+            # SQLite's JSON functions and C-string APIs cut strings at U+0000: "alice\x00x" would
+            # address "alice". No id may depend on how a layer treats that character.
+            raise InvalidInputError(f"ids[{i}] contains U+0000 (a NUL character), which ids may not hold: {id_!r}")
     if not allow_duplicates and len(set(ids)) != len(ids):
         seen, dup = set(), None
         for id_ in ids:

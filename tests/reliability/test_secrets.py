@@ -48,8 +48,8 @@ PROVIDERS = {  # name: (server class name, model, dim, env var read by the provi
 }
 KEY_ENV_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "VOYAGE_API_KEY",
                 "MRL_EMBEDDER_API_KEY", "MRL_STORE_API_KEY")
-SDK_LOGGERS = ("", "mrl_retrievers", "openai", "httpx", "httpcore", "google_genai", "google", "voyageai", "urllib3",
-               "aiohttp", "requests")
+SDK_LOGGERS = ("", "mrl_retrievers", "openai", "httpx", "httpcore", "httpx2", "httpcore2", "google_genai", "google",
+               "voyageai", "urllib3", "aiohttp", "requests")
 TEXTS = ["cats purr on warm laps", "dogs bark at the mail", "matryoshka vectors nest", "prefixes carry meaning"]
 
 
@@ -80,6 +80,11 @@ class Leaks:
             self.text(f"{where} (chained {type(chained).__name__})", f"{chained!r} {chained}")
             chained = chained.__cause__ or (None if chained.__suppress_context__ else chained.__context__)
             depth += 1
+        hidden, depth = exc, 0
+        while hidden is not None and depth < 10:  # and what a debugger or a logging tool can still reach
+            self.text(f"{where} (kept {type(hidden).__name__})", f"{hidden!r} {hidden}")
+            hidden = hidden.__cause__ or hidden.__context__
+            depth += 1
 
     def logs(self, records: list[logging.LogRecord]) -> None:
         for r in records:
@@ -109,11 +114,13 @@ def _server(name: str, key: str):
 
 
 def _echo(server, status: int):
-    """A fault whose error body repeats the key back (some gateways and APIs do)."""
+    """A fault whose error body and a response header repeat the key back (some gateways do).
+    Regression (issue 13, failure 14): the header reached httpcore's DEBUG records and the SDK
+    exception kept as ``__context__`` of ours."""
     from tests.providers.servers import Fault
 
     reply = server.error_reply(status, f"the key {CANARY} was refused by the upstream (status {status})")
-    return Fault.http(status, body=reply.body)
+    return Fault.http(status, body=reply.body, headers={"x-upstream-authorization": f"Bearer {CANARY}"})
 
 
 def _toml(path: Path, name: str, server, store: Path, cache: Path, with_key: bool) -> Path:

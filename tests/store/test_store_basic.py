@@ -107,8 +107,12 @@ def test_persistence_and_same_handle(tmp_path, rng):
     data = unit_rows(rng, 100, 32)
     with MRLStore.create(tmp_path / "s", full_dim=32, prefix_dim=8) as store:
         store.add(ids(100), data, texts=ids(100))
-        again = MRLStore.open(tmp_path / "s")
-        assert again is store
+        again = MRLStore.open(tmp_path / "s")  # a second handle on the same open store
+        assert again is not store and again._shared is store._shared
+        again.close()  # closes only that handle
+        assert len(store) == 100 and store.search(data[7], k=1)[0].id == "doc-7"
+        with pytest.raises(StoreClosedError):
+            again.search(data[0])
     reopened = MRLStore.open(tmp_path / "s")
     assert reopened is not store and len(reopened) == 100
     assert reopened.search(data[42], k=1)[0].id == "doc-42"
@@ -161,8 +165,12 @@ def test_read_only_handle_refuses_writes(tmp_path, rng):
     ro = MRLStore.open(tmp_path / "s", read_only=True)
     with pytest.raises(ReadOnlyStoreError):
         ro.add(["a"], unit_rows(rng, 1, 8))
-    with pytest.raises(StoreLockedError):
-        MRLStore.open(tmp_path / "s")  # a writer while a read-only handle is open here
+    # A writer may open beside a read-only handle of the same process, and the reader follows it.
+    with MRLStore.open(tmp_path / "s") as writer:
+        writer.add(["a"], unit_rows(rng, 1, 8))
+        assert len(ro) == 1 and [r.id for r in ro.get(["a"])] == ["a"]
+        with pytest.raises(ReadOnlyStoreError):
+            MRLStore.open(tmp_path / "s", read_only=True).add(["b"], unit_rows(rng, 1, 8))
     ro.close()
 
 

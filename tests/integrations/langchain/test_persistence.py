@@ -51,7 +51,7 @@ def test_reopen_without_close_shares_the_handle(tmp_path) -> None:
     first = MRLVectorStore(MRLEmbeddings("fake", dim=16), path)
     first.add_texts(TEXTS, META, ids=IDS)
     second = MRLVectorStore(MRLEmbeddings("fake", dim=16), path)
-    assert second.store is first.store  # one handle per store per process
+    assert second.store._shared is first.store._shared  # one open store per process, one handle each
     assert _snapshot(second) == _snapshot(first)
     first.close()
 
