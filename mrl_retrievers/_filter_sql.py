@@ -145,7 +145,10 @@ def _in(col: str, path: str, xs: tuple[Any, ...]) -> Sql:
 def _compare(symbol: str) -> Callable[[str, str, Any], Sql]:
     def compare(col: str, path: str, x: Any) -> Sql:
         sql = f"json_extract({col}, ?) {symbol} ?"
-        return _case(_type_of(col, path), [(f"WHEN '{kind}' THEN {sql}", [path, x]) for kind in _NUMBER_TYPES])
+        # A string operand orders text values: SQLite compares TEXT with the BINARY collation
+        # (memcmp of UTF-8), and UTF-8 byte order is Unicode code point order, Python's str order.
+        kinds = ("text",) if isinstance(x, str) else _NUMBER_TYPES
+        return _case(_type_of(col, path), [(f"WHEN '{kind}' THEN {sql}", [path, x]) for kind in kinds])
 
     return compare
 

@@ -11,8 +11,11 @@ Semantics (``v`` is the document's value for the key, possibly missing):
 ``$eq $ne``    JSON-value equality: ``1 == 1.0``, ``true != 1`` (bool is not a number), lists and
                objects compare whole and recursively by the same rule, ``null`` equals a present
                null only. Missing is "not equal", so ``$ne`` matches missing keys.
-``$gt`` ...    ``$gt $gte $lt $lte``: the operand must be a finite int/float (not bool); documents
-               whose value is not a number (or is missing) do not match.
+``$gt`` ...    ``$gt $gte $lt $lte``: the operand is a finite int/float (not bool) or a string. A
+               number compares with number values; a string with string values, by Unicode code
+               point (Python's ``str`` order, as LlamaIndex's ``SimpleVectorStore`` compares; ISO
+               dates such as ``"2024-01-01"`` sort as dates). Documents whose value is of the
+               other kind (or missing, or a bool) do not match.
 ``$in $nin``   ``v`` equals one of a list of scalars (whole value: a list ``v`` never matches
                element-wise). ``$in: []`` matches nothing, ``$nin`` is its negation (matches missing).
 ``$contains``  ``v`` is a list with an element equal to the scalar operand, or ``v`` is a string
@@ -349,6 +352,10 @@ def _is_list(v: Any) -> bool:
     return isinstance(v, (list, tuple))
 
 
+def _is_orderable(v: Any) -> bool:
+    return _is_number(v) or isinstance(v, str)
+
+
 def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
@@ -356,7 +363,7 @@ def _is_scalar(v: Any) -> bool:
 _SCALAR = ("a scalar (str, number, bool or None)", _is_scalar)
 _OPERAND_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     **dict.fromkeys(("$eq", "$ne"), ("a JSON value", lambda v: True)),
-    **dict.fromkeys(("$gt", "$gte", "$lt", "$lte"), ("a number (int or float)", _is_number)),
+    **dict.fromkeys(("$gt", "$gte", "$lt", "$lte"), ("a number (int or float) or a string", _is_orderable)),
     **dict.fromkeys(("$in", "$nin", "$any", "$all"), ("a list of scalars", _is_list)),
     "$contains": _SCALAR,
     **dict.fromkeys(("$text", "$itext"), ("a string", lambda v: isinstance(v, str))),
@@ -403,6 +410,11 @@ def _contains(v: Any, x: Any) -> bool:
     return _has_element(v, x) or (isinstance(v, str) and isinstance(x, str) and x in v)
 
 
+def _comparable(v: Any, x: Any) -> bool:
+    """A range operand orders values of its own kind only: numbers with numbers, strings with strings."""
+    return _is_number(v) if _is_number(x) else isinstance(v, str)
+
+
 def _empty(v: Any) -> bool:
     return v is _MISSING or v is None or (_is_list(v) and len(v) == 0)
 
@@ -410,10 +422,10 @@ def _empty(v: Any) -> bool:
 _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "$eq": _eq,
     "$ne": lambda v, x: not _eq(v, x),
-    "$gt": lambda v, x: _is_number(v) and v > x,
-    "$gte": lambda v, x: _is_number(v) and v >= x,
-    "$lt": lambda v, x: _is_number(v) and v < x,
-    "$lte": lambda v, x: _is_number(v) and v <= x,
+    "$gt": lambda v, x: _comparable(v, x) and v > x,
+    "$gte": lambda v, x: _comparable(v, x) and v >= x,
+    "$lt": lambda v, x: _comparable(v, x) and v < x,
+    "$lte": lambda v, x: _comparable(v, x) and v <= x,
     "$in": _in,
     "$nin": lambda v, xs: not _in(v, xs),
     "$contains": _contains,

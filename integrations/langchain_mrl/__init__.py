@@ -8,11 +8,24 @@ Swap ``InMemoryVectorStore``, FAISS or Chroma for ``MRLVectorStore`` by changing
     store.add_texts(["..."], metadatas=[{"year": 2024}])
     retriever = store.as_retriever(search_kwargs={"k": 5, "filter": {"year": {"$gte": 2020}}})
 
-Built on the public API of ``mrl_retrievers`` only.
+Self-query: LangChain's ``SelfQueryRetriever.from_llm`` cannot know this store, so hand it the
+translator: ``SelfQueryRetriever.from_llm(llm, store, contents, fields,
+structured_query_translator=MRLTranslator())``.
+
+Built on the public API of ``mrl_retrievers`` only. Needs the ``langchain`` extra
+(``pip install 'mrl-retrievers[langchain]'``).
 """
 
+try:
+    import langchain_core  # noqa: F401 - the one dependency this package adds
+except ImportError:  # a clear error naming the extra, not a bare ModuleNotFoundError
+    from mrl_retrievers.errors import MissingDependencyError
+
+    raise MissingDependencyError("langchain-core", "langchain", "needed by langchain_mrl") from None
+
+from ._filters import MRLTranslator
 from .embeddings import MRLEmbeddings
 from .retrievers import MRLRetriever
 from .vectorstores import MRLVectorStore
 
-__all__ = ["MRLEmbeddings", "MRLRetriever", "MRLVectorStore"]
+__all__ = ["MRLEmbeddings", "MRLRetriever", "MRLTranslator", "MRLVectorStore"]

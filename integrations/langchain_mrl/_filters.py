@@ -4,7 +4,9 @@
   it goes to the store unchanged, and the store validates it (``UnsupportedFilterError`` for what it
   does not understand; it never matches everything by accident).
 * LangChain's structured-query IR (``Comparison`` / ``Operation``, what a self-query retriever
-  builds) is translated operator by operator with ``MRLTranslator``.
+  builds) is translated operator by operator with ``MRLTranslator``. Dates the query constructor
+  parses (``date("2024-01-01")`` arrives as ``{"date": "2024-01-01", "type": "date"}``) become their
+  ISO string, which string ranges order as dates: store dates as ISO 8601 strings in one format.
 * A callable (``InMemoryVectorStore``'s ``filter=lambda doc: ...``) cannot be pushed down into the
   index without scanning every document in Python, so it is refused with a message saying what to
   write instead.
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,10 +49,16 @@ _OPERATORS: dict[Operator, str] = {Operator.AND: "$and", Operator.OR: "$or", Ope
 class MRLTranslator(Visitor):
     """Translate LangChain's structured-query IR into the mrl-retrievers filter dict.
 
+    Pass it to ``SelfQueryRetriever.from_llm(..., structured_query_translator=MRLTranslator())``:
+    LangChain's built-in list of translators does not know this store.
+
     Example:
         >>> from langchain_core.structured_query import Comparator, Comparison
         >>> Comparison(comparator=Comparator.GTE, attribute="year", value=2020).accept(MRLTranslator())
         {'year': {'$gte': 2020}}
+        >>> Comparison(comparator=Comparator.LT, attribute="published",
+        ...            value={"date": "2024-01-01", "type": "date"}).accept(MRLTranslator())
+        {'published': {'$lt': '2024-01-01'}}
     """
 
     allowed_comparators = tuple(_COMPARATORS)
@@ -61,7 +70,7 @@ class MRLTranslator(Visitor):
                 f"comparator {comparison.comparator.value!r} has no mrl-retrievers equivalent; "
                 f"use one of {[c.value for c in _COMPARATORS]} (or $text/$itext in a dict filter)"
             )
-        return {comparison.attribute: {_COMPARATORS[comparison.comparator]: comparison.value}}
+        return {comparison.attribute: {_COMPARATORS[comparison.comparator]: _value(comparison.value)}}
 
     def visit_operation(self, operation: Operation) -> dict[str, Any]:
         if operation.operator not in _OPERATORS:
@@ -76,6 +85,18 @@ class MRLTranslator(Visitor):
     def visit_structured_query(self, structured_query: StructuredQuery) -> tuple[str, dict[str, Any]]:
         kwargs = {} if structured_query.filter is None else {"filter": structured_query.filter.accept(self)}
         return structured_query.query, kwargs
+
+
+def _value(value: Any) -> Any:
+    """An IR operand as stored metadata holds it: dates (the query constructor's ``{"date": ...,
+    "type": "date"}`` / ``"datetime"`` objects, or Python dates) become ISO 8601 strings."""
+    if isinstance(value, Mapping) and value.get("type") in ("date", "datetime") and isinstance(value.get(value["type"]), str):
+        return value[value["type"]]
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_value(v) for v in value]
+    return value
 
 
 def to_mrl_filter(flt: Any) -> Any:

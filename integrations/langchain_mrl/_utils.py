@@ -9,21 +9,30 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mrl_retrievers import Settings, open_store
+from mrl_retrievers import Settings
 from mrl_retrievers import VectorStore as StoreProtocol
 from mrl_retrievers.config import StoreSettings
-from mrl_retrievers.errors import ConfigError, InvalidInputError, StoreNotFoundError
+from mrl_retrievers.errors import ConfigError, InvalidInputError
 
 # Creation options of a new store; prefix_dim and dtype travel in StoreSettings, the rest as-is.
 STORE_KWARGS = ("prefix_dim", "dtype", "exact_below", "funnel_dim", "M", "ef_construction")
 
 
 def cosine_relevance(cosine: float) -> float:
-    """Relevance in [0, 1] from a cosine similarity: ``(1 + cos) / 2`` (higher is better).
+    """Relevance from a cosine similarity: the cosine itself, clipped to LangChain's [0, 1].
 
-    LangChain's own ``_cosine_relevance_score_fn`` expects a *distance* and would invert our ranking.
+    It is what Chroma (cosine space) reports, ``_cosine_relevance_score_fn(1 - cos)``, and what
+    ``InMemoryVectorStore`` scores are, so a threshold tuned on either selects the same documents.
+    (Our scores are similarities, not distances: the base class's function would invert them.)
     """
-    return min(1.0, max(0.0, (1.0 + float(cosine)) / 2.0))
+    return min(1.0, max(0.0, float(cosine)))
+
+
+def check_count(name: str, value: Any) -> int:
+    """A non-negative integer (``k=0`` is a valid request for nothing, as reference stores treat it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def mmr_select(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -> list[int]:
@@ -85,7 +94,7 @@ def prepare_add(
 
 
 def store_source(store: Any, store_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Split creation options: prefix_dim/dtype go into a StoreSettings, the rest to open_store."""
+    """Split creation options: prefix_dim/dtype go into a StoreSettings, the rest to the LazyStore."""
     unknown = sorted(set(store_kwargs) - set(STORE_KWARGS))
     if unknown:
         raise TypeError(f"MRLVectorStore got unexpected arguments {unknown}; store options: {', '.join(STORE_KWARGS)}")
@@ -101,19 +110,4 @@ def store_source(store: Any, store_kwargs: dict[str, Any]) -> tuple[Any, dict[st
     return store, kwargs
 
 
-def open_existing(store: Any) -> StoreProtocol | None:
-    """Open the store ``store`` names if it exists, on any backend (the width comes from the store)."""
-    if store is None or (isinstance(store, (Settings, StoreSettings)) and _is_temporary(store)):
-        return None
-    try:
-        return open_store(store, full_dim=None)
-    except StoreNotFoundError:  # created on the first vector, when the width is known
-        return None
-
-
-def _is_temporary(settings: Any) -> bool:
-    block = settings.store if isinstance(settings, Settings) else settings
-    return block.path is None and block.url is None
-
-
-__all__ = ["cosine_relevance", "mmr_select", "open_existing", "prepare_add", "store_source", "unit_rows", "unit_vector"]
+__all__ = ["check_count", "cosine_relevance", "mmr_select", "prepare_add", "store_source", "unit_rows", "unit_vector"]

@@ -25,7 +25,7 @@ class MRLRetriever(BaseRetriever):
         k: documents returned per query.
         shortlist: coarse candidates reranked on full vectors (None: the store's default).
         filter: a metadata filter in the dict syntax (``{"year": {"$gte": 2020}}``), or None.
-        score_threshold: minimum relevance ``(1 + cosine) / 2`` in [0, 1], or None.
+        score_threshold: minimum cosine similarity (the store's relevance, as in Chroma), or None.
 
     Thread-safety: as the vector store (searches run in parallel). Cost: one query embedding.
 
@@ -46,7 +46,7 @@ class MRLRetriever(BaseRetriever):
     k: int = Field(default=4, gt=0)
     shortlist: int | None = Field(default=None, gt=0)
     filter: Any = None
-    score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
 
     def _search_kwargs(self, k: int | None, overrides: dict[str, Any]) -> dict[str, Any]:
         fields = {"shortlist": self.shortlist, "filter": self.filter, "score_threshold": self.score_threshold}

@@ -10,8 +10,6 @@ the same code and arguments as on the sync path, so both return identical result
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -20,24 +18,15 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 
-from mrl_retrievers import EmbeddingSpec, Hit, MRLStore, open_store
+from mrl_retrievers import EmbeddingSpec, Hit
 from mrl_retrievers import VectorStore as StoreProtocol
-from mrl_retrievers.errors import ConfigError, InvalidInputError
+from mrl_retrievers.errors import ConfigError
+from mrl_retrievers.store import LazyStore
 
 from ._filters import to_mrl_filter
-from ._utils import cosine_relevance, mmr_select, open_existing, prepare_add, store_source, unit_rows, unit_vector
+from ._search import Search, check_mmr, parse_search_kwargs
+from ._utils import check_count, cosine_relevance, mmr_select, prepare_add, store_source, unit_rows, unit_vector
 from .embeddings import MRLEmbeddings
-
-_SEARCH_KWARGS = ("shortlist", "filter", "score_threshold", "ef")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Search:
-    shortlist: int | None = None
-    filter: Any = None
-    score_threshold: float | None = None
-    ef: int | None = None
-
 
 class MRLVectorStore(VectorStore):
     """A persistent LangChain vector store with coarse-to-fine MRL retrieval.
@@ -47,12 +36,22 @@ class MRLVectorStore(VectorStore):
             ``OpenAIEmbeddings(dimensions=1024)``). For an embedding we do not know, the width is
             learnt from the first vector, vectors are renormalized, and the store records a spec
             named after the class (``langchain:OpenAIEmbeddings``) so another model cannot be mixed in.
-        store: a path (opened if it holds a store, else created there), an open ``MRLStore``, a
-            ``StoreSettings`` / ``Settings`` block, or None for a temporary store.
+        store: a path (opened if it holds a store, else created there by the first write), an open
+            ``MRLStore``, a ``StoreSettings`` / ``Settings`` block, or None for a temporary store.
         shortlist: default coarse shortlist per search (None: the store's default).
         ef: default hnswlib ``ef`` per search (None: the store's default).
+        read_only: open the store read-only (never the writer lock; writes raise
+            ``ReadOnlyStoreError``). Without it, a store another process holds for writing is
+            opened read-only anyway, with a warning (web workers beside one indexing process).
         **store_kwargs: options used only when the store is created: ``prefix_dim``, ``dtype``,
             ``exact_below`` (0 forces the ANN path), ``funnel_dim``, ``M``, ``ef_construction``.
+
+    Constructing creates nothing: the store is created by the first ``add_texts`` once its vectors
+    are in hand, and removed again if that first write fails. Scores: ``similarity_search_with_score``
+    gives the cosine similarity; relevance (``similarity_search_with_relevance_scores``,
+    ``search_type="similarity_score_threshold"``) is the same cosine, clipped to [0, 1], and
+    ``score_threshold`` is a minimum cosine, as Chroma (cosine space) reads it: a threshold tuned
+    there, or on ``InMemoryVectorStore``'s scores, selects the same documents here.
 
     Nothing is pickled: reopening the same path gives the same documents without
     ``allow_dangerous_deserialization``. Thread-safety: searches run in parallel and beside writes.
@@ -73,25 +72,21 @@ class MRLVectorStore(VectorStore):
         *,
         shortlist: int | None = None,
         ef: int | None = None,
+        read_only: bool = False,
         **store_kwargs: Any,
     ) -> None:
         if not (callable(getattr(embedding, "embed_documents", None)) and callable(getattr(embedding, "embed_query", None))):
             raise ConfigError(f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}")
         self._embedding = embedding
         self._mrl = embedding.client if isinstance(embedding, MRLEmbeddings) else None
-        self._store_like, self._create_kwargs = store_source(store, store_kwargs)
+        store_like, create_kwargs = store_source(store, store_kwargs)
         self.shortlist = shortlist
         self.ef = ef
-        self._lock = threading.Lock()
-        self._store: MRLStore | None = None
-        self._verified = False  # width and spec checked against the embedding
-        if self._mrl is not None:  # the width is known: open or create now (checks the spec)
-            self._store = self._open(self._mrl.dim)
-            self._verified = True
-        elif isinstance(store, StoreProtocol):  # an open store of any backend (local, Qdrant)
-            self._store = store
+        self._lazy = LazyStore(store_like, read_only=read_only, **create_kwargs)
+        if self._mrl is not None:  # an existing store is checked against the known spec at once
+            self._lazy.checked(self._mrl.dim, self._mrl.spec)
         else:
-            self._store = open_existing(self._store_like)
+            self._lazy.existing()
 
     # --- what it is ---------------------------------------------------------------------------------
 
@@ -100,18 +95,27 @@ class MRLVectorStore(VectorStore):
         return self._embedding
 
     @property
-    def store(self) -> MRLStore | None:
-        """The underlying ``MRLStore`` (None until the first vector when the width is not known yet)."""
-        return self._store
+    def store(self) -> StoreProtocol | None:
+        """The underlying store (``MRLStore`` or ``QdrantStore``); None until the first write creates it."""
+        return self._lazy.existing()
 
     def close(self) -> None:
-        """Close the underlying store (checkpoint, release the writer lock). Other handles of the same
-        store in this process are the same object: close only when done with it everywhere."""
-        if self._store is not None:
-            self._store.close()
+        """Close the underlying store (checkpoint, release the writer lock). Idempotent."""
+        self._lazy.close()
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return cosine_relevance
+
+    def similarity_search_with_relevance_scores(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        """Documents with relevance = cosine clipped to [0, 1]; ``score_threshold`` is a minimum
+        cosine (applied before clipping, as Chroma compares it). Costs one query embedding."""
+        return [(doc, cosine_relevance(score)) for doc, score in self.similarity_search_with_score(query, k, **kwargs)]
+
+    async def asimilarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        scored = await self.asimilarity_search_with_score(query, k, **kwargs)
+        return [(doc, cosine_relevance(score)) for doc, score in scored]
 
     # --- writes -------------------------------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class MRLVectorStore(VectorStore):
         store transaction, durable when this returns. Costs one embedding per text.
         """
         texts, metas, ids, batches = prepare_add(texts, metadatas, ids, batch_size, kwargs)
+        self._lazy.check_writable()  # before paying for embeddings
         for part in batches:
             vectors = self._document_vectors(texts[part])
             self._write(ids[part], vectors, texts[part], metas[part])
@@ -146,32 +151,56 @@ class MRLVectorStore(VectorStore):
     ) -> list[str]:
         """Async ``add_texts``: awaits ``aembed_documents``; the store write runs in a thread."""
         texts, metas, ids, batches = prepare_add(texts, metadatas, ids, batch_size, kwargs)
+        self._lazy.check_writable()
         for part in batches:
             vectors = await self._adocument_vectors(texts[part])
             await run_in_executor(None, self._write, ids[part], vectors, texts[part], metas[part])
         return ids
 
-    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete by id; unknown ids are ignored. Durable when it returns."""
+    def delete(self, ids: list[str] | None = None, *, filter: Any = None, **kwargs: Any) -> bool | None:  # noqa: A002
+        """Delete by id and/or by metadata filter (both: the ids that match it). Neither: every
+        document, as the base class specifies (the store and its settings stay). Unknown ids are
+        ignored; ``ids=[]`` deletes nothing. One transaction, durable when it returns."""
         if kwargs:
-            raise TypeError(f"MRLVectorStore.delete got unexpected arguments {sorted(kwargs)}")
+            raise TypeError(f"MRLVectorStore.delete got unexpected arguments {sorted(kwargs)}; accepted: ids, filter")
+        flt = to_mrl_filter(filter)
+        self._lazy.check_writable()
+        store = self._lazy.existing()
+        if store is None or (ids is not None and not ids):
+            return True
         if ids is None:
-            raise InvalidInputError("delete needs a list of ids (deleting everything is not supported: remove the store)")
-        if self._store is not None and ids:
-            self._store.delete(list(ids))
+            targets = store.ids(flt)
+        else:
+            wanted = set(ids)
+            targets = list(ids) if flt is None else [i for i in store.ids(flt) if i in wanted]
+        if targets:
+            store.delete(targets)
         return True
-
-    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        return await run_in_executor(None, self.delete, ids, **kwargs)
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Documents for the ids that exist, in the order asked (missing ids are skipped)."""
-        if self._store is None or not ids:
+        store = self._lazy.existing()
+        if store is None or not ids:
             return []
-        return [Document(id=r.id, page_content=r.text or "", metadata=dict(r.metadata)) for r in self._store.get(list(ids))]
+        return [Document(id=r.id, page_content=r.text or "", metadata=dict(r.metadata)) for r in store.get(list(ids))]
 
-    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return await run_in_executor(None, self.get_by_ids, ids)
+    def get_by_filter(self, filter: Any = None, *, limit: int | None = None) -> list[Document]:  # noqa: A002
+        """Documents whose metadata match ``filter`` (dict syntax or structured-query IR; None: all),
+        in insertion order, at most ``limit``. Reads SQLite only (no vectors); safe beside writers.
+
+        Example:
+            >>> vs = MRLVectorStore.from_texts(["a", "b"], MRLEmbeddings("fake", dim=8), [{"n": 1}, {"n": 2}])
+            >>> [d.page_content for d in vs.get_by_filter({"n": {"$gte": 2}})]
+            ['b']
+        """
+        flt = to_mrl_filter(filter)
+        if limit is not None:
+            check_count("limit", limit)
+        store = self._lazy.existing()
+        if store is None:
+            return []
+        ids = store.ids(flt)
+        return self.get_by_ids(ids if limit is None else ids[:limit])
 
     # --- similarity search --------------------------------------------------------------------------
 
@@ -179,16 +208,18 @@ class MRLVectorStore(VectorStore):
         """Top-``k`` documents with their cosine similarity (full vectors; higher is better).
 
         Keyword arguments: ``shortlist``, ``filter`` (dict syntax), ``score_threshold`` (minimum
-        *relevance* ``(1 + cos) / 2``, as everywhere in LangChain), ``ef``. Costs one query embedding.
+        cosine, the relevance of this store), ``ef``; ``fetch_k`` / ``lambda_mult`` are MMR's and
+        ignored here, as ``VectorStoreRetriever`` passes them on. ``k=0`` gives ``[]``. Costs one
+        query embedding.
         """
         options = self._options(kwargs)
-        if self._store is None:  # nothing stored yet: no need to pay for the query embedding
+        if self._lazy.existing() is None or check_count("k", k) == 0:  # no need to pay for the query embedding
             return []
         return self._scored(self._query_vector(query), k, options)
 
     async def asimilarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
         options = self._options(kwargs)
-        if self._store is None:
+        if self._lazy.existing() is None or check_count("k", k) == 0:
             return []
         vector = await self._aquery_vector(query)
         return await run_in_executor(None, self._scored, vector, k, options)
@@ -197,7 +228,7 @@ class MRLVectorStore(VectorStore):
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         options = self._options(kwargs)
-        return [] if self._store is None else self._scored(unit_vector(embedding), k, options)
+        return [] if self._lazy.existing() is None else self._scored(unit_vector(embedding), k, options)
 
     async def asimilarity_search_with_score_by_vector(
         self, embedding: list[float], k: int = 4, **kwargs: Any
@@ -206,7 +237,7 @@ class MRLVectorStore(VectorStore):
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         options = self._options(kwargs)
-        if self._store is None:
+        if self._lazy.existing() is None or check_count("k", k) == 0:
             return []
         return [_document(hit) for hit in self._hits(self._query_vector(query), k, options)]
 
@@ -216,9 +247,6 @@ class MRLVectorStore(VectorStore):
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
 
-    async def asimilarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in await self.asimilarity_search_with_score_by_vector(embedding, k, **kwargs)]
-
     # --- maximal marginal relevance (on the full stored vectors) -----------------------------------
 
     def max_marginal_relevance_search(
@@ -227,11 +255,12 @@ class MRLVectorStore(VectorStore):
         """``k`` documents chosen among the ``fetch_k`` most similar for relevance and diversity.
 
         ``lambda_mult`` = 1 is plain similarity, 0 is maximal diversity. Diversity is measured on the
-        full stored vectors, not on the prefix.
+        full stored vectors, not on the prefix. As in ``InMemoryVectorStore``, at most ``fetch_k``
+        documents come back (``fetch_k < k`` gives ``fetch_k``), and ``k=0`` gives ``[]``.
         """
         options = self._options(kwargs)
-        _check_lambda(lambda_mult)  # before paying for the query embedding
-        if self._store is None:
+        check_mmr(k, fetch_k, lambda_mult)  # before paying for the query embedding
+        if self._lazy.existing() is None or min(k, fetch_k) == 0:
             return []
         return self._mmr(self._query_vector(query), k, fetch_k, lambda_mult, options)
 
@@ -239,8 +268,8 @@ class MRLVectorStore(VectorStore):
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
         options = self._options(kwargs)
-        _check_lambda(lambda_mult)
-        if self._store is None:
+        check_mmr(k, fetch_k, lambda_mult)
+        if self._lazy.existing() is None or min(k, fetch_k) == 0:
             return []
         vector = await self._aquery_vector(query)
         return await run_in_executor(None, self._mmr, vector, k, fetch_k, lambda_mult, options)
@@ -249,14 +278,7 @@ class MRLVectorStore(VectorStore):
         self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
         options = self._options(kwargs)
-        return [] if self._store is None else self._mmr(unit_vector(embedding), k, fetch_k, lambda_mult, options)
-
-    async def amax_marginal_relevance_search_by_vector(
-        self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
-    ) -> list[Document]:
-        return await run_in_executor(
-            None, self.max_marginal_relevance_search_by_vector, embedding, k, fetch_k, lambda_mult, **kwargs
-        )
+        return [] if self._lazy.existing() is None else self._mmr(unit_vector(embedding), k, fetch_k, lambda_mult, options)
 
     # --- constructors -----------------------------------------------------------------------------
 
@@ -271,7 +293,8 @@ class MRLVectorStore(VectorStore):
         store: Any = None,
         **kwargs: Any,
     ) -> "MRLVectorStore":
-        """A store (``store``: path / MRLStore / settings / None) holding ``texts``.
+        """A store (``store``: path / MRLStore / settings / None) holding ``texts``. If adding them
+        fails, a store this call created is removed again.
 
         Example:
             >>> vs = MRLVectorStore.from_texts(["a cat", "a dog"], MRLEmbeddings("fake", dim=8))
@@ -299,9 +322,6 @@ class MRLVectorStore(VectorStore):
 
     # --- the shared core (no embedding calls below: identical for sync and async) -------------------
 
-    def _open(self, width: int) -> MRLStore:
-        return open_store(self._store_like, full_dim=width, spec=self._spec(width), **self._create_kwargs)
-
     def _spec(self, width: int) -> EmbeddingSpec:
         if self._mrl is not None:
             return self._mrl.spec
@@ -310,20 +330,9 @@ class MRLVectorStore(VectorStore):
         model = next((n for n in names if isinstance(n, str) and n), type(emb).__name__)
         return EmbeddingSpec(provider=f"langchain:{type(emb).__name__}", model=model, dim=width)
 
-    def _ready(self, width: int) -> MRLStore:
-        """The store, created on the first vector if needed, checked once against width and spec."""
-        if self._store is not None and self._verified:
-            return self._store
-        with self._lock:
-            if self._store is None:
-                self._store = self._open(width)
-            elif not self._verified:
-                open_store(self._store, full_dim=width, spec=self._spec(width))  # raises on a mismatch
-            self._verified = True
-            return self._store
-
     def _write(self, ids: list[str], vectors: np.ndarray, texts: list[str], metas: list[dict[str, Any]]) -> None:
-        self._ready(vectors.shape[1]).add(ids, vectors, texts, metas)
+        width = vectors.shape[1]
+        self._lazy.write(width, self._spec(width), lambda store: store.add(ids, vectors, texts, metas))
 
     def _document_vectors(self, texts: list[str]) -> np.ndarray:
         if self._mrl is not None:  # straight from the provider: no round trip through Python lists
@@ -346,50 +355,32 @@ class MRLVectorStore(VectorStore):
             return await self._mrl.aembed_query(text)
         return unit_vector(await self._embedding.aembed_query(text))
 
-    def _options(self, kwargs: dict[str, Any]) -> _Search:
-        if not kwargs:  # the common call: the store's defaults
-            return _Search(shortlist=self.shortlist, ef=self.ef)
-        unknown = sorted(set(kwargs) - set(_SEARCH_KWARGS))
-        if unknown:
-            raise TypeError(
-                f"MRLVectorStore search got unexpected arguments {unknown}; accepted: k, {', '.join(_SEARCH_KWARGS)} "
-                "(MMR also fetch_k, lambda_mult)"
-            )
-        threshold = kwargs.get("score_threshold")
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not 0.0 <= threshold <= 1.0):
-            raise InvalidInputError(f"score_threshold is a relevance in [0, 1] ((1 + cosine) / 2), got {threshold!r}")
-        return _Search(
-            shortlist=kwargs.get("shortlist", self.shortlist),
-            filter=to_mrl_filter(kwargs.get("filter")),
-            score_threshold=threshold,
-            ef=kwargs.get("ef", self.ef),
-        )
+    def _options(self, kwargs: dict[str, Any]) -> Search:
+        return parse_search_kwargs(kwargs, shortlist=self.shortlist, ef=self.ef)
 
-    def _hits(self, vector: np.ndarray, k: int, options: _Search) -> list[Hit]:
-        store = self._ready(len(vector))
+    def _hits(self, vector: np.ndarray, k: int, options: Search) -> list[Hit]:
+        store = self._lazy.verified or self._lazy.checked(len(vector), self._spec(len(vector)))
+        if store is None or check_count("k", k) == 0:
+            return []
         hits = store.search(vector, k=k, shortlist=options.shortlist, filter=options.filter, ef=options.ef)
         if options.score_threshold is not None:
-            hits = [h for h in hits if cosine_relevance(h.score) >= options.score_threshold]
+            hits = [h for h in hits if h.score >= options.score_threshold]
         return hits
 
-    def _scored(self, vector: np.ndarray, k: int, options: _Search) -> list[tuple[Document, float]]:
+    def _scored(self, vector: np.ndarray, k: int, options: Search) -> list[tuple[Document, float]]:
         return [(_document(hit), float(hit.score)) for hit in self._hits(vector, k, options)]
 
-    def _mmr(self, vector: np.ndarray, k: int, fetch_k: int, lambda_mult: float, options: _Search) -> list[Document]:
-        _check_lambda(lambda_mult)
-        hits = self._hits(vector, max(k, fetch_k), options)
-        records = {r.id: r for r in self._ready(len(vector)).get([h.id for h in hits], include_vectors=True)}
+    def _mmr(self, vector: np.ndarray, k: int, fetch_k: int, lambda_mult: float, options: Search) -> list[Document]:
+        check_mmr(k, fetch_k, lambda_mult)
+        hits = self._hits(vector, fetch_k, options) if k else []  # candidates: fetch_k, as the reference
+        if not hits:
+            return []
+        records = {r.id: r for r in self._lazy.existing().get([h.id for h in hits], include_vectors=True)}
         hits = [h for h in hits if h.id in records]  # an item deleted meanwhile is skipped
         if not hits:
             return []
         candidates = unit_rows(np.stack([records[h.id].vector for h in hits]), len(hits))
         return [_document(hits[i]) for i in mmr_select(vector, candidates, k, lambda_mult)]
-
-
-def _check_lambda(lambda_mult: float) -> None:
-    if isinstance(lambda_mult, bool) or not isinstance(lambda_mult, (int, float)) or not 0.0 <= lambda_mult <= 1.0:
-        raise InvalidInputError(f"lambda_mult must be a number in [0, 1], got {lambda_mult!r}")
 
 
 def _document(hit: Hit) -> Document:

@@ -27,7 +27,8 @@ Operator -> Qdrant (``k`` the key, ``t(x)`` the token of ``(k, x)``):
 ``$ne x``             must_not of the above (so it matches missing keys)
 ``$in xs``/``$nin``   ``match.value`` MatchAny ``[t(x)...]`` / its must_not (``$in []``: nothing)
 ``$gt $gte ...``      ``match.number`` has ``k`` AND ``Range`` on ``metadata."k"`` (|x| < 2**53;
-                      beyond, float rounding on the server could differ: post-filtered)
+                      beyond, float rounding on the server could differ: post-filtered); a string
+                      operand (code point order): post-filtered (server-side: ``match.string``)
 ``$contains x``       ``match.element`` has ``t(x)``; for a string ``x`` also a substring of a
                       string value: post-filtered (server-side part: ``match.string`` has ``k``)
 ``$any xs``           ``match.element`` MatchAny ``[t(x)...]`` (``$any []``: nothing)
@@ -39,8 +40,9 @@ Operator -> Qdrant (``k`` the key, ``t(x)`` the token of ``(k, x)``):
 ====================  ==========================================================================
 
 Qdrant has no substring match on every server version we support (unindexed ``match.text`` became
-token-based in 1.19.1; ``match.substring`` is newer), so the substring operators are evaluated in
-Python by the reference evaluator. For those the translation gives a server-side *superset* filter
+token-based in 1.19.1; ``match.substring`` is newer) and no string range (``DatetimeRange`` parses
+dates, which is not code point order), so the substring operators and string ranges are evaluated
+in Python by the reference evaluator. For those the translation gives a server-side *superset* filter
 (each node has an upper and a lower bound; ``$not`` swaps them), and the store resolves the exact
 set by scanning the payloads of the points that pass it. Constant parts are folded (``$in: []``), so
 no empty ``should`` (which Qdrant reads as "no constraint") is ever sent.
@@ -226,6 +228,8 @@ def _condition(c: Condition, m: Any) -> tuple[Expr, Expr]:
     if op == "$nin":
         return _exact(_not(_has_any("value", [token(k, v) for v in x], m), m))
     if op in ("$gt", "$gte", "$lt", "$lte"):
+        if isinstance(x, str):  # Qdrant has no string range (DatetimeRange parses dates): post-filtered
+            return _has("string", k, m), FALSE
         is_number = _has("number", k, m)
         if abs(x) >= _SAFE_RANGE:
             return is_number, FALSE

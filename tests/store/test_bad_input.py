@@ -101,7 +101,7 @@ BAD_SEARCHES = [
     ("shortlist zero", dict(vector=good(1)[0], shortlist=0), InvalidInputError),
     ("unknown operator", dict(vector=good(1)[0], filter={"n": {"$regex": "x"}}), UnsupportedFilterError),
     ("unknown combinator", dict(vector=good(1)[0], filter={"$nor": [{"n": 1}]}), UnsupportedFilterError),
-    ("gt on string", dict(vector=good(1)[0], filter={"n": {"$gt": "a"}}), FilterError),
+    ("gt on a list", dict(vector=good(1)[0], filter={"n": {"$gt": ["a"]}}), FilterError),  # strings order (issue 20)
     ("sql key", dict(vector=good(1)[0], filter={"a'); DROP TABLE docs;--": 1}), None),
     ("quote key", dict(vector=good(1)[0], filter={'a"b': 1}), FilterError),
 ]

@@ -282,7 +282,7 @@ def test_bad_adds_raise_typed_errors_and_write_nothing(backend, rng, kwargs, err
         (lambda s, q: s.search(q, k=1, shortlist=0), InvalidInputError),
         (lambda s, q: s.search_exact(q, k=-1), InvalidInputError),
         (lambda s, q: s.search(q, k=1, filter={"a": {"$regex": "x"}}), UnsupportedFilterError),
-        (lambda s, q: s.search(q, k=1, filter={"a": {"$gt": "x"}}), FilterError),
+        (lambda s, q: s.search(q, k=1, filter={"a": {"$gt": ["x"]}}), FilterError),
         (lambda s, q: s.search_exact(q, k=1, filter=["a"]), FilterError),
         (lambda s, q: s.search_batch(np.stack([q, q * 0]), k=1), InvalidVectorError),
         (lambda s, q: s.get("doc-1"), InvalidInputError),
@@ -332,6 +332,10 @@ FILTERS = [
     {"lang": {"$exists": True}}, {"lang": {"$exists": False}}, {"draft": {"$exists": True}},
     {"tags": {"$empty": True}}, {"tags": {"$empty": False}}, {"title": {"$empty": True}}, {"nested": {"$empty": False}},
     {"a.b": "dotted"}, {"a.b": {"$gt": 1}}, {"k[0]": "x"}, {"a": {"$exists": True}},
+    # string ranges: code point order on string values only ("2021" but not 2021; "HELLO" < "Hello" < "a")
+    {"year": {"$gte": "2021"}}, {"year": {"$lt": "2022"}}, {"title": {"$lt": "a"}}, {"lang": {"$gt": "e"}},
+    {"title": {"$gte": "Hello", "$lt": "hello"}}, {"title": {"$lte": ""}}, {"$not": {"lang": {"$lte": "en"}}},
+    {"$or": [{"title": {"$gt": "hello"}}, {"year": {"$gt": 2020}}]},
     {"$and": [{"lang": "en"}, {"year": {"$gte": 2020}}]}, {"$or": [{"lang": "de"}, {"tags": {"$contains": 2}}]},
     {"$not": {"lang": "en"}}, {"$not": [{"lang": "en"}, {"draft": True}]},
     {"$not": {"title": {"$itext": "hello"}}}, {"$or": [{"title": {"$text": "Hello"}}, {"year": 2019}]},
@@ -374,7 +378,7 @@ def _random_filter(r: random.Random, depth: int = 0):
     values = [None, True, False, 0, 1, 1.0, 1.5, 2020, 2021, 2021.0, "2021", "a", "b", "A", "en", "EN", "", "hello", "straße"]
     op = r.choice(filters.OPERATORS)
     if op in ("$gt", "$gte", "$lt", "$lte"):
-        operand = r.choice([0, 1, 1.5, 2020, 2021, -3, 2**60, 2**59])
+        operand = r.choice([0, 1, 1.5, 2020, 2021, -3, 2**60, 2**59, "2021", "", "e", "en", "hello", "Hello", "straße"])
     elif op in ("$in", "$nin", "$any", "$all"):
         operand = r.sample([v for v in values], r.randint(0, 3))
     elif op in ("$text", "$itext"):

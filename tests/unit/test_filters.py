@@ -107,6 +107,14 @@ CASES = [
     ({"v": {"$gt": 0.5, "$lt": 2}}, {"one", "one_f"}),
     ({"v": {"$gt": 2**63 - 2}}, {"big"}),
     ({"v": {"$gte": 9.223372036854776e18}}, set()),  # 2**63 as a float is above 2**63-1: exact
+    # A string operand orders string values by code point ("S" < "a" < "Ὀ"); numbers, bools,
+    # lists (even of strings) and missing keys never compare with it.
+    ({"v": {"$gt": "a"}}, {"sigma"}),
+    ({"v": {"$gte": "a"}}, {"str_a", "sigma"}),
+    ({"v": {"$lt": "a"}}, {"str_1", "strasse", "empty_str"}),
+    ({"v": {"$lte": ""}}, {"empty_str"}),
+    ({"v": {"$gte": "", "$lt": "1"}}, {"empty_str"}),
+    ({"v": {"$gt": "0"}}, STRINGS - {"empty_str"}),  # "1" > "0" as text; the number 1 is not text
     ({"v": {"$in": [1, "a"]}}, {"one", "one_f", "str_a"}),
     ({"v": {"$in": [True, None]}}, {"true", "null"}),
     ({"v": {"$in": ["a", "b"]}}, {"str_a"}),  # whole value: ["a", "b"] is not "a" or "b"
@@ -156,6 +164,30 @@ def test_catalogue_python_and_sql_give_the_expected_documents(catalogue_db, flt,
     sql = {NAMES[i] for i in sql_ids(catalogue_db, flt)}
     assert python == expected
     assert sql == expected
+
+
+def test_string_ranges_order_iso_dates_like_simple_vector_store():
+    # Regression (issue 20): {"$gte": "2024-01-01"} was refused; SimpleVectorStore compares with
+    # Python's str order, and so do we, in Python and in SQL (BINARY collation = code point order).
+    docs = [{"d": "2023-12-31"}, {"d": "2024-01-01"}, {"d": "2024-06-30T12:00:00"}, {"d": 20240101},
+            {"d": ["2024-02-02"]}, {}, {"d": "2025-01-01"}, {"d": "\U0001f600"}, {"d": "\uffff"}]  # fmt: skip
+    conn = make_db(docs)
+    try:
+        for flt in ({"d": {"$gte": "2024-01-01"}}, {"d": {"$gte": "2024-01-01", "$lt": "2025"}},
+                    {"d": {"$lt": "2024"}}, {"d": {"$gt": "\uffff"}}, {"$not": {"d": {"$lte": "2024-06-30"}}}):  # fmt: skip
+            if "$not" in flt:
+                reference = set(range(len(docs))) - {i for i, d in enumerate(docs)
+                                                      if isinstance(d.get("d"), str) and d["d"] <= "2024-06-30"}
+            else:
+                reference = {i for i, d in enumerate(docs) if isinstance(d.get("d"), str) and _python_holds(flt, d["d"])}
+            assert py_ids(flt, docs) == sql_ids(conn, flt) == reference, flt
+    finally:
+        conn.close()
+
+
+def _python_holds(flt, value: str) -> bool:
+    ops = {"$gt": str.__gt__, "$gte": str.__ge__, "$lt": str.__lt__, "$lte": str.__le__}
+    return all(ops[op](value, operand) for op, operand in flt["d"].items())
 
 
 def test_every_operator_has_a_check_an_evaluator_and_a_compiler():
@@ -241,7 +273,6 @@ def test_unsupported_message_names_the_operator_and_the_supported_ones():
 
 
 WRONG_OPERANDS = [
-    {"a": {"$gt": "5"}},
     {"a": {"$gt": True}},
     {"a": {"$lte": None}},
     {"a": {"$gt": math.nan}},
@@ -460,7 +491,7 @@ def _flip_numbers(value):
 
 _OPERANDS = {
     "$eq": VALUES, "$ne": VALUES,
-    "$gt": NUMBERS, "$gte": NUMBERS, "$lt": NUMBERS, "$lte": NUMBERS,
+    "$gt": NUMBERS | TEXTS, "$gte": NUMBERS | TEXTS, "$lt": NUMBERS | TEXTS, "$lte": NUMBERS | TEXTS,
     "$in": st.lists(SCALARS, max_size=4), "$nin": st.lists(SCALARS, max_size=4),
     "$any": st.lists(SCALARS, max_size=3), "$all": st.lists(SCALARS, max_size=3),
     "$contains": SCALARS, "$text": TEXTS, "$itext": TEXTS,
@@ -498,6 +529,8 @@ def stored_leaves(draw):
         i, j = sorted(draw(st.integers(0, len(value))) for _ in range(2))
         part = value[i:j]
         choices += [{"$text": part}, {"$itext": part.upper()}, {"$contains": part}]
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        choices += [{op: value} for op in ("$gt", "$gte", "$lt", "$lte")]  # ranges on the value's own kind
     return {key: draw(st.sampled_from(choices))}
 
 

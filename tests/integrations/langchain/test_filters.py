@@ -97,7 +97,7 @@ def test_unknown_operators_are_refused_never_ignored(filled: MRLVectorStore, flt
         filled.similarity_search("library", filter=flt)
 
 
-@pytest.mark.parametrize("flt", [{"year": {"$gt": "2020"}}, {"tags": {"$any": "faq"}}, {"$and": []}, "lang = 'en'"])
+@pytest.mark.parametrize("flt", [{"year": {"$gt": ["2020"]}}, {"tags": {"$any": "faq"}}, {"$and": []}, "lang = 'en'"])
 def test_malformed_filters_raise_filter_error(filled: MRLVectorStore, flt) -> None:
     with pytest.raises(FilterError):
         filled.similarity_search("library", filter=flt)

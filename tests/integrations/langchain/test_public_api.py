@@ -11,11 +11,11 @@ import mrl_retrievers
 PACKAGE = Path(langchain_mrl.__file__).parent
 # What the integration may import from the core: exported names, plus these plain modules.
 ALLOWED_MODULES = {"mrl_retrievers.errors", "mrl_retrievers.config", "mrl_retrievers.types"}
-ALLOWED_FROM = {"mrl_retrievers.providers": {"from_config"}}
+ALLOWED_FROM = {"mrl_retrievers.providers": {"from_config"}, "mrl_retrievers.store": {"LazyStore"}}
 
 
 def test_all_is_pinned() -> None:
-    assert sorted(langchain_mrl.__all__) == ["MRLEmbeddings", "MRLRetriever", "MRLVectorStore"]
+    assert sorted(langchain_mrl.__all__) == ["MRLEmbeddings", "MRLRetriever", "MRLTranslator", "MRLVectorStore"]
     for name in langchain_mrl.__all__:
         assert getattr(langchain_mrl, name).__module__.startswith("langchain_mrl.")
 

@@ -55,7 +55,7 @@ async def test_sync_and_async_identical(filled: MRLVectorStore) -> None:
 
 
 async def test_as_retriever_search_kwargs(filled: MRLVectorStore) -> None:
-    kwargs = {"k": 4, "shortlist": 12, "filter": {"fruit": True}, "score_threshold": 0.5}
+    kwargs = {"k": 4, "shortlist": 12, "filter": {"fruit": True}, "score_threshold": 0.0}  # a minimum cosine
     retriever = filled.as_retriever(search_kwargs=kwargs)
     docs = retriever.invoke("apples")
     assert len(docs) == 4 and all(d.metadata["fruit"] for d in docs)

@@ -48,18 +48,20 @@ def test_scores_are_full_vector_cosines_descending(any_path_store: MRLVectorStor
     assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
 
 
-def test_relevance_is_one_plus_cosine_over_two_and_keeps_the_ranking(vectorstore: MRLVectorStore) -> None:
+def test_relevance_is_the_cosine_clipped_to_unit_interval_and_keeps_the_ranking(vectorstore: MRLVectorStore) -> None:
+    # Issue 20: relevance is the cosine, as Chroma (cosine space) and InMemoryVectorStore's scores are,
+    # so thresholds carry over; it was (1 + cos) / 2 before.
     vectorstore.add_texts(TEXTS)
     with_score = vectorstore.similarity_search_with_score("ocean whale", k=5)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # LangChain warns when relevance leaves [0, 1]
+        warnings.filterwarnings("error", message="Relevance scores")  # LangChain warns when relevance leaves [0, 1]
         relevance = vectorstore.similarity_search_with_relevance_scores("ocean whale", k=5)
     assert [d.id for d, _ in relevance] == [d.id for d, _ in with_score]
     for (_, cos), (_, rel) in zip(with_score, relevance):
-        assert rel == pytest.approx((1 + cos) / 2)
+        assert rel == pytest.approx(max(0.0, cos))
         assert 0.0 <= rel <= 1.0
     fn = vectorstore._select_relevance_score_fn()
-    assert (fn(-1.0), fn(0.0), fn(1.0)) == (0.0, 0.5, 1.0)
+    assert (fn(-1.0), fn(-0.2), fn(0.0), fn(0.3), fn(1.0)) == (0.0, 0.0, 0.0, 0.3, 1.0)
     assert fn(1.0000001) == 1.0 and fn(-1.0000001) == 0.0  # rounding never leaves [0, 1]
 
 
@@ -73,11 +75,11 @@ async def test_relevance_async_matches_sync(vectorstore: MRLVectorStore) -> None
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 0.6, 0.75, 1.0])
 def test_score_threshold_keeps_exactly_the_relevant(vectorstore: MRLVectorStore, threshold: float) -> None:
     vectorstore.add_texts(TEXTS)
-    everything = vectorstore.similarity_search_with_relevance_scores("apple pie", k=len(TEXTS))
-    expected = [d.id for d, rel in everything if rel >= threshold]
+    everything = vectorstore.similarity_search_with_score("apple pie", k=len(TEXTS))
+    expected = [d.id for d, cos in everything if cos >= threshold]  # a minimum cosine, as Chroma compares it
     kept = vectorstore.similarity_search_with_relevance_scores("apple pie", k=len(TEXTS), score_threshold=threshold)
     assert [d.id for d, _ in kept] == expected
-    # the same threshold (a relevance) through the plain search and both retriever flavours
+    # the same threshold through the plain search and both retriever flavours
     assert [d.id for d in vectorstore.similarity_search("apple pie", k=len(TEXTS), score_threshold=threshold)] == expected
     for retriever in (
         vectorstore.as_retriever(search_kwargs={"k": len(TEXTS), "score_threshold": threshold}),
@@ -87,7 +89,7 @@ def test_score_threshold_keeps_exactly_the_relevant(vectorstore: MRLVectorStore,
         assert [d.id for d in retriever.invoke("apple pie")] == expected
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.5", True])
+@pytest.mark.parametrize("bad", [-1.5, 1.5, "0.5", True])
 def test_score_threshold_out_of_range_is_rejected(vectorstore: MRLVectorStore, bad) -> None:
     vectorstore.add_texts(TEXTS)
     with pytest.raises(InvalidInputError, match="score_threshold"):
@@ -196,9 +198,9 @@ def test_delete(vectorstore: MRLVectorStore) -> None:
     vectorstore.add_texts(["a", "b", "c"], ids=["1", "2", "3"])
     assert vectorstore.delete(["1", "unknown"]) is True
     assert {d.id for d in vectorstore.similarity_search("a", k=10)} == {"2", "3"}
-    assert vectorstore.delete([]) is True
-    with pytest.raises(InvalidInputError, match="ids"):
-        vectorstore.delete()
+    assert vectorstore.delete([]) is True and len(vectorstore.store) == 2
+    assert vectorstore.delete() is True  # no ids: every document, as the base class specifies (issue 17)
+    assert len(vectorstore.store) == 0 and vectorstore.store.ids() == []
     with pytest.raises(TypeError):
         vectorstore.delete(["2"], where={"x": 1})
 
@@ -234,7 +236,7 @@ def test_bad_input_is_typed(vectorstore: MRLVectorStore) -> None:
     with pytest.raises(TypeError):
         vectorstore.add_texts(["a"], unknown_option=1)
     assert vectorstore.add_texts([]) == []
-    assert len(vectorstore.store) == 0
+    assert vectorstore.store is None  # refused first calls created nothing
 
 
 def test_batch_size_splits_provider_calls_and_transactions(fake_embeddings: MRLEmbeddings) -> None:

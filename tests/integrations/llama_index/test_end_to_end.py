@@ -17,6 +17,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.embeddings.mrl import MRLEmbedding
 from llama_index.retrievers.mrl import MRLRetriever
+from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.vector_stores.mrl import MRLVectorStore
 
 from mrl_retrievers import MRLStore, get_provider
@@ -269,8 +270,13 @@ def test_mmr_mode_diversifies(make_vector_store):
         VectorStoreQuery(query_embedding=base.tolist(), similarity_top_k=2, mode="mmr"), mmr_threshold=0.3
     )
     assert mmr.ids[0] in {"dup0", "dup1", "dup2"} and mmr.ids[1] == "other"
-    # similarities stay the cosine of each node, not the MMR objective
-    assert mmr.similarities[1] == pytest.approx(float(other @ base / np.linalg.norm(other)), abs=1e-6)
+    # similarities are what SimpleVectorStore reports in MMR mode: LlamaIndex's MMR scores (issue 20)
+    simple = SimpleVectorStore()
+    simple.add([TextNode(id_=n.node_id, text=n.text, embedding=n.embedding) for n in nodes])
+    reference = simple.query(VectorStoreQuery(query_embedding=base.tolist(), similarity_top_k=2, mode="mmr"),
+                             mmr_threshold=0.3)
+    assert mmr.ids == reference.ids
+    assert mmr.similarities == pytest.approx(reference.similarities, abs=1e-6)
 
 
 def test_unsupported_modes_filters_and_inputs_raise(make_vector_store):
@@ -283,7 +289,7 @@ def test_unsupported_modes_filters_and_inputs_raise(make_vector_store):
         vector_store.query(VectorStoreQuery(query_embedding=None))
     with pytest.raises(InvalidInputError):
         vector_store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=0))
-    bad = MetadataFilters(filters=[MetadataFilter(key="parity", value="m", operator=FilterOperator.GT)])
+    bad = MetadataFilters(filters=[MetadataFilter(key="parity", value=["m"], operator=FilterOperator.GT)])
     for call in (
         lambda: vector_store.query(VectorStoreQuery(query_embedding=q, filters=bad)),
         lambda: vector_store.get_nodes(filters=bad),

@@ -28,7 +28,8 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
 )
 from llama_index.core.vector_stores.utils import build_metadata_filter_fn, node_to_metadata_dict
-from llama_index.vector_stores.mrl import MRLVectorStore, translate_filters
+from llama_index.vector_stores.mrl import MRLVectorStore
+from llama_index.vector_stores.mrl.filters import translate_filters
 
 from mrl_retrievers import filters as mrl_filters
 from mrl_retrievers.errors import UnsupportedFilterError
@@ -50,10 +51,10 @@ assert all(math.gcd(STRIDES[k], len(v)) == 1 for k, v in VALUES.items())
 OPERAND_VALUES = {
     FilterOperator.EQ: [1, 0, 2.5, 1.0, "apple", "", None, ["a", "b"], [1, 2], [1], [], "a"],
     FilterOperator.NE: [1, 0, 2.5, "apple", "", None, ["a", "b"], [1], []],
-    FilterOperator.GT: [1, 0, 2.5, -1, "m", ["a"], None],
-    FilterOperator.GTE: [1, 0, 2.5, -1, "m"],
-    FilterOperator.LT: [1, 0, 2.5, -1, "m", [1]],
-    FilterOperator.LTE: [1, 0, 2.5, -1, None],
+    FilterOperator.GT: [1, 0, 2.5, -1, "m", "apple", "", "ß", ["a"], None],
+    FilterOperator.GTE: [1, 0, 2.5, -1, "m", "apple", "1"],
+    FilterOperator.LT: [1, 0, 2.5, -1, "m", "APPLE", "σ", [1]],
+    FilterOperator.LTE: [1, 0, 2.5, -1, "banana", "", None],
     FilterOperator.IN: [[1, 2], ["apple", "banana", ""], [0], [], [2.5, 1.0], "apple", 5, None],
     FilterOperator.NIN: [[1, 2], ["apple", "banana"], [0], [], "apple", None],
     FilterOperator.ANY: [["a"], ["a", "b"], [1], [0, 2], [], ["x", "b"], "ab", 5, None],
@@ -69,7 +70,7 @@ assert set(OPERAND_VALUES) == set(FilterOperator)
 def rejected(op: FilterOperator, value) -> bool:
     """The leaves the translator must refuse: the store has no equivalent (documented)."""
     if op in (FilterOperator.GT, FilterOperator.GTE, FilterOperator.LT, FilterOperator.LTE):
-        return not isinstance(value, (int, float))
+        return not isinstance(value, (int, float, str))  # strings order by code point (issue 20)
     if op in (FilterOperator.IN, FilterOperator.NIN):
         return not isinstance(value, list)
     if op in (FilterOperator.ANY, FilterOperator.ALL):

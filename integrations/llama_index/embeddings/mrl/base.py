@@ -47,6 +47,11 @@ class MRLEmbedding(BaseEmbedding):
         embed_batch_size: texts LlamaIndex hands over per call (the provider batches them again
             by its API's limits and runs up to its ``max_concurrency`` requests at once).
 
+    Pickling (``IngestionPipeline(num_workers=2)`` sends the model to worker processes) keeps how
+    to build the provider, never its clients or a key: the copy rebuilds the provider, and reads
+    its key from the provider's environment variable. An object built with ``api_key=`` or from a
+    ready ``Provider`` refuses to pickle, saying what to do instead.
+
     Example:
         >>> embed = MRLEmbedding("fake", dim=16)
         >>> len(embed.get_query_embedding("hello"))
@@ -56,6 +61,8 @@ class MRLEmbedding(BaseEmbedding):
     """
 
     _provider: Provider = PrivateAttr()
+    _recipe: dict | None = PrivateAttr(default=None)  # how to build the provider again (None: cannot)
+    _keyed: bool = PrivateAttr(default=False)  # an api_key was given: never pickled
 
     def __init__(
         self,
@@ -73,6 +80,26 @@ class MRLEmbedding(BaseEmbedding):
         built = _build_provider(provider, config, model=model, dim=dim, api_key=api_key, base_url=base_url, **options)
         super().__init__(model_name=built.model, embed_batch_size=embed_batch_size, callback_manager=callback_manager)
         self._provider = built
+        if not isinstance(provider, Provider):
+            self._recipe = {"provider": provider, "config": config, "model": model, "dim": dim, "base_url": base_url,
+                            "embed_batch_size": embed_batch_size, **options}  # fmt: skip
+        self._keyed = api_key is not None or _holds_key(config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._recipe is None:
+            raise TypeError(
+                "an MRLEmbedding built from a ready Provider cannot be pickled (a worker process must build its own); "
+                "build it by name, e.g. MRLEmbedding('openai', model=..., dim=...)"
+            )
+        if self._keyed:
+            raise TypeError(
+                "an MRLEmbedding given an API key cannot be pickled: keys never leave the process. Set the "
+                "provider's environment variable (e.g. OPENAI_API_KEY) instead, so worker processes read it"
+            )
+        return {"recipe": self._recipe}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["recipe"])  # type: ignore[misc] - a new provider, built as the original was
 
     @classmethod
     def from_config(cls, source: ConfigSource | None = None, **overrides: Any) -> MRLEmbedding:
@@ -122,6 +149,18 @@ class MRLEmbedding(BaseEmbedding):
     @with_signature
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return (await self._provider.aembed_documents(texts)).tolist()
+
+
+def _holds_key(config: Any) -> bool:
+    """Whether a config source carries an API key itself (a mapping or settings object; a TOML path
+    is read again by the copy, and keys belong in the environment anyway)."""
+    if isinstance(config, Settings):
+        config = config.embedder
+    if isinstance(config, EmbedderSettings):
+        return config.api_key is not None
+    if isinstance(config, Mapping):
+        return any(k == "api_key" and v is not None or _holds_key(v) for k, v in config.items())
+    return False
 
 
 def _build_provider(provider: Provider | str | None, config: ConfigSource | None, **kwargs: Any) -> Provider:

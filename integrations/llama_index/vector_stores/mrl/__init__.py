@@ -6,8 +6,13 @@ Example:
     True
 """
 
-from .base import MRLVectorStore
-from .filters import translate_filters
-from .reference import reference_matcher
+try:  # a clear error naming the extra, not a bare ModuleNotFoundError
+    import llama_index.core  # noqa: F401
+except ImportError:
+    from mrl_retrievers.errors import MissingDependencyError
 
-__all__ = ["MRLVectorStore", "reference_matcher", "translate_filters"]
+    raise MissingDependencyError("llama-index-core", "llama-index", "needed by llama_index.vector_stores.mrl") from None
+
+from .base import MRLVectorStore
+
+__all__ = ["MRLVectorStore"]

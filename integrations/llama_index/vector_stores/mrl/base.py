@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,15 +20,11 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from mrl_retrievers import EmbeddingSpec, Hit, MRLStore, Settings, open_store
+from mrl_retrievers import EmbeddingSpec, Hit, MRLStore, Settings
+from mrl_retrievers import VectorStore as StoreProtocol
 from mrl_retrievers.config import StoreSettings
-from mrl_retrievers.errors import (
-    ConfigError,
-    FilterError,
-    InvalidInputError,
-    StoreNotFoundError,
-    UnsupportedFilterError,
-)
+from mrl_retrievers.errors import ConfigError, DimensionMismatchError, FilterError, InvalidInputError, UnsupportedFilterError
+from mrl_retrievers.store import LazyStore
 
 from .filters import Translation, translate_filters
 from .reference import reference_matcher
@@ -51,15 +46,24 @@ class MRLVectorStore(BasePydanticVectorStore):
     with LlamaIndex's semantics (see ``filters.py``) or rejected with ``UnsupportedFilterError``.
 
     Args:
-        store: an open ``MRLStore``, a path (opened if it holds a store, else created at the first
+        store: an open ``MRLStore``, a path (opened if it holds a store, else created by the first
             add, when the width is known), a ``Settings``/``StoreSettings``, or None (temporary).
-        full_dim: the vector width, to open or create the store now rather than at the first add.
+        path: the same as a path given as ``store`` (``path`` is also the public field naming it).
+        full_dim: the vector width expected: checked against an existing store now, and against
+            the first add (which still creates the store: constructing creates nothing).
         spec: the ``EmbeddingSpec`` of the vectors (e.g. ``MRLEmbedding(...).spec``); checked
             against, or recorded in, the store.
         shortlist: default coarse shortlist per query (a query's ``vector_store_kwargs`` win).
         mmr_prefetch_factor: in MMR mode, candidates fetched per result (``mmr_prefetch_k`` wins).
+        read_only: open read-only (no writer lock; writes raise ``ReadOnlyStoreError``). A store
+            another process holds for writing is opened read-only anyway, with a warning.
         **create_kwargs: options for a store created here: ``prefix_dim``, ``dtype``, ``ef``,
             ``exact_below``, ``funnel_dim`` (as in ``[store]``), ``M``, ``ef_construction``.
+
+    A first ``add`` that fails leaves nothing behind (no store directory). Scores are what
+    ``SimpleVectorStore`` reports: the cosine similarity (DEFAULT mode) and LlamaIndex's MMR score
+    (MMR mode). The object pickles and round-trips ``to_dict``/``from_dict`` by reopening its path
+    (vectors are never pickled; a temporary store, having no path, refuses to pickle).
 
     Query-time keyword arguments (``index.as_retriever(vector_store_kwargs={...})``): ``shortlist``,
     ``ef``, ``mmr_threshold``, ``mmr_prefetch_k``, ``mmr_prefetch_factor``.
@@ -77,65 +81,79 @@ class MRLVectorStore(BasePydanticVectorStore):
 
     stores_text: bool = True
     flat_metadata: bool = False
-    path: str | None = Field(default=None, description="The store's directory (None: not opened yet or temporary).")
+    path: str | None = Field(default=None, description="The store's directory (None: temporary, or not a local store).")
     shortlist: int | None = Field(default=None, description="Default coarse shortlist per query.")
     mmr_prefetch_factor: float = Field(default=4.0, description="MMR candidates fetched per result.")
+    read_only: bool = Field(default=False, description="Opened read-only (no writer lock; writes raise).")
 
-    _store: MRLStore | None = PrivateAttr(default=None)
-    _store_like: Any = PrivateAttr(default=None)
+    _lazy: LazyStore = PrivateAttr()
     _spec: EmbeddingSpec | None = PrivateAttr(default=None)
+    _full_dim: int | None = PrivateAttr(default=None)
     _create_kwargs: dict = PrivateAttr(default_factory=dict)
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(
         self,
         store: MRLStore | StoreSettings | Settings | str | os.PathLike[str] | None = None,
         *,
+        path: str | os.PathLike[str] | None = None,
         full_dim: int | None = None,
         spec: EmbeddingSpec | None = None,
         shortlist: int | None = None,
         mmr_prefetch_factor: float = 4.0,
+        read_only: bool = False,
+        stores_text: bool = True,
+        flat_metadata: bool = False,
+        is_embedding_query: bool = True,
         **create_kwargs: Any,
     ) -> None:
-        super().__init__(shortlist=shortlist, mmr_prefetch_factor=mmr_prefetch_factor)
-        self._store_like, self._create_kwargs, self._spec = store, dict(create_kwargs), spec
-        if isinstance(store, MRLStore):
-            if create_kwargs:
-                raise ConfigError(f"{sorted(create_kwargs)} only apply when creating a store; this one is open already")
-            self._attach(open_store(store, full_dim=store.full_dim, spec=spec))
-        elif full_dim is not None:
-            self._attach(open_store(self._store_like, full_dim=full_dim, spec=spec, **self._create_kwargs))
-        else:
-            existing = _open_existing(self._store_like, spec)
-            if existing is not None:
-                self._attach(existing)
+        if path is not None:  # issue 14: `path` is a public field, so users pass it by name
+            same = isinstance(store, (str, os.PathLike)) and os.fspath(store) == os.fspath(path)
+            if store is not None and not same:
+                raise ConfigError(f"got store={store!r} and path={os.fspath(path)!r}; give one of them")
+            store = path
+        if not stores_text or not is_embedding_query:
+            raise ConfigError("MRLVectorStore always stores the node text and is queried by embedding")
+        super().__init__(shortlist=shortlist, mmr_prefetch_factor=mmr_prefetch_factor, flat_metadata=flat_metadata)
+        self._spec, self._full_dim, self._create_kwargs = spec, full_dim, dict(create_kwargs)
+        self._lazy = LazyStore(store, read_only=read_only, **create_kwargs)
+        found = self._lazy.existing()  # an existing store is checked now; nothing is created here
+        if found is not None and (full_dim is not None or spec is not None):
+            self._lazy.checked(full_dim or found.full_dim, spec)
+        self.path = None if self._lazy.path is None else str(self._lazy.path)
+        self.read_only = self._lazy.read_only
 
     @classmethod
     def class_name(cls) -> str:
         return "MRLVectorStore"
 
     @property
-    def client(self) -> MRLStore | None:
-        """The underlying ``MRLStore`` (None until the first add when created lazily)."""
-        return self._store
+    def client(self) -> StoreProtocol | None:
+        """The underlying store (``MRLStore`` or ``QdrantStore``); None until the first add creates it."""
+        return self._lazy.existing()
 
     def close(self) -> None:
         """Close the store (checkpoints its index and releases the writer lock)."""
-        if self._store is not None:
-            self._store.close()
+        self._lazy.close()
 
-    # --- the store, opened when the width is known ---------------------------------------------
+    # --- pickling: reopen by path, never the vectors ----------------------------------------------
 
-    def _attach(self, store: MRLStore) -> None:
-        self._store = store
-        path = getattr(store, "path", None)  # a configured Qdrant backend has none
-        self.path = None if path is None else str(path)
+    def __getstate__(self) -> dict[str, Any]:
+        source = self.path if self.path is not None else self._lazy.source
+        if source is None or isinstance(source, StoreProtocol) or (
+            isinstance(source, (Settings, StoreSettings)) and _is_temporary(source)
+        ):
+            raise TypeError(
+                "a temporary MRLVectorStore (no path) cannot be pickled: its contents would be lost; "
+                "give it a path, e.g. MRLVectorStore('my-index')"
+            )
+        return {"init": {
+            "store": source, "spec": self._spec, "full_dim": self._full_dim, "shortlist": self.shortlist,
+            "mmr_prefetch_factor": self.mmr_prefetch_factor, "read_only": self.read_only,
+            "flat_metadata": self.flat_metadata, **self._create_kwargs,
+        }}  # fmt: skip
 
-    def _store_for_width(self, full_dim: int) -> MRLStore:
-        with self._lock:
-            if self._store is None:
-                self._attach(open_store(self._store_like, full_dim=full_dim, spec=self._spec, **self._create_kwargs))
-            return self._store
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["init"])  # type: ignore[misc] - reopens the store by its path
 
     # --- writes -----------------------------------------------------------------------------------
 
@@ -156,8 +174,9 @@ class MRLVectorStore(BasePydanticVectorStore):
             node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata) for node in batch
         ]
         texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in batch]
-        store = self._store_for_width(vectors.shape[1])
-        store.add(list(latest), vectors, texts=texts, metadatas=metadatas)
+        if self._full_dim is not None and vectors.shape[1] != self._full_dim:
+            raise DimensionMismatchError(f"node embeddings are {vectors.shape[1]}-wide; this store expects {self._full_dim}")
+        self._lazy.write(vectors.shape[1], self._spec, lambda store: store.add(list(latest), vectors, texts=texts, metadatas=metadatas))
         return [node.node_id for node in nodes]
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -165,7 +184,8 @@ class MRLVectorStore(BasePydanticVectorStore):
 
         As in ``SimpleVectorStore``, nodes without a source document are filed under "None".
         """
-        store = self._store
+        self._lazy.check_writable()
+        store = self._lazy.existing()
         if store is not None:
             ids = _matching_ids(store, {REF_DOC_KEY: {"$eq": ref_doc_id}}, None)
             if ids:
@@ -179,7 +199,8 @@ class MRLVectorStore(BasePydanticVectorStore):
     ) -> None:
         """Delete nodes by id and/or filters (both: nodes meeting both). Neither: every node,
         as ``SimpleVectorStore`` does; an empty ``node_ids`` list deletes nothing."""
-        store = self._store
+        self._lazy.check_writable()
+        store = self._lazy.existing()
         if store is not None:
             ids = [node.node_id for node in self._select(store, node_ids, filters)]
             if ids:
@@ -187,7 +208,8 @@ class MRLVectorStore(BasePydanticVectorStore):
 
     def clear(self) -> None:
         """Delete every node (the store and its settings stay)."""
-        store = self._store
+        self._lazy.check_writable()
+        store = self._lazy.existing()
         if store is not None:
             ids = _matching_ids(store, None, None)
             if ids:
@@ -201,7 +223,7 @@ class MRLVectorStore(BasePydanticVectorStore):
         filters: MetadataFilters | None = None,
     ) -> list[BaseNode]:
         """Nodes by id (in the order asked, unknown ids skipped) and/or filters (insertion order)."""
-        store = self._store
+        store = self._lazy.existing()
         return [] if store is None else self._select(store, node_ids, filters)
 
     def _select(self, store: MRLStore, node_ids: list[str] | None, filters: MetadataFilters | None) -> list[BaseNode]:
@@ -228,20 +250,21 @@ class MRLVectorStore(BasePydanticVectorStore):
         vector = np.asarray(query.query_embedding, dtype=np.float32)
         k = _check_k(query.similarity_top_k)
         translation = translate_filters(query.filters)  # refused filters raise even on an empty store
-        store = self._store
+        store = self._lazy.existing()
         if store is None or len(store) == 0:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
         fetch = k
         if mode == VectorStoreQueryMode.MMR:
             fetch = kwargs.get("mmr_prefetch_k") or max(k, int(k * kwargs.get("mmr_prefetch_factor", self.mmr_prefetch_factor)))
         hits = self._search(store, vector, query, translation, fetch, kwargs)
+        scores = [float(h.score) for h in hits]  # DEFAULT: the cosine, as SimpleVectorStore reports
         if mode == VectorStoreQueryMode.MMR:
             threshold = query.mmr_threshold if query.mmr_threshold is not None else kwargs.get("mmr_threshold")
-            hits = _mmr(store, vector, hits, k, threshold)
-        hits = hits[:k]
+            hits, scores = _mmr(store, vector, hits, k, threshold)  # MMR: LlamaIndex's MMR scores, as the reference
+        hits, scores = hits[:k], scores[:k]
         return VectorStoreQueryResult(
             nodes=[_to_node(h.id, h.text, h.metadata) for h in hits],
-            similarities=[float(h.score) for h in hits],
+            similarities=scores,
             ids=[h.id for h in hits],
         )
 
@@ -301,14 +324,9 @@ class MRLVectorStore(BasePydanticVectorStore):
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _open_existing(store_like: Any, spec: EmbeddingSpec | None) -> MRLStore | None:
-    """The store ``store_like`` names if it exists already (its width is then known), else None."""
-    if store_like is None:
-        return None  # a temporary store is made at the first add
-    try:
-        return open_store(store_like, full_dim=None, spec=spec)
-    except StoreNotFoundError:
-        return None
+def _is_temporary(settings: Settings | StoreSettings) -> bool:
+    block = settings.store if isinstance(settings, Settings) else settings
+    return block.path is None and block.url is None
 
 
 def _store_call(fn: Callable[..., list[Hit]], *args: Any, **kwargs: Any) -> list[Hit]:
@@ -354,13 +372,13 @@ def _score_records(records: list, vector: np.ndarray) -> list[Hit]:
     return [Hit(id=records[i].id, score=float(scores[i]), text=records[i].text, metadata=records[i].metadata) for i in order]
 
 
-def _mmr(store: MRLStore, vector: np.ndarray, hits: list[Hit], k: int, threshold: float | None) -> list[Hit]:
-    """Maximal marginal relevance among the fetched hits (LlamaIndex's own algorithm)."""
+def _mmr(store: MRLStore, vector: np.ndarray, hits: list[Hit], k: int, threshold: float | None) -> tuple[list[Hit], list[float]]:
+    """Maximal marginal relevance among the fetched hits (LlamaIndex's own algorithm) and its scores."""
     if not hits:
-        return []
+        return [], []
     vectors = {r.id: r.vector for r in store.get([h.id for h in hits], include_vectors=True)}
     hits = [h for h in hits if h.id in vectors]  # deleted meanwhile
-    _, ids = get_top_k_mmr_embeddings(
+    scores, ids = get_top_k_mmr_embeddings(
         vector.tolist(),
         [vectors[h.id].tolist() for h in hits],
         similarity_top_k=k,
@@ -368,7 +386,7 @@ def _mmr(store: MRLStore, vector: np.ndarray, hits: list[Hit], k: int, threshold
         mmr_threshold=threshold,
     )
     by_id = {h.id: h for h in hits}
-    return [by_id[i] for i in ids]
+    return [by_id[i] for i in ids], [float(s) for s in scores]
 
 
 def _to_node(node_id: str, text: str | None, metadata: Mapping[str, Any]) -> BaseNode:

@@ -12,7 +12,9 @@ LlamaIndex                 store filter (``k`` is the key, ``v`` the value)
                            ``EQ None`` matches nothing (``None`` never equals)
 ``NE v``                   ``{$not: EQ v}`` (so missing / null keys match, as in the reference)
 ``GT GTE LT LTE`` number   ``{k: {$gt: v}}`` or-ed with ``{k: true/false}`` where ``1 > v`` /
-                           ``0 > v`` (Python's ``True > 0``); strings, lists, None: rejected
+                           ``0 > v`` (Python's ``True > 0``)
+``GT GTE LT LTE`` string   ``{k: {$gt: v}}``: string values in code point order, as Python's
+                           ``str`` compares (ISO dates sort as dates); lists, None: rejected
 ``IN list``                ``{k: {$in: eq(v...)}}`` without None (a null value never matches)
 ``NIN list``               ``{$not: IN list}``
 ``CONTAINS x``             ``{k: {$contains: eq(x)...}}`` (list element, or substring of a string)
@@ -201,11 +203,13 @@ def _ne(key: str, value: Any, where: str) -> _Bounds:
 
 def _compare(op: str, holds: Callable[[int, float], bool]) -> Callable[[str, Any, str], _Bounds]:
     def leaf(key: str, value: Any, where: str) -> _Bounds:
-        if isinstance(value, str) or _is_list(value) or value is None:
-            # Python orders strings and lists lexicographically; the store compares numbers only.
+        if isinstance(value, str):  # code point order on string values, as the store's string ranges
+            return _exact({key: {op: _check_text(value, where)}})
+        if _is_list(value) or value is None:
+            # Python orders lists lexicographically (and None not at all); the store has no such order.
             raise UnsupportedFilterError(
-                f"{where}: {op} compares numbers only; got {type(value).__name__} {_short(value)} "
-                "(string or list ordering has no store equivalent)"
+                f"{where}: {op} compares numbers or strings; got {type(value).__name__} {_short(value)} "
+                "(list ordering has no store equivalent)"
             )
         number = _scalar(value, where)
         if isinstance(number, bool):
