@@ -316,9 +316,21 @@ class DocStore:
         return self._db().execute("SELECT count(*) FROM docs").fetchone()[0]
 
     @_typed("reading live rows")
-    def live_rows(self) -> np.ndarray:
-        rows = self._db().execute("SELECT row FROM docs ORDER BY row").fetchall()
+    def live_rows(self, *, start: int = 0, end: int | None = None) -> np.ndarray:
+        """Live rows in [start, end), ascending."""
+        if start == 0 and end is None:
+            rows = self._db().execute("SELECT row FROM docs ORDER BY row").fetchall()
+        else:
+            rows = self._db().execute("SELECT row FROM docs WHERE row >= ? AND row < ? ORDER BY row",
+                                      (start, (1 << 62) if end is None else end)).fetchall()
         return np.fromiter((r for (r,) in rows), dtype=np.int64, count=len(rows))
+
+    @_typed("counting live rows")
+    def live_per_segment(self, segment_rows: int) -> dict[int, int]:
+        """Live rows per coarse-index segment (``segment_rows`` 0: one segment)."""
+        if segment_rows == 0:
+            return {0: self.count()}
+        return dict(self._db().execute("SELECT row / ?, count(*) FROM docs GROUP BY 1", (segment_rows,)).fetchall())
 
     @_typed("reading tombstones")
     def tombstone_rows(self) -> list[int]:
@@ -522,11 +534,11 @@ class DocStore:
         return sorted(found.items())
 
     @_typed("reading live rows")
-    def live_rows_sample(self, below: int, n: int) -> np.ndarray:
-        """Up to ``n`` live rows spread over [0, below), ascending (index lookups only)."""
+    def live_rows_sample(self, below: int, n: int, *, start: int = 0) -> np.ndarray:
+        """Up to ``n`` live rows spread over [start, below), ascending (index lookups only)."""
         db = self._db()
         found = set()
-        for threshold in {below * i // max(1, n) for i in range(n)}:
+        for threshold in {start + (below - start) * i // max(1, n) for i in range(n)}:
             hit = db.execute("SELECT row FROM docs WHERE row >= ? AND row < ? ORDER BY row LIMIT 1", (threshold, below)).fetchone()
             if hit is not None:
                 found.add(hit[0])

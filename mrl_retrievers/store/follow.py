@@ -99,7 +99,7 @@ def catch_up(state: "StoreState", snap: CommittedState) -> None:
     if snap.epoch != state.epoch or snap.rows < state.rows:
         _reload(state, snap)
     else:
-        from .maintenance import insert_prefixes
+        from .checkpoints import insert_prefixes
 
         state.vectors.ensure_mapped(snap.rows)
         if state.vectors.rows_on_disk() < snap.rows:
@@ -120,7 +120,7 @@ def _apply_tombstones(state: "StoreState", snap: CommittedState) -> None:
 
 def _reload(state: "StoreState", snap: CommittedState) -> None:
     """A new row epoch (the writer compacted): map its vector file and load or build its index."""
-    from .maintenance import load_or_rebuild_ann
+    from .checkpoints import load_or_rebuild_ann
 
     manifest = load_manifest(state.directory)
     try:

@@ -109,17 +109,20 @@ class MRLStore:
         funnel_dim: int | None = None,
         M: int | None = None,
         ef_construction: int | None = None,
+        segment_rows: int | None = None,
     ) -> "MRLStore":
         """Create a new, empty store at ``path`` (``None``: a temporary store deleted on close).
 
         Durable when it returns. Raises ``StoreExistsError`` if ``path`` holds anything but the
-        remains of an interrupted create.
+        remains of an interrupted create. ``segment_rows`` (expert): rows per coarse-index segment
+        (``store/coarse.py``; default 4,194,304).
         """
         temporary = path is None
         directory = Path(tempfile.mkdtemp(prefix="mrl-store-")) if temporary else Path(path)
         manifest = opening.new_manifest(
             full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, exact_below=exact_below,
             shortlist=shortlist, ef=ef, funnel_dim=funnel_dim, M=M, ef_construction=ef_construction,
+            segment_rows=segment_rows,
         )
         with handles.registry_lock:
             opening.initialize(directory, manifest)
@@ -263,7 +266,7 @@ class MRLStore:
             s.ann.mark_deleted(superseded)
             self._searcher.invalidate()
             crash_point("add:ann-updated")
-            if s.pending_rows() >= max(CHECKPOINT_ROWS, s.ann.live // 4):
+            if s.checkpoint_due(CHECKPOINT_ROWS):
                 self._background_checkpoint()
         return list(ids)
 

@@ -1,4 +1,4 @@
-"""Work on a whole store: build/load the coarse index, checkpoint, reindex, compact, verify, rebuild.
+"""Work on a whole store: reindex, compact, stats, verify (the coarse index's files: checkpoints.py).
 
 The caller (MRLStore) holds the write lock for every mutating function here.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,13 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import CorruptStoreError
-from ..mrl import prefix
-from .ann import AnnIndex
+from .checkpoints import VERIFY_INDEX_SAMPLE, build_ann, check_index_sample, checkpoint
 from .crashpoints import crash_point
 from .fs import fsync_dir
-from .manifest import AnnState, Manifest
 from .docstore import damaged_record
-from .vectors import VectorFile, row_checksums, to_float32, vector_file_name
+from .vectors import VectorFile, row_checksums, vector_file_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .opening import StoreState
@@ -30,89 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("mrl_retrievers.store")
 
 _BLOCK = 65536
-
-
-# --- the coarse index -----------------------------------------------------------------------------
-
-
-def build_ann(vectors: VectorFile, rows: np.ndarray, manifest: Manifest, prefix_dim: int) -> AnnIndex:
-    """A fresh coarse index over the given rows of the vector file (threaded bulk insert)."""
-    ann = AnnIndex.empty(prefix_dim, M=manifest.M, ef_construction=manifest.ef_construction, capacity=len(rows) + 1024)
-    insert_prefixes(ann, vectors, rows, prefix_dim)
-    return ann
-
-
-def insert_prefixes(ann: AnnIndex, vectors: VectorFile, rows: np.ndarray, prefix_dim: int) -> None:
-    """Add the renormalized prefixes of ``rows``, read from the file block by block (prefix columns only)."""
-    for start in range(0, len(rows), _BLOCK):
-        part = rows[start : start + _BLOCK]
-        ann.add(prefix(to_float32(vectors.gather(part, columns=prefix_dim)), prefix_dim), part, num_threads=-1)
-
-
-def load_or_rebuild_ann(state: "StoreState") -> AnnIndex:
-    """Load the checkpoint if it is ours and current, catch it up, else rebuild from the vectors."""
-    m, a = state.manifest, state.manifest.ann
-    ann = None
-    if a.file and a.epoch == state.epoch and a.prefix_dim == m.prefix_dim and a.watermark <= state.rows:
-        try:
-            ann = AnnIndex.load(state.directory / a.file, dim=m.prefix_dim, size=a.size, crc32=a.crc32)
-            if ann.count < a.watermark:
-                raise CorruptStoreError(f"{a.file}: holds {ann.count} rows, its manifest entry says {a.watermark}")
-            check_index_sample(ann, state.vectors, state.docs.live_rows_sample(a.watermark, INDEX_SAMPLE), m.prefix_dim)
-        except CorruptStoreError as exc:
-            ann = None
-            state.ann_note = str(exc)
-            log.warning("coarse index of %s is unusable (%s); rebuilding it from the vector file", state.directory, exc)
-    if ann is not None:
-        insert_prefixes(ann, state.vectors, np.arange(a.watermark, state.rows, dtype=np.int64), m.prefix_dim)
-        ann.mark_deleted(state.docs.tombstone_rows())
-        ann.deleted = ann.count - state.docs.count()
-        if ann.deleted >= 0:
-            return ann
-        state.ann_note = "checkpoint misses live rows"
-        log.warning("coarse index of %s misses live rows; rebuilding it", state.directory)
-    return build_ann(state.vectors, state.docs.live_rows(), m, m.prefix_dim)
-
-
-# Rows of a loaded checkpoint compared with the vector file (open) and with verify's larger sample.
-INDEX_SAMPLE = 16
-VERIFY_INDEX_SAMPLE = 512
-
-
-def check_index_sample(ann: AnnIndex, vectors: VectorFile, rows: np.ndarray, prefix_dim: int) -> None:
-    """The index holds, under each sampled row's label, that row's renormalized prefix.
-
-    Size, CRC and header only prove a checkpoint is the file that was written; an index swapped in
-    from another store (with its manifest entry) passes those and would silently rank the wrong rows.
-    """
-    if len(rows) == 0:
-        return
-    held = ann.vectors_of(rows)
-    if held is None:
-        raise CorruptStoreError("coarse index lacks labels of live rows")
-    expected = prefix(to_float32(vectors.gather(rows, columns=prefix_dim)), prefix_dim)
-    if not np.allclose(held, expected, atol=1e-3):
-        raise CorruptStoreError("coarse index holds other vectors than the vector file under the same rows")
-
-
-def checkpoint(state: "StoreState", manifest: Manifest | None = None, ann: AnnIndex | None = None) -> None:
-    """Save the coarse index under a new name, then point the manifest at it (atomic), then
-    delete the previous file. A crash anywhere leaves the old checkpoint valid.
-
-    ``manifest``/``ann`` (a reindex) replace the handle's own only once the manifest is written, so
-    a failure leaves the handle exactly as it was.
-    """
-    manifest = manifest or state.manifest
-    ann = ann or state.ann
-    name = f"prefix.{state.epoch:06d}.{secrets.token_hex(4)}.hnsw"
-    size, crc = ann.save(state.directory / name)
-    old = state.manifest.ann.file
-    ann_state = AnnState(file=name, epoch=state.epoch, watermark=state.rows, prefix_dim=manifest.prefix_dim, size=size, crc32=crc)
-    state.set_manifest(dataclasses.replace(manifest, ann=ann_state))
-    state.ann = ann
-    if old and old != name:
-        (state.directory / old).unlink(missing_ok=True)
-    crash_point("checkpoint:done")
 
 
 def reindex(state: "StoreState", prefix_dim: int, funnel_dim: int | None) -> None:
@@ -251,4 +165,4 @@ def verify_state(state: "StoreState") -> VerifyReport:
     return report
 
 
-__all__ = ["VerifyReport", "build_ann", "checkpoint", "compact", "load_or_rebuild_ann", "reindex", "stats", "verify_state"]
+__all__ = ["VerifyReport", "compact", "reindex", "stats", "verify_state"]

@@ -43,16 +43,42 @@ MAX_M = 2048
 MAX_EF_CONSTRUCTION = 1 << 20
 
 
+# Rows per coarse-index segment (store/coarse.py): a checkpoint rewrites only segments that grew,
+# so this bounds what one checkpoint writes and what a kill during a long build loses. Stores up to
+# this size have one graph (no merge cost); 10M rows make 3 (a search queries each).
+DEFAULT_SEGMENT_ROWS = 1 << 22
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    """One checkpoint file of the coarse index: the segment's rows below ``watermark`` are in it."""
+
+    file: str
+    watermark: int
+    size: int
+    crc32: int
+
+
 @dataclass(frozen=True)
 class AnnState:
-    """The current coarse-index file: derived data, valid only for the row ``epoch`` it was built on."""
+    """The coarse index's checkpoint files: derived data, valid only for the row ``epoch`` they were
+    built on, at ``prefix_dim``, cut into segments of ``segment_rows`` (0: one unbounded segment).
+    ``segments[i]`` is segment i's file, or None if it has none yet (rebuilt from the vector file)."""
 
-    file: str | None = None  # None: no checkpoint yet (rebuilt from the vector file on open)
-    epoch: int = 0  # vector-file generation the labels refer to
-    watermark: int = 0  # rows [0, watermark) are in the file
+    epoch: int = 0
     prefix_dim: int = 0
-    size: int = 0
-    crc32: int = 0
+    segment_rows: int = 0
+    segments: tuple[SegmentState | None, ...] = ()
+
+    @property
+    def files(self) -> set[str]:
+        return {s.file for s in self.segments if s is not None}
+
+    def watermark(self, number: int) -> int:
+        """Rows (absolute) below which segment ``number``'s file holds its rows (0: no file)."""
+        if number >= len(self.segments) or self.segments[number] is None:
+            return 0
+        return self.segments[number].watermark
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,7 @@ class Manifest:
     exact_below: int = DEFAULT_EXACT_BELOW
     M: int = DEFAULT_M
     ef_construction: int = DEFAULT_EF_CONSTRUCTION
+    segment_rows: int = DEFAULT_SEGMENT_ROWS
     ann: AnnState = field(default_factory=AnnState)
     format_version: int = FORMAT_VERSION
 
@@ -137,17 +164,12 @@ def _parse(data: dict[str, Any]) -> Manifest:
     funnel = data.get("funnel_dim")
     if funnel is not None and (not _is_int(funnel) or not data["prefix_dim"] < funnel < data["full_dim"]):
         raise ValueError(f"bad funnel_dim {funnel!r}")
-    ann = data.get("ann") or {}
-    if not isinstance(ann, dict):
-        raise ValueError("ann must be an object")
-    ann_state = AnnState(**ann)
+    ann_state = _parse_ann(data.get("ann") or {})
     if data["M"] > MAX_M or data["ef_construction"] > MAX_EF_CONSTRUCTION:
         raise ValueError(f"M={data['M']} / ef_construction={data['ef_construction']} beyond what the index format holds")
-    for name in ("epoch", "watermark", "prefix_dim", "size", "crc32"):
-        if not _is_int(getattr(ann_state, name)) or getattr(ann_state, name) < 0:
-            raise ValueError(f"ann.{name} must be a non-negative integer")
-    if ann_state.file is not None and (not isinstance(ann_state.file, str) or "/" in ann_state.file or ann_state.file.startswith(".")):
-        raise ValueError(f"ann.file must be a plain file name, got {ann_state.file!r}")
+    segment_rows = data.get("segment_rows", DEFAULT_SEGMENT_ROWS)
+    if not _is_int(segment_rows) or segment_rows < 1:
+        raise ValueError(f"segment_rows must be a positive integer, got {segment_rows!r}")
     spec = EmbeddingSpec.from_dict(data["spec"]) if data.get("spec") else None
     if spec is not None and spec.dim != data["full_dim"]:
         raise ValueError(f"spec.dim ({spec.dim}) differs from full_dim ({data['full_dim']})")
@@ -162,9 +184,43 @@ def _parse(data: dict[str, Any]) -> Manifest:
         exact_below=data["exact_below"],
         M=max(2, data["M"]),
         ef_construction=max(1, data["ef_construction"]),
+        segment_rows=segment_rows,
         ann=ann_state,
         format_version=data["format_version"],
     )
+
+
+def _parse_ann(ann: Any) -> AnnState:
+    """The ``ann`` object; format 1's single file ({file, epoch, watermark, ...}) is one unbounded segment."""
+    if not isinstance(ann, dict):
+        raise ValueError("ann must be an object")
+    if "segments" not in ann:  # format 1
+        legacy = {k: ann.get(k, 0) for k in ("epoch", "watermark", "prefix_dim", "size", "crc32")}
+        segment = None
+        if ann.get("file") is not None:
+            segment = {"file": ann["file"], "watermark": legacy["watermark"], "size": legacy["size"], "crc32": legacy["crc32"]}
+        ann = {"epoch": legacy["epoch"], "prefix_dim": legacy["prefix_dim"], "segment_rows": 0,
+               "segments": [segment] if segment else []}
+    if set(ann) != {"epoch", "prefix_dim", "segment_rows", "segments"} or not isinstance(ann["segments"], list):
+        raise ValueError(f"ann has unexpected fields {sorted(ann)}")
+    for name in ("epoch", "prefix_dim", "segment_rows"):
+        if not _is_int(ann[name]) or ann[name] < 0:
+            raise ValueError(f"ann.{name} must be a non-negative integer")
+    segments = []
+    for i, seg in enumerate(ann["segments"]):
+        if seg is None:
+            segments.append(None)
+            continue
+        if not isinstance(seg, dict) or set(seg) != {"file", "watermark", "size", "crc32"}:
+            raise ValueError(f"ann.segments[{i}] must be an object with file, watermark, size and crc32")
+        for name in ("watermark", "size", "crc32"):
+            if not _is_int(seg[name]) or seg[name] < 0:
+                raise ValueError(f"ann.segments[{i}].{name} must be a non-negative integer")
+        name = seg["file"]
+        if not isinstance(name, str) or "/" in name or name.startswith(".") or not name.endswith(".hnsw"):
+            raise ValueError(f"ann.segments[{i}].file must be a plain .hnsw file name, got {name!r}")
+        segments.append(SegmentState(**seg))
+    return AnnState(epoch=ann["epoch"], prefix_dim=ann["prefix_dim"], segment_rows=ann["segment_rows"], segments=tuple(segments))
 
 
 def _is_int(value: Any) -> bool:

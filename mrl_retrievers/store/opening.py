@@ -20,8 +20,8 @@ import numpy as np
 from ..errors import CorruptStoreError, InvalidInputError, ReadOnlyStoreError, StoreExistsError, StoreNotFoundError
 from ..mrl import check_width
 from ..types import EmbeddingSpec
-from . import maintenance
-from .ann import AnnIndex
+from . import checkpoints, maintenance
+from .coarse import CoarseIndex
 from .docstore import DOCS_NAME, DocStore
 from .fs import WriterLock, fsync_dir, io_errors, remove_orphan_temps
 from .search import RowChecks
@@ -30,6 +30,7 @@ from .manifest import (
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_EXACT_BELOW,
     DEFAULT_M,
+    DEFAULT_SEGMENT_ROWS,
     DEFAULT_SHORTLIST,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -57,7 +58,7 @@ class StoreState:
     manifest: Manifest
     docs: DocStore
     vectors: VectorFile
-    ann: AnnIndex
+    ann: CoarseIndex
     epoch: int
     rows: int
     lock: WriterLock | None = None
@@ -68,11 +69,14 @@ class StoreState:
     tomb_seq: int = 0  # tombstone-log position applied to the index (read-only handles)
 
     def pending_rows(self) -> int:
-        """Rows not yet in the coarse-index checkpoint file (plus 1 if deletions are unsaved)."""
-        ann = self.manifest.ann
-        if ann.file is None or ann.epoch != self.epoch:
-            return max(self.rows, 1) if self.rows else 0
-        return self.rows - ann.watermark
+        """Rows not yet in any coarse-index checkpoint file."""
+        return checkpoints.pending(self)[0]
+
+    def checkpoint_due(self, min_rows: int) -> bool:
+        """Whether enough rows are unsaved to pay for a checkpoint: at least ``min_rows``, and at
+        least a third of the rows it would write (bounds a long build's rewrites to ~3x its size)."""
+        missing, dirty = checkpoints.pending(self)
+        return missing >= max(min_rows, dirty // 3)
 
     def set_manifest(self, manifest: Manifest) -> None:
         """Replace the manifest (atomic); SQLite's copy follows when the store's settings changed."""
@@ -82,7 +86,7 @@ class StoreState:
         self.manifest = manifest
 
     def checkpoint(self) -> None:
-        maintenance.checkpoint(self)
+        checkpoints.checkpoint(self)
 
     def reindex(self, prefix_dim: int, funnel_dim: int | None) -> None:
         maintenance.reindex(self, prefix_dim, funnel_dim)
@@ -109,7 +113,8 @@ def release(state: StoreState) -> None:
             shutil.rmtree(state.directory, ignore_errors=True)
 
 
-def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, ef, funnel_dim, M, ef_construction) -> Manifest:
+def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, ef, funnel_dim, M, ef_construction,
+                 segment_rows=None) -> Manifest:
     """Validate create() arguments into a manifest (nothing is written yet)."""
     if isinstance(full_dim, bool) or not isinstance(full_dim, int) or not 1 <= full_dim <= 65536:
         raise InvalidInputError(f"full_dim must be an integer in 1..65536, got {full_dim!r}")
@@ -122,7 +127,8 @@ def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, e
         raise InvalidInputError(f"spec.dim ({spec.dim}) differs from full_dim ({full_dim})")
     if funnel_dim is not None and not prefix_dim < check_width("funnel_dim", funnel_dim, full_dim=full_dim) < full_dim:
         raise InvalidInputError(f"funnel_dim must lie strictly between prefix_dim ({prefix_dim}) and full_dim ({full_dim})")
-    values = {"exact_below": exact_below, "shortlist": shortlist, "ef": ef, "M": M, "ef_construction": ef_construction}
+    values = {"exact_below": exact_below, "shortlist": shortlist, "ef": ef, "M": M, "ef_construction": ef_construction,
+              "segment_rows": segment_rows}
     maxima = {"M": MAX_M, "ef_construction": MAX_EF_CONSTRUCTION}
     for name, value in values.items():
         minimum = 0 if name == "exact_below" else 2 if name == "M" else 1
@@ -135,6 +141,7 @@ def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, e
         shortlist=shortlist or DEFAULT_SHORTLIST, ef=ef or DEFAULT_EF,
         exact_below=DEFAULT_EXACT_BELOW if exact_below is None else exact_below,
         M=M or DEFAULT_M, ef_construction=ef_construction or DEFAULT_EF_CONSTRUCTION,
+        segment_rows=segment_rows or DEFAULT_SEGMENT_ROWS,
     )
 
 
@@ -247,7 +254,7 @@ def _recover(directory: Path, manifest: Manifest, *, read_only: bool, temporary:
         state = StoreState(directory, read_only, temporary, manifest, docs, vectors, None, committed.epoch, committed.rows, lock)  # type: ignore[arg-type]
         state.token = committed.token
         state.tomb_seq = docs.tombstone_seq()
-        state.ann = maintenance.load_or_rebuild_ann(state)
+        state.ann = checkpoints.load_or_rebuild_ann(state)
         return state
     except BaseException:
         docs.close(checkpoint=False)
@@ -295,7 +302,7 @@ def _upgrade(directory: Path, docs: DocStore, manifest: Manifest) -> None:
 def _remove_orphans(directory: Path, manifest: Manifest, vector_name: str) -> None:
     """Delete temp files and files no longer referenced (old vector files, old index checkpoints)."""
     removed = remove_orphan_temps(directory)
-    keep = {vector_name, manifest.ann.file}
+    keep = {vector_name, *manifest.ann.files}
     for entry in directory.iterdir():
         if re.match(r"^(vectors\.\d{6}\.f(16|32)|prefix\.[0-9a-f.]+\.hnsw)$", entry.name) and entry.name not in keep:
             entry.unlink()

@@ -455,8 +455,11 @@ def _set_meta(path: Path, key: str, value: str) -> None:
 
 
 def _set_ann_file(path: Path, name: str) -> None:
+    from mrl_retrievers.store.manifest import _checksum
+
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["ann"]["file"] = name
+    manifest["ann"]["segments"][0]["file"] = name
+    manifest["checksum"] = _checksum(manifest)  # re-sealed: the name itself must be refused
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -544,12 +547,12 @@ def test_planted_pickles_are_never_loaded(tmp_path):
     # 1. an orphan named like our index checkpoint; 2. the checkpoint the manifest names, swapped
     #    for a pickle with its size and CRC recorded (an attacker who controls the directory can);
     (path / "prefix.000000.deadbeef.hnsw").write_bytes(payload)
-    current = json.loads((path / "manifest.json").read_text())["ann"]["file"]
+    current = json.loads((path / "manifest.json").read_text())["ann"]["segments"][0]["file"]
     (path / current).write_bytes(payload)
     import zlib
 
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["ann"].update(size=len(payload), crc32=zlib.crc32(payload))
+    manifest["ann"]["segments"][0].update(size=len(payload), crc32=zlib.crc32(payload))
     from mrl_retrievers.store.manifest import _checksum
 
     manifest["checksum"] = _checksum(manifest)  # the manifest's checksum is no secret: an attacker re-seals it

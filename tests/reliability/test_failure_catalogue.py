@@ -216,9 +216,10 @@ def test_8_verify_and_open_refuse_a_coarse_index_of_other_vectors(tmp_path):
         other.compact()
     mb = json.loads((b / "manifest.json").read_text())
     ma = json.loads((a / "manifest.json").read_text())
-    (a / ma["ann"]["file"]).unlink()
-    (a / ma["ann"]["file"]).write_bytes((b / mb["ann"]["file"]).read_bytes())
-    ma["ann"].update(size=mb["ann"]["size"], crc32=mb["ann"]["crc32"])
+    sa, sb = ma["ann"]["segments"][0], mb["ann"]["segments"][0]
+    (a / sa["file"]).unlink()
+    (a / sa["file"]).write_bytes((b / sb["file"]).read_bytes())
+    sa.update(size=sb["size"], crc32=sb["crc32"])
     ma["checksum"] = _checksum(ma)  # an attacker (or a careless copy) keeps the manifest consistent
     (a / "manifest.json").write_text(json.dumps(ma))
     report = MRLStore.verify(a)

@@ -435,7 +435,7 @@ def test_checkpoint_cut_short_by_a_full_disk_is_caught(tmp_path):
         outcome = out.stdout.strip()
         if name == "dry":
             assert outcome == "acknowledged"
-            full_size = (path / json.loads((path / "manifest.json").read_text())["ann"]["file"]).stat().st_size
+            full_size = (path / json.loads((path / "manifest.json").read_text())["ann"]["segments"][0]["file"]).stat().st_size
     assert outcome in ("acknowledged", "raised StoreIOError True") or outcome.endswith(" True"), (
         f"the short checkpoint write: {outcome}")
     try:

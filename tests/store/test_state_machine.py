@@ -25,10 +25,11 @@ def vector_for(seed: int) -> np.ndarray:
 
 
 class StoreMachine(RuleBasedStateMachine):
-    @initialize(exact_below=st.sampled_from([0, 1_000]))
-    def create(self, exact_below):
+    @initialize(exact_below=st.sampled_from([0, 1_000]), segment_rows=st.sampled_from([5, 1 << 22]))
+    def create(self, exact_below, segment_rows):
         self.dir = Path(tempfile.mkdtemp(prefix="mrl-sm-"))
-        self.store = MRLStore.create(self.dir / "s", full_dim=DIM, prefix_dim=4, exact_below=exact_below)
+        self.store = MRLStore.create(self.dir / "s", full_dim=DIM, prefix_dim=4, exact_below=exact_below,
+                                     segment_rows=segment_rows)
         self.model: dict[str, tuple[int, dict]] = {}  # id -> (vector seed, metadata)
         self.ever: set[str] = set()
 

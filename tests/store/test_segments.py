@@ -1,0 +1,98 @@
+"""The coarse index in segments (store/coarse.py, store/checkpoints.py): a checkpoint rewrites only
+the segments that grew, searches over several segments keep their recall, deletions in sealed
+segments survive reopen without a rewrite, and indexes written as one file (format 1) still load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from mrl_retrievers import MRLStore
+from mrl_retrievers.bench.synthetic import dataset, queries_near, recall_at_k
+
+DIM = 48
+
+
+def _files(path):
+    return {s["file"]: (path / s["file"]).stat().st_mtime_ns
+            for s in json.loads((path / "manifest.json").read_text())["ann"]["segments"] if s}
+
+
+def test_checkpoints_rewrite_only_the_segments_that_grew(tmp_path):
+    data = dataset(6000, DIM, seed=3)
+    path = tmp_path / "s"
+    with MRLStore.create(path, full_dim=DIM, prefix_dim=16, exact_below=0, segment_rows=1000) as store:
+        store.add([f"d{i}" for i in range(5500)], data[:5500])
+        store.checkpoint()
+        before = _files(path)
+        assert len(before) == 6  # five full segments and one open one
+        store.add([f"d{i}" for i in range(5500, 5800)], data[5500:5800])
+        store.delete([f"d{i}" for i in range(0, 300)])  # deletions in a sealed segment: not saved into it
+        store.checkpoint()
+        after = _files(path)
+    kept = set(before) & set(after)
+    assert len(kept) == 5 and all(before[f] == after[f] for f in kept), "a sealed segment was rewritten"
+    assert len(set(after) - set(before)) == 1
+    with MRLStore.open(path) as store:
+        assert store._s.ann_note is None, store._s.ann_note  # every segment loaded from its file
+        assert len(store) == 5500 and len(store._s.ann.segments) == 6
+        assert store.search(data[5], k=1)[0].id != "d5"  # deleted in a sealed segment, still deleted
+        assert store.search(data[700], k=1)[0].id == "d700"
+
+
+def test_search_over_segments_keeps_recall(tmp_path):
+    data = dataset(8000, DIM, seed=4)
+    queries = queries_near(data, 200, seed=5)
+    ids = [f"d{i}" for i in range(len(data))]
+    found = {}
+    for segment_rows in (1500, 1 << 22):
+        with MRLStore.create(tmp_path / f"s{segment_rows}", full_dim=DIM, prefix_dim=16, exact_below=0,
+                             segment_rows=segment_rows) as store:
+            store.add(ids, data)
+            truth = [[h.id for h in store.search_exact(q, k=10)] for q in queries]
+            found[segment_rows] = recall_at_k([[h.id for h in store.search(q, k=10)] for q in queries], truth, 10)
+            batch = store.search_batch(queries[:20], k=10)
+            assert [[h.id for h in hs] for hs in batch] == [[h.id for h in store.search(q, k=10)] for q in queries[:20]]
+    # Each segment is searched at full effort, so several segments do no worse than one graph.
+    assert found[1500] >= found[1 << 22] - 0.005 and found[1 << 22] >= 0.95, found
+
+
+def test_reader_follows_a_writer_across_segments(tmp_path):
+    data = dataset(4000, DIM, seed=6)
+    path = tmp_path / "s"
+    MRLStore.create(path, full_dim=DIM, prefix_dim=16, exact_below=0, segment_rows=700).close()
+    reader = MRLStore.open(path, read_only=True)
+    with MRLStore.open(path) as writer:
+        for start in range(0, 4000, 800):
+            writer.add([f"d{i}" for i in range(start, start + 800)], data[start : start + 800])
+            assert len(reader) == start + 800
+            assert reader.search(data[start + 3], k=1)[0].id == f"d{start + 3}"
+        writer.compact()
+        assert reader.search(data[3999], k=1)[0].id == "d3999"
+    reader.close()
+
+
+def test_an_index_written_as_one_file_still_loads(tmp_path):
+    """A format-1 manifest names one index file ({file, watermark, size, crc32}): it loads as one
+    unbounded segment, and the next checkpoint writes the new layout."""
+    data = dataset(3000, DIM, seed=7)
+    path = tmp_path / "s"
+    with MRLStore.create(path, full_dim=DIM, prefix_dim=16, exact_below=0) as store:
+        store.add([f"d{i}" for i in range(3000)], data)
+    manifest = json.loads((path / "manifest.json").read_text())
+    segment = manifest["ann"]["segments"][0]
+    manifest["ann"] = {"file": segment["file"], "epoch": 0, "watermark": segment["watermark"], "prefix_dim": 16,
+                       "size": segment["size"], "crc32": segment["crc32"]}
+    manifest["format_version"] = 1
+    del manifest["checksum"], manifest["segment_rows"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with MRLStore.open(path) as store:
+        assert store._s.ann_note is None and store._s.ann.segment_rows == 0
+        assert store.search(data[42], k=1)[0].id == "d42"
+        store.add(["new"], data[:1] * -1)
+        store.checkpoint()
+    upgraded = json.loads((path / "manifest.json").read_text())
+    assert upgraded["format_version"] == 2 and upgraded["ann"]["segment_rows"] == 0 and len(upgraded["ann"]["segments"]) == 1
+    with MRLStore.open(path) as store:
+        assert store._s.ann_note is None and len(store) == 3001
