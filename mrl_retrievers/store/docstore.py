@@ -61,6 +61,7 @@ _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 _READONLY = {"SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"}
 _HEAD = struct.Struct("<qqq")
 _STATE_KEYS = ("schema_version", "epoch", "rows", "generation", "vector_file")
+_CURSOR = "load:"  # meta key prefix of bulk-load positions
 
 
 def _row_list(rows: Sequence[int]) -> tuple[str, list]:
@@ -400,8 +401,13 @@ class DocStore:
         texts: Sequence[str | None],
         metadatas: Sequence[str],
         crcs: Sequence[int],
+        *,
+        cursor: tuple[str, int] | None = None,
     ) -> list[int]:
-        """Publish a batch in one transaction (the commit point). Returns the rows it superseded."""
+        """Publish a batch in one transaction (the commit point). Returns the rows it superseded.
+
+        ``cursor`` (a bulk load's name and source position) commits with the batch, so a resumed
+        load starts exactly after the last batch that committed."""
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -415,6 +421,8 @@ class DocStore:
             )
             crash_point("add:mid-transaction")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'rows'", (str(start_row + len(ids)),))
+            if cursor is not None:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (_CURSOR + cursor[0], str(cursor[1])))
             self._bump(conn)
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -422,6 +430,11 @@ class DocStore:
             raise
         crash_point("add:committed")
         return old
+
+    def cursor(self, name: str) -> int:
+        """Source rows a bulk load of this name has committed (0 if none)."""
+        value = self.meta((_CURSOR + name,)).get(_CURSOR + name)
+        return int(value) if value is not None else 0
 
     def _abort(self, exc: BaseException) -> None:
         """Roll back the open transaction (SQLite may have rolled back already on disk full / I/O

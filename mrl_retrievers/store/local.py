@@ -31,7 +31,7 @@ from ..errors import (
 from ..metadata import load_metadata, validate_metadatas
 from ..mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix
 from ..types import EmbeddingSpec, Hit, Record
-from . import follow, handles, opening, salvage
+from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
 from .crashpoints import crash_point
 from .fs import io_errors
@@ -55,6 +55,17 @@ T = TypeVar("T")
 # Checkpoint the coarse index when this many rows are not yet in its file (and on close). Rows
 # above the checkpoint are re-added from the vector file on open, so this bounds open time.
 CHECKPOINT_ROWS = 20_000
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedBatch:
+    """A validated batch in the vector file's dtype, with its row checksums (see ``MRLStore.add``)."""
+
+    ids: list[str]
+    stored: np.ndarray
+    texts: list[str | None]
+    metas: list[str]
+    crcs: list[int]
 
 
 class MRLStore:
@@ -242,6 +253,14 @@ class MRLStore:
         write lock (searches wait). Costs one vector-file append, one SQLite commit and one
         hnswlib insert per row.
         """
+        batch = self._prepare(ids, vectors, texts, metadatas)
+        if not batch.ids:
+            return []
+        self._publish(batch)
+        return list(batch.ids)
+
+    def _prepare(self, ids: Any, vectors: Any, texts: Any, metadatas: Any) -> "PreparedBatch":
+        """Validate a batch and bring it to the file's form (no lock, nothing written)."""
         ids = check_ids(ids)
         vectors = as_matrix(vectors, self.full_dim)
         if len(vectors) != len(ids):
@@ -249,16 +268,18 @@ class MRLStore:
         texts = check_texts(texts, len(ids))
         metas = validate_metadatas(metadatas, len(ids))
         stored = normalize_as(vectors, self._s.vectors.dtype)
-        crcs = row_checksums(stored)
-        if not ids:
-            return []
+        return PreparedBatch(ids, stored, texts, metas, row_checksums(stored))
+
+    def _publish(self, batch: "PreparedBatch", cursor: tuple[str, int] | None = None) -> None:
+        """Write a prepared batch: vector rows, one SQLite commit, the coarse index (write lock)."""
+        ids, stored, texts, metas, crcs = batch.ids, batch.stored, batch.texts, batch.metas, batch.crcs
         self._check_writable()
         with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             s = self._s
             start = s.rows
             s.vectors.append(start, stored)
-            superseded = s.docs.publish(ids, start, texts, metas, crcs)
+            superseded = s.docs.publish(ids, start, texts, metas, crcs, cursor=cursor)
             s.rows = start + len(ids)
             s.vectors.ensure_mapped(s.rows)
             s.ann.add(prefix(to_float32(stored[:, : self.prefix_dim]), self.prefix_dim), np.arange(start, s.rows),
@@ -268,7 +289,26 @@ class MRLStore:
             crash_point("add:ann-updated")
             if s.checkpoint_due(CHECKPOINT_ROWS):
                 self._background_checkpoint()
-        return list(ids)
+
+    def bulk_add(self, source: Any, *, ids: Any = None, texts: Sequence[str | None] | None = None, name: str | None = None,
+                 total: int | None = None, batch_rows: int = bulk.DEFAULT_BATCH_ROWS, progress: Any = False) -> bulk.LoadReport:
+        """Load many vectors in bounded memory: ``source`` is a ``.npy`` path, an (n, full_dim)
+        array or memmap, a callable ``start_row -> iterator of blocks``, or an iterable of blocks
+        (arrays, or ``(ids, vectors[, texts[, metadatas]])`` tuples). ``ids`` default to the source
+        row numbers as strings. Each batch commits as one ``add``; with a ``name`` (automatic for a
+        ``.npy`` path) a load run again continues after the last batch that committed. ``progress``:
+        True for a progress bar with rate and ETA (on a TTY), or a callable ``(done, total)``.
+        See ``store/bulk.py``. Writers only; takes the write lock per batch.
+
+        Example:
+            >>> import numpy as np
+            >>> store = MRLStore.create(None, full_dim=8, prefix_dim=4)
+            >>> store.bulk_add(np.eye(8), batch_rows=3).rows
+            8
+            >>> store.close()
+        """
+        return bulk.bulk_add(self, source, ids=ids, texts=texts, name=name, total=total, batch_rows=batch_rows,
+                             progress=progress)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete items by id; unknown ids are ignored. Returns how many were deleted.
