@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_tune_parser(sub)
     add_ingest_parser(sub)
     add_tune_check_parser(sub)
+    from .scale import add_scale_parser  # noqa: PLC0415
+
+    add_scale_parser(sub)
     return parser
 
 

@@ -43,6 +43,34 @@ def mrl_like(
         yield x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def mrl_like_from(
+    n: int,
+    dim: int,
+    start: int = 0,
+    *,
+    seed: int = 0,
+    clusters: int = 256,
+    decay: float = 0.5,
+    spread: float = 0.6,
+    block: int = 65536,
+) -> Iterator[np.ndarray]:
+    """``mrl_like`` vectors that can start anywhere: each block of ``block`` rows has its own seeded
+    generator, so rows [start, n) come out without generating the rows before them (a 10M-row bulk
+    load resumes without regenerating what it stored). Same recipe as ``mrl_like``, another stream.
+    """
+    scale = spectrum(dim, decay).astype(np.float32)
+    centres = np.random.default_rng(seed).standard_normal((clusters, dim)).astype(np.float32) * scale
+    first = start // block
+    for number in range(first, (n + block - 1) // block):
+        rng = np.random.default_rng([seed, number])
+        lo = number * block
+        m = min(block, n - lo)
+        which = rng.integers(0, clusters, size=m)
+        x = centres[which] + spread * rng.standard_normal((m, dim)).astype(np.float32) * scale
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        yield x[max(0, start - lo):]
+
+
 def dataset(n: int, dim: int, **kwargs) -> np.ndarray:
     """All of ``mrl_like`` in one array (for tests and small benchmarks)."""
     return np.concatenate(list(mrl_like(n, dim, **kwargs))) if n else np.empty((0, dim), np.float32)

@@ -406,6 +406,14 @@ class MRLStore:
         flt = filters.parse_filter(filter)
         return self._read(lambda: self._searcher.exact(query, None if flt is None else self._s.docs.rows_matching(flt), k))
 
+    def search_exact_batch(self, vectors: Any, k: int = 10, filter: Any = None) -> list[list[Hit]]:
+        """``search_exact`` for each row of ``vectors`` in one pass over the vector file: the
+        oracle for large stores (one block of rows read once for all queries). Read lock."""
+        queries = normalize(as_matrix(vectors, self.full_dim, what="query vectors"))
+        k = check_k(k)
+        flt = filters.parse_filter(filter)
+        return self._read(lambda: self._searcher.exact_batch(queries, None if flt is None else self._s.docs.rows_matching(flt), k))
+
     # --- maintenance ------------------------------------------------------------------------------
 
     def reindex(self, prefix_dim: int | None = None, *, funnel_dim: int | None = None) -> None:

@@ -229,6 +229,20 @@ class Searcher:
         rows = s.docs.live_rows() if rows is None else rows
         return to_hits(s.docs, *top_k(rows, exact_scores(s.vectors, s.docs, s.checked, rows, query), k))
 
+    def exact_batch(self, queries: np.ndarray, rows: np.ndarray | None, k: int, block: int = 65536) -> list[list[Hit]]:
+        """Exact scan of ``rows`` (None: every live row) for many queries in one pass over the
+        vector file (one matrix product per block of rows): the oracle for large stores."""
+        s = self.s
+        rows = s.docs.live_rows() if rows is None else rows
+        best = (np.full((len(queries), 0), -1, dtype=np.int64), np.full((len(queries), 0), -np.inf, dtype=np.float32))
+        transposed = np.ascontiguousarray(queries.T, dtype=np.float32)
+        for start in range(0, len(rows), block):
+            part = rows[start : start + block]
+            stored = s.vectors.gather(part)
+            s.checked.verify(s.docs, part, stored)
+            best = fold_top_k(best, part, to_float32(stored) @ transposed, k)
+        return [to_hits(s.docs, r, sc) for r, sc in zip(*best)]
+
     def _small_store(self) -> tuple[np.ndarray, np.ndarray]:
         small = self._small
         if small is None:

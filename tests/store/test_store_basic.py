@@ -279,3 +279,15 @@ def test_open_store_create_options_and_unknown_width(tmp_path):
     with pytest.raises(StoreNotFoundError):
         open_store(tmp_path / "absent", full_dim=None)
     assert open_store(None, full_dim=6).prefix_dim == 6  # the configured 128 is clamped
+
+
+def test_search_exact_batch_is_search_exact_for_each_query(tmp_path, rng):
+    data = unit_rows(rng, 3000, 32)
+    with MRLStore.create(tmp_path / "s", full_dim=32, prefix_dim=8) as store:
+        store.add(ids(3000), data, metadatas=[{"even": i % 2 == 0} for i in range(3000)])
+        queries = unit_rows(rng, 7, 32)
+        for flt in (None, {"even": True}):
+            batch = store.search_exact_batch(queries, k=5, filter=flt)
+            single = [store.search_exact(q, k=5, filter=flt) for q in queries]
+            assert [[h.id for h in hits] for hits in batch] == [[h.id for h in hits] for hits in single]
+            assert np.allclose([[h.score for h in hits] for hits in batch], [[h.score for h in hits] for hits in single], atol=1e-5)
