@@ -1,9 +1,10 @@
-"""Named crash points on the write and checkpoint paths: a test-only hook.
+"""Named crash points on the write and checkpoint paths: a hook for the reliability tests.
 
-The reliability tests start a writer subprocess with ``MRL_CRASH_AT=<point>`` (optionally
-``MRL_CRASH_SKIP=<n>`` to pass the point n times first); when execution reaches that point the
-process SIGKILLs itself, exactly as a power cut or OOM kill would stop it. Without the variable the
-hook is a dictionary lookup and nothing else.
+A test's writer subprocess calls ``arm(point, skip)`` before it works the store; when execution then
+reaches that point (after passing it ``skip`` times) the process SIGKILLs itself, exactly as a power
+cut or OOM kill would stop it. Nothing arms a point but an explicit ``arm`` call (no environment
+variable is read), so a production process can never kill itself here; unarmed, the hook is one
+comparison.
 
 Points (``POINTS`` below) cover every step between "validated" and "acknowledged" plus the
 checkpoint, compaction and reindex paths.
@@ -33,12 +34,20 @@ POINTS = (
     "reindex:built",
 )
 
-_target = os.environ.get("MRL_CRASH_AT")
-_skip = int(os.environ.get("MRL_CRASH_SKIP", "0") or 0)
+_target: str | None = None
+_skip = 0
+
+
+def arm(point: str | None, skip: int = 0) -> None:
+    """Make this process SIGKILL itself the ``skip + 1``-th time it reaches ``point`` (None: disarm)."""
+    global _target, _skip
+    if point is not None and point not in POINTS:
+        raise ValueError(f"unknown crash point {point!r}; known: {', '.join(POINTS)}")
+    _target, _skip = point, int(skip)
 
 
 def crash_point(name: str) -> None:
-    """SIGKILL this process if the tests asked to crash at ``name``."""
+    """SIGKILL this process if a test armed ``name``."""
     global _skip
     if _target is None or name != _target:
         return

@@ -27,6 +27,9 @@ WRITER = textwrap.dedent(
     import os, sys
     import numpy as np
     from mrl_retrievers import MRLStore
+    from mrl_retrievers.store import crashpoints
+
+    crashpoints.arm(sys.argv[2], int(sys.argv[3]))  # the test driver says where to die
 
     if os.environ.get("MRL_TEST_BREAK") == "lose-vectors":
         # Canary: pretend the vector rows never reached the disk (a missing write/fsync).
@@ -89,8 +92,9 @@ def _prepare(path):
 
 
 def _run_writer(path, point, skip, extra_env=None):
-    env = dict(os.environ, MRL_CRASH_AT=point, MRL_CRASH_SKIP=str(skip), **(extra_env or {}))
-    proc = subprocess.run([sys.executable, "-c", WRITER, str(path)], capture_output=True, text=True, env=env, timeout=120)
+    env = dict(os.environ, **(extra_env or {}))
+    proc = subprocess.run([sys.executable, "-c", WRITER, str(path), point, str(skip)], capture_output=True, text=True,
+                          env=env, timeout=120)
     return proc.returncode, proc.stdout.split(), proc.stderr
 
 

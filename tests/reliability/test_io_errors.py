@@ -206,7 +206,7 @@ def _drive(tmp_path: Path, mode: str, *extra: str, env_extra: dict | None = None
     if not pristine.exists():
         _prepare(pristine)
     work.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MRL_CRASH")}
+    env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(env_extra or {})
     proc = subprocess.run([sys.executable, "-c", DRIVER, mode, str(pristine), str(work), json.dumps(SCENARIO), *extra],

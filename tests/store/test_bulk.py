@@ -76,6 +76,9 @@ KILLED_LOAD = textwrap.dedent(
     """
     import sys, numpy as np
     from mrl_retrievers import MRLStore
+    from mrl_retrievers.store import crashpoints
+    if len(sys.argv) > 3:
+        crashpoints.arm(sys.argv[3], int(sys.argv[4]))
     store = MRLStore.open(sys.argv[1])
     report = store.bulk_add(sys.argv[2], batch_rows=1000)
     store.close()
@@ -90,8 +93,8 @@ def test_a_killed_load_resumes_after_its_last_committed_batch(tmp_path):
     path = tmp_path / "s"
     MRLStore.create(path, full_dim=DIM, prefix_dim=16, exact_below=0, segment_rows=4000).close()
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    killed = subprocess.run([sys.executable, "-c", KILLED_LOAD, str(path), str(tmp_path / "v.npy")], capture_output=True,
-                            text=True, timeout=300, env={**env, "MRL_CRASH_AT": "add:committed", "MRL_CRASH_SKIP": "6"})
+    killed = subprocess.run([sys.executable, "-c", KILLED_LOAD, str(path), str(tmp_path / "v.npy"), "add:committed", "6"],
+                            capture_output=True, text=True, timeout=300, env=env)
     assert killed.returncode == -9, killed.stderr  # SIGKILLed right after the 7th batch committed
     resumed = subprocess.run([sys.executable, "-c", KILLED_LOAD, str(path), str(tmp_path / "v.npy")], capture_output=True,
                              text=True, timeout=300, env=env)
