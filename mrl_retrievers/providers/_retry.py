@@ -114,7 +114,8 @@ class RetryPolicy:
         max_retry_after: a server's Retry-After above this many seconds is not waited for: the
             error is raised at once (a daily quota will not reset in a retry loop).
         jitter: the backoff is drawn uniformly from ``[(1 - jitter) * d, d]``; a Retry-After
-            wait is stretched by up to ``jitter * 10%`` so clients do not stampede together.
+            wait is stretched by up to ``jitter * 10%`` (at most ``jitter`` seconds) so clients do
+            not stampede together.
     """
 
     max_attempts: int = 5
@@ -143,7 +144,9 @@ class RetryPolicy:
         if retry_after is not None:
             if retry_after > self.max_retry_after:
                 return None
-            return retry_after * (1.0 + 0.1 * self.jitter * rng.random())
+            # Stretched a little so independent clients do not wake together, but by at most a
+            # second: after a 60 s window turn, 5% more would be 3 s of the limit left unused.
+            return retry_after + min(1.0, 0.1 * retry_after) * self.jitter * rng.random()
         backoff = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return backoff * (1.0 - self.jitter * rng.random())
 
