@@ -115,7 +115,8 @@ class DiskANNDisk(_DiskANN):
         R, L = self._graph()
         data = self.cache / "data.bin"
         _write_diskann_bin(self.ds, data)
-        build_gb = max(1.0, 3 * self.ds.n * self.ds.dim * 4 / 2**30)
+        # DiskANN's build budget: twice the float32 data, at most 8 GB (above it, it builds in shards)
+        build_gb = max(1.0, min(8.0, 2 * self.ds.n * self.ds.dim * 4 / 2**30))
         diskannpy.build_disk_index(str(data), "innerproduct", str(self.cache), complexity=L, graph_degree=R,
                                    build_memory_maximum=build_gb, num_threads=os.cpu_count() or 1,
                                    num_of_pq_chunks=self.pq_bytes(), vector_dtype=np.float32)

@@ -168,6 +168,7 @@ class PauseGate:
         self._until = 0.0
         self._lock = threading.Lock()
         self.closed = 0  # how many 429s closed (or extended) the gate
+        self.pauses: deque[float] = deque(maxlen=256)  # the latest pauses it imposed (diagnostics)
 
     def close_for(self, seconds: float) -> float:
         """Hold every request for ``seconds`` from now (never shortens a longer pause); returns the
@@ -182,9 +183,12 @@ class PauseGate:
         (its own Retry-After), so only a later extension by another request counts."""
         with self._lock:
             until = self._until
-        if until <= waited_until:
-            return 0.0
-        return max(0.0, until - max(self._clock(), waited_until))
+            if until <= waited_until:
+                return 0.0
+            pause = max(0.0, until - max(self._clock(), waited_until))
+            if pause > 0:
+                self.pauses.append(pause)
+            return pause
 
     def reopen(self, waited_until: float) -> None:
         """A request that slept until ``waited_until`` went through: the window has room again, so
@@ -213,7 +217,8 @@ class RateBudget:
     that many requests and that many estimated tokens a minute (the same token estimator for both
     sides, so its bias cancels). From then on a request waits for room in the window instead of
     being sent into a 429: after the first window turn there is no 429 churn. A 429 that arrives with
-    nothing admitted in the window (a quota, a burst limit) teaches nothing.
+    nothing admitted in the window (a quota), without a Retry-After or with one under a tenth of the
+    window (a burst limit, a transient) teaches nothing.
     """
 
     WINDOW = 60.0
@@ -246,9 +251,11 @@ class RateBudget:
             self._charges.append(charge)
             return charge
 
-    def settle(self, charge: Charge, *, admitted: bool, refused_by_limit: bool = False) -> None:
+    def settle(self, charge: Charge, *, admitted: bool, refused_by_limit: bool = False,
+               retry_after: float | None = None) -> None:
         """The answer arrived: keep an admitted charge for a window from now, drop a refused one,
-        and on a 429 learn the limits from what the window holds."""
+        and on a 429 whose Retry-After is at least a tenth of the window (the window is full; a
+        shorter one is a burst limit or a transient) learn the limits from what the window holds."""
         with self._lock:
             now = self._clock()
             if admitted:
@@ -258,7 +265,7 @@ class RateBudget:
                 self._charges.remove(charge)
             except ValueError:
                 pass
-            if refused_by_limit:
+            if refused_by_limit and retry_after is not None and retry_after >= 0.1 * self.WINDOW:
                 self._expire(now)
                 if self._charges:  # later 429s of the same turn correct the first (its peers were refused too)
                     self.max_requests = len(self._charges)

@@ -278,7 +278,8 @@ class HostedProvider(Provider):
     def _settle(budget: RateBudget, charge: Charge, err: ProviderError) -> None:
         # A 429 was not admitted (and teaches the limit); other failures are not counted either:
         # the window (and what a 429 teaches) holds only what the server answered.
-        budget.settle(charge, admitted=False, refused_by_limit=isinstance(err, RateLimitError))
+        budget.settle(charge, admitted=False, refused_by_limit=isinstance(err, RateLimitError),
+                      retry_after=getattr(err, "retry_after", None))
 
     @staticmethod
     def _hold(gate: PauseGate, err: ProviderError, wait: float) -> float:

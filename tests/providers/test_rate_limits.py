@@ -74,7 +74,7 @@ def test_budget_learns_the_window_at_a_429_and_waits_for_room():
         charges.append(charge)
         clock.now += 1.0
     refused, _ = budget.reserve(100)
-    budget.settle(refused, admitted=False, refused_by_limit=True)
+    budget.settle(refused, admitted=False, refused_by_limit=True, retry_after=57.0)
     assert (budget.max_requests, budget.max_tokens) == (3, 300)
     # the window is full until the first admitted answer is 60 s old
     charge, wait = budget.reserve(100)
@@ -87,9 +87,21 @@ def test_budget_learns_the_window_at_a_429_and_waits_for_room():
 def test_a_429_with_nothing_admitted_teaches_nothing():
     budget = RateBudget(Clock())
     charge, _ = budget.reserve(10)
-    budget.settle(charge, admitted=False, refused_by_limit=True)
+    budget.settle(charge, admitted=False, refused_by_limit=True, retry_after=30.0)
     assert budget.max_requests is None
     assert budget.reserve(10)[0] is not None  # no limit learned: never waits
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.5, 5.0])
+def test_a_short_or_missing_retry_after_teaches_nothing(retry_after):
+    # a burst limit or a transient 429 (Retry-After under a tenth of the window) says nothing
+    # about the per-minute window: learning from it would throttle the client for good
+    budget = RateBudget(Clock())
+    admitted, _ = budget.reserve(10)
+    budget.settle(admitted, admitted=True)
+    refused, _ = budget.reserve(10)
+    budget.settle(refused, admitted=False, refused_by_limit=True, retry_after=retry_after)
+    assert budget.max_requests is None
 
 
 # --- end to end: the emulator's real limiter --------------------------------------------------------------
