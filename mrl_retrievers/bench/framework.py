@@ -31,6 +31,10 @@ class StoredQueries(Provider):
         # Straight from the table: the provider layer's batching and checks are not what is measured.
         return self._table[text]
 
+    async def aembed_query(self, text: str) -> np.ndarray:
+        # The same lookup: MRLIndex.aquery's own cost (to_thread around the store search) is measured.
+        return self._table[text]
+
     def _embed_batch(self, texts: list[str], kind: str) -> np.ndarray:
         try:
             return np.stack([self._table[t] for t in texts])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -58,6 +59,15 @@ def run_ingest(*, n_texts: int = 20_000, latency_ms: float = 100.0, rpm: int | N
             log(f"[ingest] {kind}: {n_texts} texts, {latency_ms:g} ms/request, rpm={rpm} tpm={tpm} ...")
             runs[kind] = _run_client(kind, texts_path, Path(tmp) / kind, latency_ms, rpm, tpm, dim, timeout)
             log(f"[ingest] {kind}: {runs[kind]}")
+        if any(_turns(r, rpm, tpm) > 1 for r in runs.values()):
+            # The ceiling's last stretch runs at the client's free speed: measure it, no limits.
+            for kind in clients:
+                log(f"[ingest] {kind}: the same without limits (for the ceiling) ...")
+                free = _run_client(kind, texts_path, Path(tmp) / f"{kind}-free", latency_ms, None, None, dim, timeout)
+                runs[kind]["ceiling"] = ceiling(runs[kind], rpm, tpm, free.get("seconds"))
+        else:
+            for kind in clients:
+                runs[kind]["ceiling"] = ceiling(runs[kind], rpm, tpm, runs[kind].get("seconds"))
     result: dict[str, Any] = {"texts": n_texts, "latency_ms": latency_ms, "rpm": rpm, "tpm": tpm, "dim": dim, "runs": runs}
     base = next((k for k in clients if not k.startswith("ours")), None)
     if base and runs[base].get("texts_per_s"):
@@ -69,12 +79,56 @@ def run_ingest(*, n_texts: int = 20_000, latency_ms: float = 100.0, rpm: int | N
     return result
 
 
+def _turns(run: dict[str, Any], rpm: int | None, tpm: int | None) -> int:
+    """Windows the admitted work needs: the last one opens 60 s x (turns - 1) after the start."""
+    admitted = run.get("status", {}).get("200", 0)
+    turns = 1
+    if rpm:
+        turns = max(turns, math.ceil(admitted / rpm))
+    if tpm:
+        turns = max(turns, math.ceil(run.get("admitted_tokens", 0) / tpm))
+    return turns
+
+
+def ceiling(run: dict[str, Any], rpm: int | None, tpm: int | None, free_seconds: float | None) -> dict[str, Any]:
+    """The physical ceiling of one run: its admitted requests and tokens under a 60 s sliding window.
+
+    A perfect client sends one window's worth at once and the next when the window frees it, so the
+    last share of the work cannot start before 60 s x (turns - 1); it then takes its share of the
+    client's own no-limit time. ``fraction`` = that ideal / the measured seconds (1.0 = the ceiling).
+    """
+    turns = _turns(run, rpm, tpm)
+    out: dict[str, Any] = {"turns": turns, "admitted_tokens": run.get("admitted_tokens", 0),
+                           "admitted_requests": run.get("status", {}).get("200", 0)}
+    if not run.get("seconds") or free_seconds is None:
+        return out
+    if turns > 1:
+        shares = []
+        if tpm and run.get("admitted_tokens"):
+            shares.append((run["admitted_tokens"] - (turns - 1) * tpm) / run["admitted_tokens"])
+        if rpm and out["admitted_requests"]:
+            shares.append((out["admitted_requests"] - (turns - 1) * rpm) / out["admitted_requests"])
+        last_share = max(0.0, min(1.0, max(shares, default=1.0)))
+        ideal = 60.0 * (turns - 1) + free_seconds * last_share
+    else:
+        ideal = free_seconds
+    out.update({"ideal_s": ideal, "fraction": ideal / run["seconds"],
+                "tokens_per_min": 60.0 * out["admitted_tokens"] / run["seconds"],
+                "requests_per_min": 60.0 * out["admitted_requests"] / run["seconds"]})
+    return out
+
+
 def format_result(result: dict[str, Any]) -> str:
     lines = [f"{result['texts']:,} texts, {result['latency_ms']:g} ms per request, rpm={result['rpm']}, tpm={result['tpm']}",
-             "| client | seconds | texts/s | requests | 429 answered | stored | error |", "|---|---|---|---|---|---|---|"]
+             "| client | seconds | texts/s | requests | 429 answered | stored | window turns | ideal s | fraction of ceiling | error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, r in result["runs"].items():
+        c = r.get("ceiling", {})
+        ideal = f"{c['ideal_s']:.1f}" if "ideal_s" in c else "-"
+        fraction = f"{c['fraction']:.2f}" if "fraction" in c and c.get("turns", 1) > 1 else "-"
         lines.append(f"| {kind} | {r.get('seconds', 0):.1f} | {r.get('texts_per_s', 0):.0f} | {r.get('requests', '?')} | "
-                     f"{r.get('status', {}).get('429', 0)} | {r.get('stored', 0)} | {r.get('error') or ''} |")
+                     f"{r.get('status', {}).get('429', 0)} | {r.get('stored', 0)} | {c.get('turns', '?')} | {ideal} | {fraction} | "
+                     f"{r.get('error') or ''} |")
     for kind, ratio in result.get("ratios", {}).items():
         lines.append(f"{kind} / {result['baseline']}: {ratio:.2f}x")
     if "note" in result:
@@ -141,8 +195,10 @@ def _serve(latency_ms: float, rpm: int, tpm: int, texts_path: str | None = None)
     class Counting(OpenAIServer):
         def handle(self, req):  # noqa: ANN001
             reply = super().handle(req)
+            admitted = self.count_tokens(req) if reply.status == 200 else 0
             with self._lock:
                 self.status[str(reply.status)] = self.status.get(str(reply.status), 0) + 1
+                self.admitted_tokens += admitted
             return reply
 
         def count_tokens(self, req) -> int:  # noqa: ANN001
@@ -155,11 +211,13 @@ def _serve(latency_ms: float, rpm: int, tpm: int, texts_path: str | None = None)
 
     server = Counting(latency_ms=latency_ms, rpm=rpm or None, tpm=tpm or None)
     server.status = {}
+    server.admitted_tokens = 0
     server.start()
     print(json.dumps({"base_url": server.base_url}), flush=True)
     sys.stdin.readline()
     server.stop()
-    print(json.dumps({"requests": len(server.requests), "status": server.status}), flush=True)
+    print(json.dumps({"requests": len(server.requests), "status": server.status, "admitted_tokens": server.admitted_tokens}),
+          flush=True)
 
 
 def _token_counter():

@@ -7,7 +7,8 @@ imported inside the adapter, so a missing optional package skips one method, not
 Peers: ours (``MRLStore``), numpy exact at full width (float32 in RAM: the fastest numpy can do),
 hnswlib at full width, faiss ``IndexHNSWFlat`` and ``IndexRefineFlat`` (faiss's own coarse-to-fine:
 an HNSW over the same renormalized prefix, refined on float32 full vectors kept in RAM), LangChain
-``InMemoryVectorStore``, LlamaIndex ``SimpleVectorStore`` and Qdrant local mode with a prefetch.
+``InMemoryVectorStore``, LlamaIndex ``SimpleVectorStore`` and Qdrant local mode with a prefetch; the
+compiled engines (DiskANN, usearch, Qdrant's engine in-process, LanceDB) are in ``peers_native``.
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ class Peer:
     def extra_metrics(self, queries: np.ndarray, k: int) -> dict[str, Any]:
         return {}
 
+    def async_qps(self, queries: np.ndarray, k: int, seconds: float, concurrency: int) -> float | None:
+        """Queries per second through the method's async API with ``concurrency`` tasks (None: no async API)."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -192,6 +197,35 @@ class Ours(Peer):
     def search(self, query: np.ndarray, k: int) -> np.ndarray:
         hits = self.store.search(query, k=k, **self.setting)
         return np.fromiter((int(h.id) for h in hits), dtype=np.int64, count=len(hits))
+
+    def async_qps(self, queries: np.ndarray, k: int, seconds: float, concurrency: int) -> float:
+        """``MRLIndex.aquery`` (the only async search: the provider's ``aembed_query``, then
+        ``asyncio.to_thread(store.search)``) with ``concurrency`` tasks on one event loop."""
+        import asyncio  # noqa: PLC0415
+
+        from ..index import MRLIndex  # noqa: PLC0415
+        from .framework import StoredQueries  # noqa: PLC0415
+
+        provider = StoredQueries(self.store.spec.model if self.store.spec else "stored-queries", self.store.full_dim, queries)
+        index = MRLIndex(provider, store=self.store)
+        texts = [f"q{i}" for i in range(len(queries))]
+
+        async def run() -> float:
+            started = time.perf_counter()
+
+            async def loop(offset: int) -> int:
+                count = 0
+                while True:
+                    for text in texts[offset::concurrency]:
+                        await index.aquery(text, k=k)
+                        count += 1
+                    if time.perf_counter() - started >= seconds:
+                        return count
+
+            done = sum(await asyncio.gather(*(loop(i) for i in range(concurrency))))
+            return done / (time.perf_counter() - started)
+
+        return asyncio.run(run())
 
     def cold_files(self) -> list[Any]:
         return [self.store._s.vectors]
@@ -363,9 +397,11 @@ class FaissRefine(_Faiss):
 
 
 from .peers_frameworks import LangChainInMemory, LlamaIndexSimple, QdrantLocal  # noqa: E402 - they subclass Peer
+from .peers_native import PEERS_NATIVE  # noqa: E402
 
 PEERS: dict[str, type[Peer]] = {
-    cls.name: cls for cls in (Ours, NumpyExact, Hnswlib, FaissHNSW, FaissRefine, LangChainInMemory, LlamaIndexSimple, QdrantLocal)
+    cls.name: cls for cls in (Ours, NumpyExact, Hnswlib, FaissHNSW, FaissRefine, *PEERS_NATIVE, LangChainInMemory,
+                              LlamaIndexSimple, QdrantLocal)
 }
 DEFAULT_METHODS = tuple(PEERS)
 

@@ -10,7 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("method", "setting", "recall@k", "p50 ms", "p99 ms", "QPS 2thr", "cold p50 ms", "build s", "RAM MB", "disk MB")
+COLUMNS = ("method", "setting", "recall@k", "p50 ms", "p99 ms", "QPS 1/2/4 thr", "cold p50 ms", "build s", "RAM MB",
+           "mapped MB", "disk MB")
+# Methods that hold their whole index (graph and vectors) in RAM: issue 16's RAM target is against these.
+IN_RAM = ("numpy", "hnswlib", "faiss-hnsw", "faiss-refine", "diskann-mem", "usearch-f16", "usearch-i8")
+# Issue 16: ours >= 1.0x the speed of every peer at equal or better recall.
+SPEED_PEERS = ("hnswlib", "faiss-hnsw", "faiss-refine", "diskann-mem", "diskann-disk", "diskann-disk-lean", "usearch-f16",
+               "usearch-i8", "usearch-c2f", "qdrant-edge", "qdrant-edge-int8", "lancedb")
+DISKANN = ("diskann-mem", "diskann-disk", "diskann-disk-lean")
 
 
 def _ok(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -41,10 +48,17 @@ def rows(report: dict[str, Any]) -> list[list[str]]:
         cached = " (cached)" if r["build"].get("cached") else ""
         out.append([
             r["method"], _setting(setting), f"{h['recall']:.4f}", f"{h['p50_ms']:.3f}", f"{h['p99_ms']:.3f}",
-            f"{h['qps_2_threads']:.0f}", cold, f"{build_seconds(r):.1f}{cached}", f"{r['memory']['index_mb']:.0f}",
-            f"{r['disk_mb']:.0f}",
+            qps_cell(h.get("qps_threads") or {"2": h["qps_2_threads"]}), cold, f"{build_seconds(r):.1f}{cached}",
+            f"{r['memory']['index_mb']:.0f}", f"{r['memory'].get('mapped_mb', 0):.0f}", f"{r['disk_mb']:.0f}",
         ])
+        if "qps_async" in h:  # ours through MRLIndex.aquery: same setting, 1/2/4 concurrent tasks
+            out.append([f"{r['method']} (async aquery)", "1/2/4 tasks", f"{h['recall']:.4f}", "", "",
+                        qps_cell(h["qps_async"]), "", "", "", "", ""])
     return out
+
+
+def qps_cell(qps: dict[str, float]) -> str:
+    return " / ".join(f"{qps[t]:.0f}" for t in sorted(qps, key=int))
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -131,6 +145,69 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     for name, ratio in extra.get("framework_ratio", {}).items():
         add(f"{name} retriever / bare search", ratio, "<= 1.2", ratio <= 1.2,
             f"p50 {extra['framework_p50_ms'][name]:.3f} ms vs {extra['framework_p50_ms']['bare']:.3f} ms")
+    out.extend(targets_16(report))
+    return out
+
+
+def _speed_ratio(ours: dict[str, Any], peer: dict[str, Any]) -> tuple[float, str]:
+    """Peer latency / ours at equal or better recall (>1: ours faster), and how it was matched."""
+    h = ours["headline"]
+    at = _latency_at(peer, h["recall"])
+    if at is not None:
+        return at[0] / h["p50_ms"], (f"{peer['method']} {at[0]:.3f} ms at {_setting(at[1]['setting'])} (recall "
+                                     f"{at[1]['recall']:.4f}) vs ours {h['p50_ms']:.3f} ms (recall {h['recall']:.4f})")
+    best = max(peer["points"], key=lambda p: (p["recall"], -p["p50_ms"]))
+    ours_at = _latency_at(ours, best["recall"], slack=0.0)
+    if ours_at is None:
+        ours_at = (h["p50_ms"], h)
+    return best["p50_ms"] / ours_at[0], (f"{peer['method']} never reaches {h['recall']:.4f}; its best {best['recall']:.4f} at "
+                                         f"{best['p50_ms']:.3f} ms vs ours {ours_at[0]:.3f} ms at {_setting(ours_at[1]['setting'])} "
+                                         f"(recall {ours_at[1]['recall']:.4f})")
+
+
+def targets_16(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 16: speed vs every peer, RAM vs the in-RAM peers, DiskANN matched, thread scaling."""
+    ok = _ok(report)
+    ours = ok.get("ours")
+    if ours is None:
+        return []
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, goal: str, met: bool | None, detail: str = "") -> None:
+        out.append({"target": name, "measured": value, "goal": goal, "met": met, "detail": detail})
+
+    for method in SPEED_PEERS:
+        if method in ok:
+            ratio, detail = _speed_ratio(ours, ok[method])
+            add(f"[16] speed vs {method} at equal or better recall", ratio, ">= 1.0x", ratio >= 1.0, detail)
+    mine = ours["memory"]["index_mb"]
+    for method in IN_RAM:
+        if method in ok and ok[method]["memory"]["index_mb"] > 0:
+            ratio = mine / ok[method]["memory"]["index_mb"]
+            add(f"[16] RAM vs {method}", ratio, "<= 0.25", ratio <= 0.25,
+                f"{mine:.0f} MB vs {ok[method]['memory']['index_mb']:.0f} MB anonymous")
+    diskann = [ok[m] for m in DISKANN if m in ok]
+    if diskann:
+        matched = min(diskann, key=lambda r: abs(r["memory"]["index_mb"] - mine))
+        ratio, detail = _speed_ratio(ours, matched)
+        add("[16] DiskANN at matched RAM: its latency / ours", ratio, "report", None,
+            f"{matched['method']} ({matched['memory']['index_mb']:.0f} MB vs ours {mine:.0f} MB): {detail}")
+        fast = [(r, _latency_at(r, ours["headline"]["recall"])) for r in diskann]
+        fast = [(r, at) for r, at in fast if at is not None and at[0] <= ours["headline"]["p50_ms"]]
+        if fast:
+            r, at = min(fast, key=lambda item: item[0]["memory"]["index_mb"])
+            add("[16] DiskANN at matched speed: its RAM / ours", r["memory"]["index_mb"] / max(mine, 1e-9), "report", None,
+                f"{r['method']} {at[0]:.3f} ms at {_setting(at[1]['setting'])}, {r['memory']['index_mb']:.0f} MB vs ours {mine:.0f} MB")
+        else:
+            add("[16] DiskANN at matched speed: its RAM / ours", None, "report", None,
+                "no DiskANN index reaches our latency at our recall")
+    qps = ours["headline"].get("qps_threads")
+    if qps and qps.get("1"):
+        n = report["dataset"]["n"]
+        goal = 1.7 if n >= 1_000_000 else 1.5
+        ratio = qps["2"] / qps["1"]
+        add(f"[16] QPS 2 threads / 1 thread (n={n:,})", ratio, f">= {goal}", ratio >= goal,
+            f"{qps['1']:.0f} / {qps['2']:.0f} / {qps['4']:.0f} QPS at 1/2/4 threads")
     return out
 
 

@@ -9,8 +9,11 @@ Per method (``python -m mrl_retrievers.bench.runner JOB.json RESULT.json``, star
 * for each setting of its sweep: recall@k against the exact top-k, p50/p99 single-thread latency
   (BLAS/OpenMP pinned to one thread, a warm pass first);
 * at its headline setting (ours: the store's recorded defaults; peers: the fastest setting meeting
-  the target recall): queries per second on 2 threads, and for methods with an on-disk vector file,
-  the cold page cache latency (the file is evicted before every query).
+  the target recall): queries per second on 1, 2 and 4 Python threads (and, for methods with an
+  async API, with 1, 2 and 4 concurrent tasks on one event loop), and for methods with an on-disk
+  vector file, the cold page cache latency (the file is evicted before every query);
+* memory also as resident *file-backed* pages (``mapped``): engines that memory-map their index
+  (Qdrant, LanceDB) keep it there, where the anonymous figure does not see it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ from .peers import PEERS
 SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PRELOAD = {"ours": ("mrl_retrievers.store",), "langchain": ("langchain_core.vectorstores",),
            "llamaindex": ("llama_index.core.vector_stores",), "qdrant-local": ("qdrant_client",),
-           "hnswlib": ("hnswlib",), "faiss-hnsw": ("faiss",), "faiss-refine": ("faiss",)}
+           "hnswlib": ("hnswlib",), "faiss-hnsw": ("faiss",), "faiss-refine": ("faiss",),
+           "diskann-mem": ("diskannpy",), "diskann-disk": ("diskannpy",), "diskann-disk-lean": ("diskannpy",),
+           "usearch-f16": ("usearch.index",), "usearch-i8": ("usearch.index",), "usearch-c2f": ("usearch.index",),
+           "qdrant-edge": ("qdrant_edge",), "qdrant-edge-int8": ("qdrant_edge",), "lancedb": ("lancedb", "pyarrow")}
+QPS_THREADS = (1, 2, 4)
 
 
 # --- the parent: one subprocess per method ----------------------------------------------------------
@@ -130,17 +137,21 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     for module in PRELOAD.get(job["method"], ()):
         importlib.import_module(module)
     gc.collect()
-    anon_start = anon_bytes()
+    anon_start, file_start = anon_bytes(), file_bytes()
     peer = PEERS[job["method"]](ds, Path(job["cache"]), {**options, "rebuild": False})
     peer.build()  # cacheable methods load what the build phase saved
     gc.collect()
-    anon_built = anon_bytes()
+    anon_built, file_built = anon_bytes(), file_bytes()
     points = [_measure(peer, setting, queries, truth, k, job["budget_s"]) for setting in peer.settings()]
     gc.collect()
-    anon_searched = anon_bytes()
+    anon_searched, file_searched = anon_bytes(), file_bytes()
     head = _headline(points, peer.default_setting(), job["target_recall"])
     peer.configure(head["setting"])
-    head["qps_2_threads"] = _qps(peer, queries[: head["queries"]], k, job["qps_seconds"])
+    head["qps_threads"] = {str(t): _qps(peer, queries[: head["queries"]], k, job["qps_seconds"], threads=t) for t in QPS_THREADS}
+    head["qps_2_threads"] = head["qps_threads"]["2"]
+    async_qps = {str(t): peer.async_qps(queries[: head["queries"]], k, job["qps_seconds"], t) for t in QPS_THREADS}
+    if all(v is not None for v in async_qps.values()):
+        head["qps_async"] = async_qps
     if peer.cold_files():
         head.update(_cold(peer, queries[: min(len(queries), job["cold_queries"])], k))
     extra = peer.extra_metrics(queries, k)  # after the memory figures: it imports the frameworks
@@ -148,7 +159,8 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         "method": peer.name, "label": peer.label, "status": "ok", "build": peer.build_info,
         "memory": {"anon_start_mb": anon_start / 2**20, "anon_loaded_mb": anon_built / 2**20,
                    "anon_searched_mb": anon_searched / 2**20,
-                   "index_mb": (max(anon_built, anon_searched) - anon_start) / 2**20},
+                   "index_mb": (max(anon_built, anon_searched) - anon_start) / 2**20,
+                   "mapped_mb": max(0, max(file_built, file_searched) - file_start) / 2**20},
         "disk_mb": peer.disk_bytes() / 2**20, "points": points, "headline": head, "extra": extra,
     }
     peer.close()
@@ -253,6 +265,20 @@ def anon_bytes() -> int:
     return psutil.Process().memory_full_info().uss
 
 
+def file_bytes() -> int:
+    """Resident file-backed pages mapped into this process (``Rss`` minus ``Anonymous``)."""
+    try:
+        fields = {}
+        with open("/proc/self/smaps_rollup") as fh:
+            for line in fh:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Anonymous"):
+                    fields[name] = int(rest.split()[0]) * 1024
+        return fields["Rss"] - fields["Anonymous"]
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
 def _loadavg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -262,7 +288,8 @@ def _loadavg() -> list[float]:
 
 def machine_info() -> dict[str, Any]:
     versions = {}
-    for module in ("numpy", "hnswlib", "faiss", "langchain_core", "llama_index.core", "qdrant_client"):
+    for module in ("numpy", "hnswlib", "faiss", "langchain_core", "llama_index.core", "qdrant_client", "usearch", "diskannpy",
+                   "qdrant_edge", "lancedb"):
         try:
             versions[module] = getattr(importlib.import_module(module), "__version__", "?")
         except ImportError:

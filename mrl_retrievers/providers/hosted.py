@@ -20,8 +20,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from ..config import Secret
-from ..errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError
-from ._retry import RetryPolicy, make_error
+from ..errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError, RateLimitError
+from ._retry import Charge, PauseGate, RateBudget, RetryPolicy, make_error
 from .base import Kind, Provider, _check_positive, resolve_api_key
 
 logger = logging.getLogger("mrl_retrievers.providers")
@@ -102,6 +102,7 @@ class _KeyScrubber:
 
 
 _SDK_LOG_SCRUBBER = _KeyScrubber()
+_GATE_LOCK = threading.Lock()
 
 
 class HostedProvider(Provider):
@@ -205,17 +206,58 @@ class HostedProvider(Provider):
             batches.append(np.arange(start, len(texts)))
         return batches
 
+    @property
+    def pause_gate(self) -> PauseGate:
+        """The gate every request of this provider passes before it is sent (see ``PauseGate``)."""
+        return self._shared("_pause_gate", PauseGate)
+
+    @property
+    def rate_budget(self) -> RateBudget:
+        """The per-minute budget learned from this provider's 429s (see ``RateBudget``)."""
+        return self._shared("_rate_budget", RateBudget)
+
+    def _shared(self, name: str, factory: Callable[[], Any]) -> Any:
+        # Created on first use (not in __init__): one per provider, shared by all its requests.
+        value = self.__dict__.get(name)
+        if value is None:
+            with _GATE_LOCK:
+                value = self.__dict__.setdefault(name, factory())
+        return value
+
+    # A request waits for room in the learned window at most this many times, then goes anyway
+    # (the server's 429 and the pause gate still hold it back).
+    _MAX_BUDGET_WAITS = 100
+
     def _run_batch(self, texts: list[str], kind: Kind) -> Any:
-        attempt = 0
+        gate, budget, tokens = self.pause_gate, self.rate_budget, self._batch_tokens(texts)
+        attempt, waited_until = 0, 0.0
         while True:
             attempt += 1
+            pause = gate.pause(waited_until)
+            if pause > 0:
+                self._sleep(pause)
+            for _ in range(self._MAX_BUDGET_WAITS):
+                charge, wait = budget.reserve(tokens)
+                if charge is not None:
+                    break
+                self._sleep(wait)
+            else:
+                charge = budget.force(tokens)
             try:
-                return self._embed_batch(texts, kind)
+                out = self._embed_batch(texts, kind)
             except Exception as exc:  # noqa: BLE001 - every failure is classified, none swallowed
                 err = self._typed(exc)
+                self._settle(budget, charge, err)
                 wait = self._next_wait(attempt, err)
                 if wait is None:
                     final, cause = self._final(err, attempt), self._safe_cause(exc)
+                else:
+                    waited_until = max(waited_until, self._hold(gate, err, wait))
+            else:
+                budget.settle(charge, admitted=True)
+                if waited_until:
+                    gate.reopen(waited_until)
+                return out
             if wait is None:
                 # Raised outside the except block, so Python does not keep the SDK exception as
                 # __context__ (its text may echo the key; _safe_cause decided whether to chain it).
@@ -223,19 +265,54 @@ class HostedProvider(Provider):
             self._sleep(wait)
 
     async def _arun_batch(self, texts: list[str], kind: Kind) -> Any:
-        attempt = 0
+        gate, budget, tokens = self.pause_gate, self.rate_budget, self._batch_tokens(texts)
+        attempt, waited_until = 0, 0.0
         while True:
             attempt += 1
+            pause = gate.pause(waited_until)
+            if pause > 0:
+                await self._asleep(pause)
+            for _ in range(self._MAX_BUDGET_WAITS):
+                charge, wait = budget.reserve(tokens)
+                if charge is not None:
+                    break
+                await self._asleep(wait)
+            else:
+                charge = budget.force(tokens)
             try:
-                return await self._aembed_batch(texts, kind)
+                out = await self._aembed_batch(texts, kind)
             except Exception as exc:  # noqa: BLE001 - every failure is classified, none swallowed
                 err = self._typed(exc)
+                self._settle(budget, charge, err)
                 wait = self._next_wait(attempt, err)
                 if wait is None:
                     final, cause = self._final(err, attempt), self._safe_cause(exc)
+                else:
+                    waited_until = max(waited_until, self._hold(gate, err, wait))
+            else:
+                budget.settle(charge, admitted=True)
+                if waited_until:
+                    gate.reopen(waited_until)
+                return out
             if wait is None:
                 raise final from cause  # outside the except block: see _run_batch
             await self._asleep(wait)
+
+    def _batch_tokens(self, texts: list[str]) -> int:
+        return sum(self._estimate_tokens(t) for t in texts)
+
+    @staticmethod
+    def _settle(budget: RateBudget, charge: Charge, err: ProviderError) -> None:
+        # A 429 was not admitted (and teaches the limit); other failures are not counted either:
+        # the window (and what a 429 teaches) holds only what the server answered.
+        budget.settle(charge, admitted=False, refused_by_limit=isinstance(err, RateLimitError),
+                      retry_after=getattr(err, "retry_after", None))
+
+    @staticmethod
+    def _hold(gate: PauseGate, err: ProviderError, wait: float) -> float:
+        """A 429 pauses every request of the provider for ``wait``; returns until when this one
+        sleeps itself (0: other errors pause only the request that failed)."""
+        return gate.close_for(wait) if isinstance(err, RateLimitError) else 0.0
 
     def _typed(self, exc: BaseException) -> ProviderError:
         err = exc if isinstance(exc, ProviderError) else self._classify(exc)

@@ -26,6 +26,8 @@ def bench_run(tmp_path_factory):
         "--budget-s", "2", "--qps-seconds", "0.2", "--cold-queries", "10", "--timeout", "600",
         # cheaper graphs and a smaller tuning sample keep the smoke near a minute on 2 shared cores
         "--ef-construction", "64", "--tune-sample", "40", "--tune-prefix-dims", "64",
+        # the compiled engines have their own smoke (test_native_peers.py)
+        "--methods", ",".join(EXPECTED),
     ]
     assert main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
