@@ -15,9 +15,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .config import Settings, load_config
-from .errors import InvalidInputError
+from .errors import InvalidInputError, InvalidMetadataError
+from .metadata import validate_metadatas
 from .providers import Provider, from_config
 from .store import StoreLike, VectorStore, open_store
+from .store.validation import check_ids, check_utf8
 from .types import Hit, Record
 
 # Texts embedded and stored per step: each step is one provider round (its batches cached as they
@@ -90,7 +92,7 @@ class MRLIndex:
         ``progress(done, total)`` is called in this thread after each step is stored. Returns the
         ids, in order.
         """
-        texts, metadatas, ids = _check_batch(texts, metadatas, ids)
+        texts, metadatas, ids = _check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
         spans = self._spans(len(texts), step)
         with _Writer(self.store, progress, len(texts), threaded=len(spans) > 1) as writer:
             for start, stop in spans:
@@ -109,7 +111,7 @@ class MRLIndex:
     ) -> list[str]:
         """``add_texts`` with the provider's real async path; store writes run in a worker thread,
         pipelined the same way (step N is written while step N+1 is embedded)."""
-        texts, metadatas, ids = _check_batch(texts, metadatas, ids)
+        texts, metadatas, ids = _check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
         pending: tuple[asyncio.Future, int] | None = None
 
         async def drain() -> None:
@@ -257,21 +259,35 @@ def _check_text(text: Any) -> str:
     return text
 
 
-def _check_batch(texts: Any, metadatas: Any, ids: Any) -> tuple[list[str], list[Any], list[str]]:
-    if isinstance(texts, str):
+def _check_batch(texts: Any, metadatas: Any, ids: Any, *, reject_empty: bool) -> tuple[list[str], list[Any], list[str]]:
+    """Validate a whole ``add_texts`` call before anything is embedded or written.
+
+    Errors name the position in the caller's lists (``metadatas[599]``), never a position inside a
+    step; the store checks each step again, but by then nothing can fail on the input.
+    """
+    if isinstance(texts, (str, bytes)):
         raise InvalidInputError("texts must be a list of strings, not one string")
-    texts = list(texts)
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise InvalidInputError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+    n = len(texts)
+    if ids is not None and (isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__")):
+        raise InvalidInputError(f"ids must be a list of strings, got {type(ids).__name__}")
+    ids = [str(uuid.uuid4()) for _ in texts] if ids is None else list(ids)
+    if metadatas is not None and (isinstance(metadatas, (str, bytes, Mapping)) or not hasattr(metadatas, "__iter__")):
+        raise InvalidMetadataError(f"metadatas must be a list with one dict (or None) per text, got {type(metadatas).__name__}")
+    metadatas = [None] * n if metadatas is None else list(metadatas)
+    if not len(ids) == len(metadatas) == n:
+        raise InvalidInputError(f"got {n} texts, {len(ids)} ids and {len(metadatas)} metadatas; pass one of each per text")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"texts[{i}] must be a string, got {type(text).__name__}")
-    ids = [str(uuid.uuid4()) for _ in texts] if ids is None else list(ids)
-    metadatas = [None] * len(texts) if metadatas is None else list(metadatas)
-    if not len(ids) == len(metadatas) == len(texts):
-        raise InvalidInputError(f"got {len(texts)} texts, {len(ids)} ids and {len(metadatas)} metadatas")
-    if len(set(ids)) != len(ids):
-        from .errors import DuplicateIdError
-
-        raise DuplicateIdError("the same id appears more than once in one add_texts call")
+        check_utf8(text, f"texts[{i}]")
+        if reject_empty and not text.strip():
+            raise InvalidInputError(f"texts[{i}] is empty or whitespace-only; the provider rejects those (drop or fill them)")
+    ids = check_ids(ids)
+    validate_metadatas(metadatas, n)
     return texts, metadatas, ids
 
 
