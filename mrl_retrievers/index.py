@@ -71,16 +71,15 @@ class MRLIndex:
         self._target: StoreLike = None
         self._store_options = store_options
         if isinstance(store, VectorStore):
-            store.check_spec(embedder.spec)
             self._store = store
         else:
-            try:
-                self._store = open_existing(store, read_only=read_only, spec=embedder.spec)
-            except StoreNotFoundError:
-                if read_only or not _creatable(store):
-                    raise
-                self._target = store  # created by the first add_texts, when vectors are in hand
+            self._store = _open_if_there(store, read_only=read_only)
+            self._target = store  # if not there: created by the first add_texts, with vectors in hand
         if self._store is not None:
+            if self._store.full_dim != embedder.dim:  # the plainest difference first, in plain words
+                raise ConfigError(f"{_describe_store(self._store)} holds {self._store.full_dim}-wide vectors; "
+                                  f"these are {embedder.dim}-wide")
+            self._store.check_spec(embedder.spec)
             self._keep_rotation()
 
     @classmethod
@@ -103,11 +102,8 @@ class MRLIndex:
                 settings = dataclasses.replace(settings, **{block: dataclasses.replace(getattr(settings, block), **values)})
         else:
             settings = load_config(source, overrides=overrides)
-        try:
-            existing = open_existing(settings, read_only=read_only)
-        except StoreNotFoundError:
-            if read_only or not _creatable(settings):
-                raise
+        existing = _open_if_there(settings, read_only=read_only)
+        if existing is None:  # built outside the except block: a provider error must not chain to it
             return cls(from_config(settings), settings)
         block = settings.embedder
         if existing.spec is not None:
@@ -382,6 +378,16 @@ class _Writer:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+
+
+def _open_if_there(store: StoreLike, *, read_only: bool) -> VectorStore | None:
+    """The store ``store`` names, opened; None if there is none yet and one may be created there."""
+    try:
+        return open_existing(store, read_only=read_only)
+    except StoreNotFoundError:
+        if read_only or not _creatable(store):
+            raise
+    return None
 
 
 def _creatable(store: StoreLike) -> bool:

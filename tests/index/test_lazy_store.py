@@ -153,8 +153,11 @@ def test_a_config_naming_other_vectors_is_still_refused(tmp_path, stub_model):
     path = tmp_path / "store"
     with MRLIndex(get_provider("fake", dim=32), path) as index:
         index.add_texts(["x"])
-    with pytest.raises(SpecMismatchError, match="fake"):
+    with pytest.raises(ConfigError, match="holds 32-wide vectors; these are 48-wide"):
         MRLIndex.from_config({"embedder": {"provider": "local", "model": "stub-model"}, "store": {"path": str(path)}})
+    with pytest.raises(SpecMismatchError, match="'fake' != 'local'"):
+        MRLIndex.from_config({"embedder": {"provider": "local", "model": "stub-model", "dim": 32},
+                              "store": {"path": str(path)}})
     with pytest.raises(SpecMismatchError):
         MRLIndex.from_config({"embedder": {"provider": "fake", "dim": 32, "model": "other"}, "store": {"path": str(path)}})
 
