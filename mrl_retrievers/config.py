@@ -304,6 +304,21 @@ def _dump_value(value: Any) -> Any:
     return value
 
 
+def write_example(path: str | os.PathLike[str] = "mrl.toml", *, overwrite: bool = False) -> Path:
+    """Write ``EXAMPLE_TOML`` (the commented reference config) to ``path``; what ``init`` does.
+
+    Raises:
+        ConfigError: ``path`` exists and ``overwrite`` is False (nothing is changed).
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise ConfigError(f"{target} already exists; keep it, or overwrite it with --force (overwrite=True)")
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"{target} exists and is not a file")
+    target.write_text(EXAMPLE_TOML, encoding="utf-8")
+    return target
+
+
 EXAMPLE_TOML = """\
 # mrl.toml: one file configures the embedder and the store.
 # Environment variables MRL_<BLOCK>_<FIELD> (e.g. MRL_STORE_PATH) override it; CLI flags override both.
@@ -342,4 +357,4 @@ dtype = "float16"           # full vectors on disk: "float16" | "float32"
 # (path = "qdrant-data" without url uses qdrant-client's local mode: brute force, for tests only)
 """
 
-__all__ = ["DEFAULT_PREFIX_DIM", "DEFAULT_PROVIDER", "EXAMPLE_TOML", "EmbedderSettings", "Secret", "Settings", "StoreSettings", "load_config"]
+__all__ = ["DEFAULT_PREFIX_DIM", "DEFAULT_PROVIDER", "EXAMPLE_TOML", "EmbedderSettings", "Secret", "Settings", "StoreSettings", "load_config", "write_example"]

