@@ -214,8 +214,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
             return 0
         if index.created and not existed:
             store = index.store
-            print(f"created store {getattr(store, 'path', settings.store.path)} ({_describe_spec(store.spec)}; "
-                  f"coarse prefix {store.prefix_dim} of {store.full_dim} dims)")
+            where = getattr(store, "path", None) or f"Qdrant collection {getattr(store, 'collection', '?')!r}"
+            print(f"created store {where} ({_describe_spec(store.spec)}; coarse prefix {store.prefix_dim} of "
+                  f"{store.full_dim} dims)")
         print(f"indexed {report.files} file{'s' if report.files != 1 else ''} ({report.sources} sources): {report.chunks} chunks, "
               f"{report.embedded} embedded, {report.unchanged} unchanged, {report.deleted} removed"
               + (f"; {report.removed_sources} sources gone from the folder removed ({report.removed_chunks} chunks)"
