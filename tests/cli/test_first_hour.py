@@ -349,7 +349,7 @@ def test_7_prefix_dim_wider_than_dim_is_an_error(configured):
 
 @pytest.mark.slow
 def test_7_bench_at_small_n_does_not_judge_goals_stated_for_1m(tmp_path):
-    code, out, err = cli("bench", "--n", "2000", "--dim", "64", "--methods", "ours,numpy", "--queries", "20",
+    code, out, err = cli("bench", "--n", "2000", "--dim", "256", "--methods", "ours,numpy", "--queries", "20",
                          "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--budget-s", "2",
                          "--qps-seconds", "0.1", "--cold-queries", "5", "--no-frameworks", "--tune-sample", "20",
                          cwd=tmp_path, timeout=900)
