@@ -324,7 +324,7 @@ EXAMPLE_TOML = """\
 # Environment variables MRL_<BLOCK>_<FIELD> (e.g. MRL_STORE_PATH) override it; CLI flags override both.
 
 [embedder]
-provider = "local"          # "openai" | "gemini" | "voyage" | "local" | "fake"
+provider = "local"          # "openai" | "gemini" | "voyage" | "local" | "fake" (unset: an existing store's)
 # model = "text-embedding-3-large"   # default: the provider's default (local: all-MiniLM-L6-v2, offline)
 # dim = 1024                # the full width to request (the store keeps it all); default: native
 # api_key: leave unset to read the provider's usual env var (OPENAI_API_KEY, GEMINI_API_KEY or
@@ -343,7 +343,7 @@ provider = "local"          # "openai" | "gemini" | "voyage" | "local" | "fake"
 [store]
 backend = "local"           # "local" (on-disk MRLStore) | "qdrant"
 path = "mrl-index"          # directory of the local store
-prefix_dim = 128            # width of the coarse (HNSW) index; change later with `reindex`
+prefix_dim = 128            # width of the coarse (HNSW) index, at most dim; change later with `reindex`
 dtype = "float16"           # full vectors on disk: "float16" | "float32"
 # shortlist = 200           # candidates reranked at full width (default: recorded in the manifest)
 # ef = 400                  # HNSW search breadth (default: recorded in the manifest)
@@ -357,4 +357,14 @@ dtype = "float16"           # full vectors on disk: "float16" | "float32"
 # (path = "qdrant-data" without url uses qdrant-client's local mode: brute force, for tests only)
 """
 
-__all__ = ["DEFAULT_PREFIX_DIM", "DEFAULT_PROVIDER", "EXAMPLE_TOML", "EmbedderSettings", "Secret", "Settings", "StoreSettings", "load_config", "write_example"]
+__all__ = [
+    "DEFAULT_PREFIX_DIM",
+    "DEFAULT_PROVIDER",
+    "EXAMPLE_TOML",
+    "EmbedderSettings",
+    "Secret",
+    "Settings",
+    "StoreSettings",
+    "load_config",
+    "write_example",
+]

@@ -13,21 +13,19 @@ import asyncio
 import dataclasses
 import os
 import shutil
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._writes import Progress, StepWriter, check_batch, check_text
 from .config import EmbedderSettings, Settings, load_config
-from .errors import ConfigError, InvalidInputError, InvalidMetadataError, StoreNotFoundError
-from .metadata import validate_metadatas
+from .errors import ConfigError, InvalidInputError, StoreNotFoundError
 from .providers import Provider, from_config, from_spec
 from .providers.rotation import save_rotation
 from .store import MRLStore, StoreLike, VectorStore, create_store, open_existing
 from .store.factory import store_settings
-from .store.validation import check_ids, check_utf8
+from .store.validation import check_ids
 from .types import EmbeddingSpec, Hit, Record
 
 # Texts embedded and stored per step: each step is one provider round (its batches cached as they
@@ -39,8 +37,6 @@ MAX_DEFAULT_STEP = 4096
 
 # A local store's copy of the rotation its vectors were made with (named by checksum in its spec).
 ROTATION_FILE = "rotation.npy"
-
-Progress = Callable[[int, int], None]
 
 
 class MRLIndex:
@@ -186,11 +182,11 @@ class MRLIndex:
         ``progress(done, total)`` is called in this thread after each step is stored. Returns the
         ids, in order.
         """
-        texts, metadatas, ids = _check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
+        texts, metadatas, ids = check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
         spans = self._spans(len(texts), step)
         fresh = False
         try:
-            with _Writer(lambda: self._store, progress, len(texts), threaded=len(spans) > 1) as writer:
+            with StepWriter(lambda: self._store, progress, len(texts), threaded=len(spans) > 1) as writer:
                 for start, stop in spans:
                     vectors = self.embedder.embed_documents(texts[start:stop])
                     if self._store is None:
@@ -213,7 +209,7 @@ class MRLIndex:
     ) -> list[str]:
         """``add_texts`` with the provider's real async path; store writes run in a worker thread,
         pipelined the same way (step N is written while step N+1 is embedded)."""
-        texts, metadatas, ids = _check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
+        texts, metadatas, ids = check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
         pending: tuple[asyncio.Future, int] | None = None
         fresh = False
 
@@ -277,26 +273,26 @@ class MRLIndex:
     def query(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
         """The ``k`` stored texts closest to ``text`` (one provider call, one store search)."""
         if self._store is None:  # nothing written yet: no store, no provider call
-            _check_text(text)
+            check_text(text)
             return []
         return self._store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter)
 
     async def aquery(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
         if self._store is None:
-            _check_text(text)
+            check_text(text)
             return []
-        vector = await self.embedder.aembed_query(_check_text(text))
+        vector = await self.embedder.aembed_query(check_text(text))
         return await asyncio.to_thread(self._store.search, vector, k, shortlist, filter)
 
     def query_exact(self, text: str, k: int = 5, filter: Any = None) -> list[Hit]:
         """The exact full-width answer (the oracle), for comparison."""
         if self._store is None:
-            _check_text(text)
+            check_text(text)
             return []
         return self._store.search_exact(self.embed_query(text), k=k, filter=filter)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embedder.embed_query(_check_text(text))
+        return self.embedder.embed_query(check_text(text))
 
     def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[Record]:
         if self._store is None:
@@ -327,61 +323,6 @@ class MRLIndex:
     def __repr__(self) -> str:
         store = repr(self._store) if self._store is not None else f"<not created yet: {_describe_target(self._target)}>"
         return f"MRLIndex(embedder={self.embedder!r}, store={store})"
-
-
-class _Writer:
-    """Writes steps to the store in order, one at a time, on one worker thread.
-
-    ``put`` waits for the previous step's write (raising its error, reporting its progress), then
-    starts this one and returns, so the caller embeds the next step meanwhile. Leaving the block
-    waits for the last write; leaving it with an error still waits for the write in flight, so it
-    commits (or fails) before the error propagates. ``threaded=False`` writes inline (one step).
-    """
-
-    def __init__(self, store: Callable[[], VectorStore | None], progress: Progress | None, total: int, *,
-                 threaded: bool) -> None:
-        self._store, self._progress, self._total = store, progress, total
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mrl-store-writer") if threaded else None
-        self._pending: tuple[Future, int] | None = None
-
-    def put(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[Any], stop: int) -> None:
-        self._drain()
-        if self._pool is None:
-            self._store().add(ids, vectors, texts=texts, metadatas=metadatas)
-            self._report(stop)
-        else:
-            self._pending = (self._pool.submit(self._store().add, ids, vectors, texts=texts, metadatas=metadatas), stop)
-
-    def _drain(self) -> None:
-        if self._pending is not None:
-            future, stop = self._pending
-            self._pending = None
-            future.result()
-            self._report(stop)
-
-    def _report(self, stop: int) -> None:
-        if self._progress:
-            self._progress(stop, self._total)
-
-    def __enter__(self) -> "_Writer":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if exc_type is None:
-                self._drain()
-            elif self._pending is not None:
-                # An error (the next step's embedding, usually): the step being written still
-                # commits first. If that write failed too, its error is the one raised (it was
-                # the earlier step), with this one as its context.
-                future, _ = self._pending
-                self._pending = None
-                wait([future])
-                if future.exception() is not None:
-                    raise future.exception()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
 
 
 def _open_if_there(store: StoreLike, *, read_only: bool) -> VectorStore | None:
@@ -437,44 +378,6 @@ def _describe_target(store: StoreLike) -> str:
     if settings.backend == "qdrant":
         return f"Qdrant collection {settings.collection or 'mrl'!r}"
     return "the temporary store" if settings.path is None else str(settings.path)
-
-
-def _check_text(text: Any) -> str:
-    if not isinstance(text, str):
-        raise InvalidInputError(f"query text must be a string, got {type(text).__name__}")
-    return text
-
-
-def _check_batch(texts: Any, metadatas: Any, ids: Any, *, reject_empty: bool) -> tuple[list[str], list[Any], list[str]]:
-    """Validate a whole ``add_texts`` call before anything is embedded or written.
-
-    Errors name the position in the caller's lists (``metadatas[599]``), never a position inside a
-    step; the store checks each step again, but by then nothing can fail on the input.
-    """
-    if isinstance(texts, (str, bytes)):
-        raise InvalidInputError("texts must be a list of strings, not one string")
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise InvalidInputError(f"texts must be a list of strings, got {type(texts).__name__}") from None
-    n = len(texts)
-    if ids is not None and (isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__")):
-        raise InvalidInputError(f"ids must be a list of strings, got {type(ids).__name__}")
-    ids = [str(uuid.uuid4()) for _ in texts] if ids is None else list(ids)
-    if metadatas is not None and (isinstance(metadatas, (str, bytes, Mapping)) or not hasattr(metadatas, "__iter__")):
-        raise InvalidMetadataError(f"metadatas must be a list with one dict (or None) per text, got {type(metadatas).__name__}")
-    metadatas = [None] * n if metadatas is None else list(metadatas)
-    if not len(ids) == len(metadatas) == n:
-        raise InvalidInputError(f"got {n} texts, {len(ids)} ids and {len(metadatas)} metadatas; pass one of each per text")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"texts[{i}] must be a string, got {type(text).__name__}")
-        check_utf8(text, f"texts[{i}]")
-        if reject_empty and not text.strip():
-            raise InvalidInputError(f"texts[{i}] is empty or whitespace-only; the provider rejects those (drop or fill them)")
-    ids = check_ids(ids)
-    validate_metadatas(metadatas, n)
-    return texts, metadatas, ids
 
 
 __all__ = ["MRLIndex"]
