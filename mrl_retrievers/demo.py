@@ -1,4 +1,4 @@
-"""`mrl-retrievers demo`: a real corpus, a real local model, offline; about half a minute on 2 idle cores.
+"""`mrl-retrievers demo`: a real corpus, a real local model, offline; about a minute on 2 idle cores.
 
 Indexes the Python language reference that ships with CPython (``pydoc_data.topics``, 632 passages)
 with the packaged all-MiniLM-L6-v2 model into an on-disk store, then answers a few questions twice:
@@ -32,7 +32,7 @@ QUESTIONS = [
     "How do I declare that a variable inside a function refers to a global one?",
     "How does Python decide the truth value of an object?",
 ]
-NEXT_QUESTION = "How do I open a file and read it line by line?"
+NEXT_QUESTION = "How are decorators applied to a function?"
 
 PREFIX_DIM, SHORTLIST, K = 128, 100, 5
 M = 16  # the store's default HNSW degree, for the footprint estimates
