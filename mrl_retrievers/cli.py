@@ -139,8 +139,18 @@ def _parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_parser, add_tune_parser  # argparse only; heavy imports run inside
 
     add_bench_parser(sub)
-    add_tune_parser(sub)
+    tune = add_tune_parser(sub)
+    tune.set_defaults(func=_on_existing_store(tune.get_default("func")))
     return parser
+
+
+def _on_existing_store(command: Any) -> Any:
+    """``command`` run only when ``args.path`` is a store (the CLI's message otherwise, not Python advice)."""
+    def run(args: argparse.Namespace) -> int:
+        _require_store(args.path)
+        return command(args)
+
+    return run
 
 
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
