@@ -65,6 +65,10 @@ class Secret:
 
 DTYPES = ("float16", "float32")
 BACKENDS = ("local", "qdrant")
+# The provider of a new store when [embedder] provider is unset: offline, no key.
+DEFAULT_PROVIDER = "local"
+# The coarse width when [store] prefix_dim is unset (or the full width, when the vectors are narrower).
+DEFAULT_PREFIX_DIM = 128
 
 
 @dataclass(frozen=True)
@@ -72,12 +76,13 @@ class StoreSettings:
     """The ``[store]`` block.
 
     Search defaults left as ``None`` come from the store's manifest, where they were recorded by
-    measurement (or by ``tune``).
+    measurement (or by ``tune``). ``prefix_dim`` left unset is 128, or the full width of narrower
+    vectors (see ``prefix_dim_for``); set, it must fit the vectors or creating the store fails.
     """
 
     backend: str = "local"
     path: str | None = None
-    prefix_dim: int = 128
+    prefix_dim: int | None = None
     dtype: str = "float16"
     shortlist: int | None = None
     ef: int | None = None
@@ -95,8 +100,7 @@ class StoreSettings:
             raise ConfigError(f"[store] backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"[store] dtype must be one of {DTYPES}, got {self.dtype!r}")
-        _positive_int("store", "prefix_dim", self.prefix_dim)
-        for name in ("shortlist", "ef", "funnel_dim"):
+        for name in ("prefix_dim", "shortlist", "ef", "funnel_dim"):
             if getattr(self, name) is not None:
                 _positive_int("store", name, getattr(self, name))
         if self.exact_below is not None:
@@ -105,6 +109,21 @@ class StoreSettings:
             raise ConfigError(f"[store] quantization must be \"int8\" or unset, got {self.quantization!r}")
         if self.url is not None and self.path is not None and self.backend == "qdrant":
             raise ConfigError("[store] a qdrant store takes url (a server) or path (local mode), not both")
+        if self.prefix_dim is not None and self.funnel_dim is not None and not self.prefix_dim < self.funnel_dim:
+            raise ConfigError(f"[store] funnel_dim ({self.funnel_dim}) must be wider than prefix_dim ({self.prefix_dim})")
+
+    def prefix_dim_for(self, full_dim: int) -> int:
+        """The coarse width of a new store of ``full_dim``-wide vectors.
+
+        Unset: ``DEFAULT_PREFIX_DIM``, or ``full_dim`` when the vectors are narrower (tiny test
+        embeddings). Set: used as is, and a width the vectors do not have is an error, never clamped.
+        """
+        if self.prefix_dim is None:
+            return min(DEFAULT_PREFIX_DIM, full_dim)
+        if self.prefix_dim > full_dim:
+            raise ConfigError(f"[store] prefix_dim = {self.prefix_dim} is wider than the vectors ({full_dim} dims): "
+                              f"set prefix_dim to at most {full_dim}, or leave it unset")
+        return self.prefix_dim
 
 
 @dataclass(frozen=True)
@@ -115,9 +134,13 @@ class EmbedderSettings:
     GEMINI_API_KEY / GOOGLE_API_KEY, VOYAGE_API_KEY) when it is built; that value is never stored
     here, so dumps cannot leak it. Provider-specific settings (``device``, ``query_prompt``,
     ``native_dim``, ``vertexai``...) go in the ``options`` table.
+
+    ``provider``, ``model``, ``dim`` and ``rotation`` left unset are taken from the store when it
+    exists (its manifest records how its vectors were made); for a new store the provider defaults
+    to ``DEFAULT_PROVIDER`` and the others to the provider's defaults.
     """
 
-    provider: str = "local"
+    provider: str | None = None
     model: str | None = None
     dim: int | None = None
     api_key: Secret | None = None
@@ -131,7 +154,7 @@ class EmbedderSettings:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.provider, str) or not self.provider:
+        if self.provider is not None and (not isinstance(self.provider, str) or not self.provider):
             raise ConfigError(f"[embedder] provider must be a non-empty string, got {self.provider!r}")
         for name in ("dim", "max_concurrency", "batch_size"):
             if getattr(self, name) is not None:
@@ -153,6 +176,16 @@ class EmbedderSettings:
 class Settings:
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+
+    def __post_init__(self) -> None:
+        dim = self.embedder.dim
+        if dim is None:
+            return  # the width is known when the provider is built; the store checks it then
+        if self.store.prefix_dim is not None and self.store.prefix_dim > dim:
+            raise ConfigError(f"[store] prefix_dim = {self.store.prefix_dim} is wider than [embedder] dim = {dim}: "
+                              f"set prefix_dim to at most {dim}, or leave it unset")
+        if self.store.funnel_dim is not None and self.store.funnel_dim >= dim:
+            raise ConfigError(f"[store] funnel_dim = {self.store.funnel_dim} must be narrower than [embedder] dim = {dim}")
 
     def to_dict(self) -> dict[str, Any]:
         """A dump safe to print or log: secrets are masked."""
@@ -271,12 +304,27 @@ def _dump_value(value: Any) -> Any:
     return value
 
 
+def write_example(path: str | os.PathLike[str] = "mrl.toml", *, overwrite: bool = False) -> Path:
+    """Write ``EXAMPLE_TOML`` (the commented reference config) to ``path``; what ``init`` does.
+
+    Raises:
+        ConfigError: ``path`` exists and ``overwrite`` is False (nothing is changed).
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise ConfigError(f"{target} already exists; keep it, or overwrite it with --force (overwrite=True)")
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"{target} exists and is not a file")
+    target.write_text(EXAMPLE_TOML, encoding="utf-8")
+    return target
+
+
 EXAMPLE_TOML = """\
 # mrl.toml: one file configures the embedder and the store.
 # Environment variables MRL_<BLOCK>_<FIELD> (e.g. MRL_STORE_PATH) override it; CLI flags override both.
 
 [embedder]
-provider = "local"          # "openai" | "gemini" | "voyage" | "local" | "fake"
+provider = "local"          # "openai" | "gemini" | "voyage" | "local" | "fake" (unset: an existing store's)
 # model = "text-embedding-3-large"   # default: the provider's default (local: all-MiniLM-L6-v2, offline)
 # dim = 1024                # the full width to request (the store keeps it all); default: native
 # api_key: leave unset to read the provider's usual env var (OPENAI_API_KEY, GEMINI_API_KEY or
@@ -295,7 +343,7 @@ provider = "local"          # "openai" | "gemini" | "voyage" | "local" | "fake"
 [store]
 backend = "local"           # "local" (on-disk MRLStore) | "qdrant"
 path = "mrl-index"          # directory of the local store
-prefix_dim = 128            # width of the coarse (HNSW) index; change later with `reindex`
+prefix_dim = 128            # width of the coarse (HNSW) index, at most dim; change later with `reindex`
 dtype = "float16"           # full vectors on disk: "float16" | "float32"
 # shortlist = 200           # candidates reranked at full width (default: recorded in the manifest)
 # ef = 400                  # HNSW search breadth (default: recorded in the manifest)
@@ -309,4 +357,14 @@ dtype = "float16"           # full vectors on disk: "float16" | "float32"
 # (path = "qdrant-data" without url uses qdrant-client's local mode: brute force, for tests only)
 """
 
-__all__ = ["EXAMPLE_TOML", "EmbedderSettings", "Secret", "Settings", "StoreSettings", "load_config"]
+__all__ = [
+    "DEFAULT_PREFIX_DIM",
+    "DEFAULT_PROVIDER",
+    "EXAMPLE_TOML",
+    "EmbedderSettings",
+    "Secret",
+    "Settings",
+    "StoreSettings",
+    "load_config",
+    "write_example",
+]

@@ -2,23 +2,31 @@
 
 The store remembers the ``EmbeddingSpec`` it was built with; an index opened with another
 provider, model, width or rotation fails with ``SpecMismatchError`` instead of mixing vector spaces.
+A store is created only when the first vectors are in hand, so a call that fails before (a missing
+key, bad input, an unreachable provider) leaves nothing on disk. A fitted rotation is saved inside
+the store (``rotation.npy``), so ``MRLIndex.open(path)`` can embed queries with no config at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Mapping, Sequence
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .config import Settings, load_config
-from .errors import InvalidInputError
-from .providers import Provider, from_config
-from .store import StoreLike, VectorStore, open_store
-from .types import Hit, Record
+from ._writes import Progress, StepWriter, check_batch, check_text
+from .config import EmbedderSettings, Settings, load_config
+from .errors import ConfigError, InvalidInputError, StoreNotFoundError
+from .providers import Provider, from_config, from_spec
+from .providers.rotation import save_rotation
+from .store import MRLStore, StoreLike, VectorStore, create_store, open_existing
+from .store.factory import store_settings
+from .store.validation import check_ids
+from .types import EmbeddingSpec, Hit, Record
 
 # Texts embedded and stored per step: each step is one provider round (its batches cached as they
 # complete) and one store transaction, so an interrupted ingestion resumes at the step it was in.
@@ -27,11 +35,21 @@ from .types import Hit, Record
 DEFAULT_STEP = 512
 MAX_DEFAULT_STEP = 4096
 
-Progress = Callable[[int, int], None]
+# A local store's copy of the rotation its vectors were made with (named by checksum in its spec).
+ROTATION_FILE = "rotation.npy"
 
 
 class MRLIndex:
     """Embed texts with a provider and keep them in a coarse-to-fine store.
+
+    Args:
+        embedder: the provider.
+        store: an open store, a path, a ``[store]`` block or ``Settings`` (``None``: a temporary
+            store). An existing store is opened now (its spec must match the provider's); a new one
+            is created by the first ``add_texts`` that has vectors to write.
+        read_only: open an existing store without the writer lock (works beside a running writer;
+            a missing store is then ``StoreNotFoundError``).
+        **store_options: ``prefix_dim``, ``dtype``, ``exact_below``... for a store created here.
 
     Example:
         >>> from mrl_retrievers import MRLIndex, get_provider
@@ -42,13 +60,23 @@ class MRLIndex:
         >>> index.close()
     """
 
-    def __init__(self, embedder: Provider, store: VectorStore | StoreLike = None, **store_options: Any) -> None:
+    def __init__(self, embedder: Provider, store: VectorStore | StoreLike = None, *, read_only: bool = False,
+                 **store_options: Any) -> None:
         self.embedder = embedder
+        self._store: VectorStore | None = None
+        self._target: StoreLike = None
+        self._store_options = store_options
         if isinstance(store, VectorStore):
-            store.check_spec(embedder.spec)
-            self.store = store
+            self._store = store
         else:
-            self.store = open_store(store, full_dim=embedder.dim, spec=embedder.spec, **store_options)
+            self._store = _open_if_there(store, read_only=read_only)
+            self._target = store  # if not there: created by the first add_texts, with vectors in hand
+        if self._store is not None:
+            if self._store.full_dim != embedder.dim:  # the plainest difference first, in plain words
+                raise ConfigError(f"{_describe_store(self._store)} holds {self._store.full_dim}-wide vectors; "
+                                  f"these are {embedder.dim}-wide")
+            self._store.check_spec(embedder.spec)
+            self._keep_rotation()
 
     @classmethod
     def from_config(
@@ -56,10 +84,13 @@ class MRLIndex:
         source: str | Mapping[str, Any] | Settings | None = None,
         *,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        read_only: bool = False,
     ) -> "MRLIndex":
         """Build the provider and the store that one config (TOML path, mapping or Settings) names.
 
-        ``overrides`` (e.g. CLI flags) win over the file and the environment.
+        ``overrides`` (e.g. CLI flags) win over the file and the environment. When the store
+        exists, the ``[embedder]`` fields the config leaves unset (provider, model, dim, rotation)
+        are the store's, so a config needs no more than the store's path to query it.
         """
         if isinstance(source, Settings):
             settings = source
@@ -67,7 +98,68 @@ class MRLIndex:
                 settings = dataclasses.replace(settings, **{block: dataclasses.replace(getattr(settings, block), **values)})
         else:
             settings = load_config(source, overrides=overrides)
-        return cls(from_config(settings), settings)
+        existing = _open_if_there(settings, read_only=read_only)
+        if existing is None:  # built outside the except block: a provider error must not chain to it
+            return cls(from_config(settings), settings)
+        block = settings.embedder
+        if existing.spec is not None:
+            block = _complete(block, existing.spec, _rotation_path(existing))
+        return cls(from_config(block), existing)
+
+    @classmethod
+    def open(cls, store: StoreLike, *, read_only: bool = False, **provider_options: Any) -> "MRLIndex":
+        """Open an existing store and embed queries exactly the way its vectors were made.
+
+        The provider is rebuilt from the spec the store recorded (provider, model, width, prompts
+        and its saved rotation): no config needed. ``provider_options`` are settings that do not
+        change the vectors (``api_key``, ``base_url``, ``timeout``, ``device``, ``cache``...).
+
+        Raises:
+            StoreNotFoundError: nothing is there.
+            ConfigError: the store records no spec, or one this package cannot rebuild.
+        """
+        opened = open_existing(store, read_only=read_only)
+        if opened.spec is None:
+            raise ConfigError(f"{_describe_store(opened)} records no embedding spec: open it with MRLIndex(provider, store)")
+        return cls(from_spec(opened.spec, rotation=_rotation_path(opened), **provider_options), opened)
+
+    @property
+    def store(self) -> VectorStore:
+        """The store. A store not created yet is created now, at the provider's width."""
+        if self._store is None:
+            self._create(self.embedder.dim)
+        return self._store  # type: ignore[return-value]
+
+    @property
+    def created(self) -> bool:
+        """Whether the store exists yet (``False`` until the first vectors are written)."""
+        return self._store is not None
+
+    def _create(self, full_dim: int) -> bool:
+        """Create the store for ``full_dim``-wide vectors; True if this call made its directory."""
+        settings = store_settings(self._target)
+        fresh = settings.backend == "local" and settings.path is not None and not Path(settings.path).exists()
+        self._store = create_store(self._target, full_dim=full_dim, spec=self.embedder.spec, **self._store_options)
+        self._keep_rotation()
+        return fresh
+
+    def _keep_rotation(self) -> None:
+        """Save the provider's rotation in a local store that records one but lacks its file."""
+        store, spec = self._store, self.embedder.spec
+        rotation = getattr(getattr(self.embedder, "inner", self.embedder), "rotation", None)
+        if (isinstance(store, MRLStore) and not store.read_only and spec.rotation is not None and rotation is not None
+                and spec == store.spec and not (store.path / ROTATION_FILE).exists()):
+            save_rotation(rotation, store.path / ROTATION_FILE)
+
+    def _discard_new_store(self) -> None:
+        """Remove a store this index created in the call that failed before its first write."""
+        store, self._store = self._store, None
+        if store is None:
+            return
+        path = store.path if isinstance(store, MRLStore) else None
+        store.close()
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
 
     # --- writes ------------------------------------------------------------------------------------
 
@@ -90,12 +182,20 @@ class MRLIndex:
         ``progress(done, total)`` is called in this thread after each step is stored. Returns the
         ids, in order.
         """
-        texts, metadatas, ids = _check_batch(texts, metadatas, ids)
+        texts, metadatas, ids = check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
         spans = self._spans(len(texts), step)
-        with _Writer(self.store, progress, len(texts), threaded=len(spans) > 1) as writer:
-            for start, stop in spans:
-                vectors = self.embedder.embed_documents(texts[start:stop])
-                writer.put(ids[start:stop], vectors, texts[start:stop], metadatas[start:stop], stop)
+        fresh = False
+        try:
+            with StepWriter(lambda: self._store, progress, len(texts), threaded=len(spans) > 1) as writer:
+                for start, stop in spans:
+                    vectors = self.embedder.embed_documents(texts[start:stop])
+                    if self._store is None:
+                        fresh = self._create(vectors.shape[1])
+                    writer.put(ids[start:stop], vectors, texts[start:stop], metadatas[start:stop], stop)
+        except BaseException:
+            if fresh and self._store is not None and len(self._store) == 0:
+                self._discard_new_store()
+            raise
         return ids
 
     async def aadd_texts(
@@ -109,8 +209,9 @@ class MRLIndex:
     ) -> list[str]:
         """``add_texts`` with the provider's real async path; store writes run in a worker thread,
         pipelined the same way (step N is written while step N+1 is embedded)."""
-        texts, metadatas, ids = _check_batch(texts, metadatas, ids)
+        texts, metadatas, ids = check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
         pending: tuple[asyncio.Future, int] | None = None
+        fresh = False
 
         async def drain() -> None:
             nonlocal pending
@@ -125,7 +226,9 @@ class MRLIndex:
             for start, stop in self._spans(len(texts), step):
                 vectors = await self.embedder.aembed_documents(texts[start:stop])
                 await drain()
-                write = asyncio.to_thread(self.store.add, ids[start:stop], vectors, texts[start:stop], metadatas[start:stop])
+                if self._store is None:
+                    fresh = await asyncio.to_thread(self._create, vectors.shape[1])
+                write = asyncio.to_thread(self._store.add, ids[start:stop], vectors, texts[start:stop], metadatas[start:stop])
                 pending = (asyncio.ensure_future(write), stop)
             await drain()
         except BaseException:
@@ -135,6 +238,8 @@ class MRLIndex:
                 await asyncio.wait([pending[0]])
                 if not pending[0].cancelled() and pending[0].exception() is not None:
                     raise pending[0].exception()  # noqa: B904 - the earlier step failed first
+            if fresh and self._store is not None and len(self._store) == 0:
+                self._discard_new_store()
             raise
         return ids
 
@@ -152,39 +257,61 @@ class MRLIndex:
         return [(start, min(n, start + step)) for start in range(0, n, step)]
 
     def delete(self, ids: Sequence[str]) -> int:
-        return self.store.delete(ids)
+        if self._store is None:
+            check_ids(ids, allow_duplicates=True)
+            return 0
+        return self._store.delete(ids)
 
     def reindex(self, prefix_dim: int) -> None:
         """Change the coarse width from the stored full vectors: no provider call."""
-        self.store.reindex(prefix_dim=prefix_dim)
+        if self._store is None:
+            raise StoreNotFoundError(f"nothing to reindex: {_describe_target(self._target)} has no store yet")
+        self._store.reindex(prefix_dim=prefix_dim)
 
     # --- reads -------------------------------------------------------------------------------------
 
     def query(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
         """The ``k`` stored texts closest to ``text`` (one provider call, one store search)."""
-        return self.store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter)
+        if self._store is None:  # nothing written yet: no store, no provider call
+            check_text(text)
+            return []
+        return self._store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter)
 
     async def aquery(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
-        vector = await self.embedder.aembed_query(_check_text(text))
-        return await asyncio.to_thread(self.store.search, vector, k, shortlist, filter)
+        if self._store is None:
+            check_text(text)
+            return []
+        vector = await self.embedder.aembed_query(check_text(text))
+        return await asyncio.to_thread(self._store.search, vector, k, shortlist, filter)
 
     def query_exact(self, text: str, k: int = 5, filter: Any = None) -> list[Hit]:
         """The exact full-width answer (the oracle), for comparison."""
-        return self.store.search_exact(self.embed_query(text), k=k, filter=filter)
+        if self._store is None:
+            check_text(text)
+            return []
+        return self._store.search_exact(self.embed_query(text), k=k, filter=filter)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embedder.embed_query(_check_text(text))
+        return self.embedder.embed_query(check_text(text))
 
     def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[Record]:
-        return self.store.get(ids, include_vectors=include_vectors)
+        if self._store is None:
+            check_ids(ids, allow_duplicates=True)
+            return []
+        return self._store.get(ids, include_vectors=include_vectors)
+
+    def ids(self, filter: Any = None) -> list[str]:
+        """The ids of the stored items (matching ``filter``); no vectors are read."""
+        return [] if self._store is None else self._store.ids(filter=filter)
 
     def __len__(self) -> int:
-        return len(self.store)
+        return 0 if self._store is None else len(self._store)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
         self.embedder.close()
 
     def __enter__(self) -> "MRLIndex":
@@ -194,85 +321,63 @@ class MRLIndex:
         self.close()
 
     def __repr__(self) -> str:
-        return f"MRLIndex(embedder={self.embedder!r}, store={self.store!r})"
+        store = repr(self._store) if self._store is not None else f"<not created yet: {_describe_target(self._target)}>"
+        return f"MRLIndex(embedder={self.embedder!r}, store={store})"
 
 
-class _Writer:
-    """Writes steps to the store in order, one at a time, on one worker thread.
+def _open_if_there(store: StoreLike, *, read_only: bool) -> VectorStore | None:
+    """The store ``store`` names, opened; None if there is none yet and one may be created there."""
+    try:
+        return open_existing(store, read_only=read_only)
+    except StoreNotFoundError:
+        if read_only or not _creatable(store):
+            raise
+    return None
 
-    ``put`` waits for the previous step's write (raising its error, reporting its progress), then
-    starts this one and returns, so the caller embeds the next step meanwhile. Leaving the block
-    waits for the last write; leaving it with an error still waits for the write in flight, so it
-    commits (or fails) before the error propagates. ``threaded=False`` writes inline (one step).
+
+def _creatable(store: StoreLike) -> bool:
+    """Whether a store may be created at ``store`` later: not over a file or a foreign folder."""
+    settings = store_settings(store)
+    if settings.backend != "local" or settings.path is None:
+        return True
+    path = Path(settings.path)
+    return not path.exists() or path.is_dir() and (not any(path.iterdir()) or (path / "docs.sqlite").exists())
+
+
+def _rotation_path(store: VectorStore) -> Path | None:
+    """The rotation file a local store keeps beside its vectors, if it has one."""
+    if isinstance(store, MRLStore) and (store.path / ROTATION_FILE).is_file():
+        return store.path / ROTATION_FILE
+    return None
+
+
+def _complete(block: EmbedderSettings, spec: EmbeddingSpec, rotation: Path | None) -> EmbedderSettings:
+    """``block`` with the provider, model, dim and rotation it leaves unset taken from ``spec``.
+
+    Only for the store's own provider: a config naming another provider keeps its own defaults
+    (and the store then refuses it with ``SpecMismatchError``, naming both).
     """
-
-    def __init__(self, store: VectorStore, progress: Progress | None, total: int, *, threaded: bool) -> None:
-        self._store, self._progress, self._total = store, progress, total
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mrl-store-writer") if threaded else None
-        self._pending: tuple[Future, int] | None = None
-
-    def put(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[Any], stop: int) -> None:
-        self._drain()
-        if self._pool is None:
-            self._store.add(ids, vectors, texts=texts, metadatas=metadatas)
-            self._report(stop)
-        else:
-            self._pending = (self._pool.submit(self._store.add, ids, vectors, texts=texts, metadatas=metadatas), stop)
-
-    def _drain(self) -> None:
-        if self._pending is not None:
-            future, stop = self._pending
-            self._pending = None
-            future.result()
-            self._report(stop)
-
-    def _report(self, stop: int) -> None:
-        if self._progress:
-            self._progress(stop, self._total)
-
-    def __enter__(self) -> "_Writer":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if exc_type is None:
-                self._drain()
-            elif self._pending is not None:
-                # An error (the next step's embedding, usually): the step being written still
-                # commits first. If that write failed too, its error is the one raised (it was
-                # the earlier step), with this one as its context.
-                future, _ = self._pending
-                self._pending = None
-                wait([future])
-                if future.exception() is not None:
-                    raise future.exception()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+    if block.provider is not None and block.provider != spec.provider:
+        return block
+    filled: dict[str, Any] = {"provider": spec.provider}
+    if block.model is None:
+        filled["model"] = spec.model
+    if block.dim is None:
+        filled["dim"] = spec.dim
+    if block.rotation is None and spec.rotation is not None and rotation is not None:
+        filled["rotation"] = os.fspath(rotation)
+    return dataclasses.replace(block, **filled)
 
 
-def _check_text(text: Any) -> str:
-    if not isinstance(text, str):
-        raise InvalidInputError(f"query text must be a string, got {type(text).__name__}")
-    return text
+def _describe_store(store: VectorStore) -> str:
+    return f"store {store.path}" if isinstance(store, MRLStore) else f"Qdrant collection {getattr(store, 'collection', '?')!r}"
 
 
-def _check_batch(texts: Any, metadatas: Any, ids: Any) -> tuple[list[str], list[Any], list[str]]:
-    if isinstance(texts, str):
-        raise InvalidInputError("texts must be a list of strings, not one string")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"texts[{i}] must be a string, got {type(text).__name__}")
-    ids = [str(uuid.uuid4()) for _ in texts] if ids is None else list(ids)
-    metadatas = [None] * len(texts) if metadatas is None else list(metadatas)
-    if not len(ids) == len(metadatas) == len(texts):
-        raise InvalidInputError(f"got {len(texts)} texts, {len(ids)} ids and {len(metadatas)} metadatas")
-    if len(set(ids)) != len(ids):
-        from .errors import DuplicateIdError
-
-        raise DuplicateIdError("the same id appears more than once in one add_texts call")
-    return texts, metadatas, ids
+def _describe_target(store: StoreLike) -> str:
+    settings = store_settings(store)
+    if settings.backend == "qdrant":
+        return f"Qdrant collection {settings.collection or 'mrl'!r}"
+    return "the temporary store" if settings.path is None else str(settings.path)
 
 
 __all__ = ["MRLIndex"]

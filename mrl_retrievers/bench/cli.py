@@ -27,17 +27,17 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     src = p.add_argument_group("dataset (default: seeded synthetic MRL-like vectors)")
     src.add_argument("--n", type=int, default=100_000, help="synthetic: number of vectors")
     src.add_argument("--dim", type=int, default=1024, help="synthetic: width")
-    src.add_argument("--seed", type=int, default=0)
+    src.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
     src.add_argument("--decay", type=float, default=0.5, help="synthetic: per-dimension spectrum (1+i)^-decay")
-    src.add_argument("--clusters", type=int, default=256)
-    src.add_argument("--spread", type=float, default=0.6)
+    src.add_argument("--clusters", type=int, default=256, help="synthetic: cluster centres the vectors gather around")
+    src.add_argument("--spread", type=float, default=0.6, help="synthetic: spread of the vectors around their centre")
     src.add_argument("--npy", help="benchmark your own (n, dim) vectors from a .npy file instead")
     src.add_argument("--queries-npy", help="with --npy: query vectors (.npy); default: near stored rows")
     src.add_argument("--from-store", help="benchmark the vectors of an existing store instead")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated subset of {','.join(DEFAULT_METHODS)}")
     p.add_argument("--queries", type=int, default=1000, help="query count (slow methods use fewer within --budget-s)")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--target-recall", type=float, default=0.99)
+    p.add_argument("-k", type=int, default=10, help="results per query (recall@k)")
+    p.add_argument("--target-recall", type=float, default=0.99, help="recall@k each method is compared at")
     p.add_argument("--prefix-dim", type=int, default=128, help="ours and faiss-refine: coarse width before tuning")
     p.add_argument("--no-tune", action="store_true", help="ours: keep the store's defaults instead of running tune")
     p.add_argument("--tune-sample", type=int, default=200, help="ours: stored vectors tune samples as queries")
@@ -55,8 +55,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--build-only", action="store_true", help="only build and cache the indexes (for a later measuring run)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default ./bench-results/<dataset>)")
     p.add_argument("--budget-s", type=float, default=60.0, help="per setting: slow methods stop after this many seconds")
-    p.add_argument("--cold-queries", type=int, default=200)
-    p.add_argument("--qps-seconds", type=float, default=2.0)
+    p.add_argument("--cold-queries", type=int, default=200, help="queries measured with a cold page cache")
+    p.add_argument("--qps-seconds", type=float, default=2.0, help="seconds of the throughput measurement per method")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="per method, seconds")
     p.set_defaults(func=cmd_bench)
     return p
@@ -66,22 +66,23 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("tune", help="measure prefix width x shortlist x ef on a store's vectors and record the fastest setting meeting a recall target",
                               description="Samples stored vectors as queries (each query's own row excluded from its truth), "
                                           "rebuilds the coarse index at each prefix width, and records the fastest setting "
-                                          "reaching the target as the store's default. Exit 1 if none reaches it.")
+                                          "reaching the target as the store's default. Exit 1 if nothing is recorded: no setting reaches "
+                                          "the target, or the store is small enough to be searched exactly (tune pays from a few thousand items).")
     p.add_argument("path", help="store directory (opened for writing)")
-    p.add_argument("--target-recall", type=float, default=0.99)
+    p.add_argument("--target-recall", type=float, default=0.99, help="recall@k the chosen setting must reach (default: 0.99)")
     p.add_argument("--sample", type=int, default=200, help="stored vectors used as queries")
     p.add_argument("--prefix-dims", type=int, nargs="+", default=None, help="default: 64 128 256 and the current width")
     p.add_argument("--shortlists", type=int, nargs="+", default=None, help="default: 25 50 100 200 400")
     p.add_argument("--efs", type=int, nargs="+", default=None, help="default: 1x, 2x and 3x each shortlist")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="seed of the query sample")
+    p.add_argument("-k", type=int, default=10, help="results per query the recall is measured on (default: 10)")
     p.add_argument("--confidence", type=float, default=0.95,
                    help="a setting meets the target when this one-sided confidence bound of its sampled recall does")
     p.add_argument("--query-noise", type=float, default=0.5,
                    help="norm of the spectrum-shaped noise that moves each sampled vector off its graph node (0: none)")
     p.add_argument("--queries-npy", help="tune on these real query vectors (n, full_dim) instead of sampled stored vectors")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines and no summary")
     p.set_defaults(func=cmd_tune)
     return p
 
@@ -173,12 +174,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
                       queries=queries, query_noise=args.query_noise, confidence=args.confidence, progress=say)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
+    elif not result.sample:  # nothing was measured (a store small enough to be searched exactly)
+        print(f"nothing recorded: {result.note}", file=sys.stderr)
     elif not args.quiet:
         state = "recorded as the store's default" if result.applied else "NOT recorded (target not reached)"
         print(f"prefix_dim={result.prefix_dim} shortlist={result.shortlist} ef={result.ef}: "
               f"recall@{result.k} {result.recall:.4f} (>= {result.recall_low:.4f} at {result.confidence:.0%} confidence) on {result.sample} sampled queries, p50 {result.p50_ms:.3f} ms; {state}"
               + (f"\nnote: {result.note}" if result.note else ""))
-    return 0 if result.met else 1
+    return 0 if result.applied else 1  # exit 1 whenever nothing was recorded, as the help says
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

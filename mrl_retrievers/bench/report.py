@@ -101,19 +101,25 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     h, extra, n = ours["headline"], ours["extra"], report["dataset"]["n"]
     out = []
 
-    def add(name: str, value: float | None, goal: str, met: bool | None, detail: str = "") -> None:
+    def add(name: str, value: float | None, goal: str, met: bool | None, detail: str = "",
+            goal_n: int | None = 1_000_000) -> None:
+        # A goal stated for goal_n vectors is not judged on a run 10x smaller: a small store is searched
+        # exactly and its ratios say nothing about 1M (shown for reference, "n/a").
+        if goal_n is not None and n < goal_n // 10:
+            met, detail = None, f"goal stated for {goal_n:,} vectors; this run has {n:,}" + (f"; {detail}" if detail else "")
         out.append({"target": name, "measured": value, "goal": goal, "met": met, "detail": detail})
 
-    add("recall@10 at the tuned defaults", h["recall"], ">= 0.99", h["recall"] >= 0.99)
+    add("recall@10 at the tuned defaults", h["recall"], ">= 0.99", h["recall"] >= 0.99, goal_n=None)
     add(f"p50 warm, 1 thread (n={n:,})", h["p50_ms"], "<= 3 ms (at 1M)", h["p50_ms"] <= 3.0)
     if "rerank_cold_p50_ms" in extra:
         add(f"cold rerank of {extra['rerank_cold_candidates']} candidates", extra["rerank_cold_p50_ms"], "<= 5 ms",
-            extra["rerank_cold_p50_ms"] <= 5.0, f"{extra['rerank_cold_kib_read']:.0f} KiB read from storage per query")
+            extra["rerank_cold_p50_ms"] <= 5.0, f"{extra['rerank_cold_kib_read']:.0f} KiB read from storage per query", goal_n=None)
     for method, goal, factor in (("numpy", ">= 40x", 40.0), ("hnswlib", ">= 1.5x", 1.5), ("faiss-refine", "> 1x", 1.0),
                                  ("langchain", ">= 1000x (at 100k)", 1000.0)):
         peer = ok.get(method)
         if peer is None:
             continue
+        goal_n = 100_000 if method == "langchain" else 1_000_000
         at = _latency_at(peer, h["recall"])
         if at is None:
             # The peer never reaches our headline recall: compare its best point with our fastest
@@ -122,14 +128,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             ours_at = _latency_at(ours, best["recall"], slack=0.0)
             ratio = best["p50_ms"] / ours_at[0]
             met = ratio >= factor if method != "faiss-refine" else ratio > factor
-            add(f"speed vs {method} at >= its best recall", ratio, goal, met,
+            add(f"speed vs {method} at >= its best recall", ratio, goal, met, goal_n=goal_n, detail=
                 f"{method} never reaches our headline recall {h['recall']:.4f}; its best: {best['recall']:.4f} at "
                 f"{best['p50_ms']:.3f} ms ({_setting(best['setting'])}); ours {ours_at[0]:.3f} ms at "
                 f"{_setting(ours_at[1]['setting'])} (recall {ours_at[1]['recall']:.4f})")
             continue
         ratio = at[0] / h["p50_ms"]
         met = ratio >= factor if method != "faiss-refine" else ratio > factor
-        add(f"speed vs {method} at >= our recall", ratio, goal, met,
+        add(f"speed vs {method} at >= our recall", ratio, goal, met, goal_n=goal_n, detail=
             f"{method} {at[0]:.3f} ms at {_setting(at[1]['setting'])} (recall {at[1]['recall']:.4f}) vs ours {h['p50_ms']:.3f} ms")
     for method, goal, limit in (("hnswlib", "<= 0.30", 0.30), ("faiss-refine", "< 1", 1.0)):
         peer = ok.get(method)

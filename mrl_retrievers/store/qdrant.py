@@ -484,7 +484,8 @@ def open_from_settings(settings: Any, *, full_dim: int | None, spec: EmbeddingSp
             return _checked(store, full_dim, spec)
     options = {"prefix_dim": settings.prefix_dim, "dtype": settings.dtype, "shortlist": settings.shortlist, "ef": settings.ef,
                "quantization": settings.quantization, **create_kwargs}
-    options["prefix_dim"] = min(options["prefix_dim"], full_dim)  # tiny test embeddings (6 dims)
+    if options["prefix_dim"] is None:  # unset: the default width, or the full width of narrower vectors
+        options["prefix_dim"] = settings.prefix_dim_for(full_dim)
     return QdrantStore.create(name, full_dim=full_dim, spec=spec, **where, **{k: v for k, v in options.items() if v is not None})
 
 

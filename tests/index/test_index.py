@@ -36,7 +36,8 @@ def test_toml_file_and_overrides(tmp_path):
 
 @pytest.mark.parametrize("change", [{"dim": 32}, {"model": "fake-other"}])
 def test_opening_with_another_provider_spec_fails_clearly(tmp_path, change):
-    MRLIndex.from_config(config(tmp_path)).close()
+    with MRLIndex.from_config(config(tmp_path)) as index:
+        index.add_texts(["the store is created with its first vectors"])
     with pytest.raises((SpecMismatchError, ConfigError)) as info:
         MRLIndex.from_config(config(tmp_path, **change))
     assert "store" in str(info.value)

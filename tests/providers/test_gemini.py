@@ -136,14 +136,14 @@ def test_wrong_key_is_400_api_key_invalid_mapped_to_authentication(gemini_server
     assert info.value.status == 400 and len(gemini_server.requests) == 1
 
 
-def test_missing_key_fails_before_any_request(gemini_server, monkeypatch):
+def test_missing_key_fails_at_construction(gemini_server, monkeypatch):
+    """Regression (issue 14, trap 5): the key was checked only at the first request."""
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    emb = GeminiProvider(dim=768, base_url=gemini_server.base_url)
-    with pytest.raises(AuthenticationError, match="GEMINI_API_KEY"):
-        emb.embed_query("x")
-    with pytest.raises(AuthenticationError):
-        asyncio.run(emb.aembed_query("x"))
+    with pytest.raises(AuthenticationError, match="GEMINI_API_KEY") as info:
+        GeminiProvider(dim=768, base_url=gemini_server.base_url)
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    GeminiProvider(dim=768, vertexai=True, project="p", location="l")  # Vertex AI authenticates without a key
     assert gemini_server.requests == []
 
 

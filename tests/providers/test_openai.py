@@ -136,13 +136,14 @@ def test_azure_key_from_its_env_var(openai_server, monkeypatch):
     assert openai_server.requests[0].headers["api-key"] == KEY
 
 
-def test_missing_key_fails_before_any_request(openai_server, monkeypatch):
+def test_missing_key_fails_at_construction(openai_server, monkeypatch):
+    """Regression (issue 14, trap 5): the key was checked only at the first request."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    emb = OpenAIProvider(model=MODEL, dim=64, base_url=openai_server.base_url)
+    with pytest.raises(AuthenticationError, match="OPENAI_API_KEY") as info:
+        OpenAIProvider(model=MODEL, dim=64, base_url=openai_server.base_url)
+    assert info.value.__cause__ is None and info.value.__context__ is None  # one exception, no chain
     with pytest.raises(AuthenticationError, match="OPENAI_API_KEY"):
-        emb.embed_documents(TEXTS)
-    with pytest.raises(AuthenticationError):
-        asyncio.run(emb.aembed_documents(TEXTS))
+        get_provider("openai", model=MODEL, dim=64, base_url=openai_server.base_url)
     assert openai_server.requests == []
 
 

@@ -101,13 +101,12 @@ def test_500_is_retried_by_us_although_the_sdk_never_would(voyage_server):
         emb.embed_query("x")
 
 
-def test_missing_key_fails_before_any_request(voyage_server, monkeypatch):
+def test_missing_key_fails_at_construction(voyage_server, monkeypatch):
+    """Regression (issue 14, trap 5): the key was checked only at the first request."""
     monkeypatch.delenv("VOYAGE_API_KEY", raising=False)
-    emb = VoyageProvider(dim=512, base_url=voyage_server.base_url)
-    with pytest.raises(AuthenticationError, match="VOYAGE_API_KEY"):
-        emb.embed_documents(TEXTS)
-    with pytest.raises(AuthenticationError):
-        asyncio.run(emb.aembed_documents(TEXTS))
+    with pytest.raises(AuthenticationError, match="VOYAGE_API_KEY") as info:
+        VoyageProvider(dim=512, base_url=voyage_server.base_url)
+    assert info.value.__cause__ is None and info.value.__context__ is None
     assert voyage_server.requests == []
 
 

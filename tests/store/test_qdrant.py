@@ -8,6 +8,8 @@ here through the collection's reported configuration.
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 import uuid
 
@@ -268,8 +270,11 @@ def test_tokens_follow_json_equality():
 def test_open_store_creates_then_reopens_a_qdrant_collection(tmp_path, rng):
     settings = StoreSettings(backend="qdrant", path=str(tmp_path / "q"), collection="idx", prefix_dim=64, shortlist=40)
     spec = EmbeddingSpec(provider="fake", model="m", dim=DIM)
+    with pytest.raises(ConfigError, match="prefix_dim = 64 is wider than the vectors"):  # never clamped silently
+        open_store(settings, full_dim=DIM, spec=spec)
+    settings = dataclasses.replace(settings, prefix_dim=None)
     store = open_store(settings, full_dim=DIM, spec=spec)
-    assert isinstance(store, QdrantStore) and store.prefix_dim == DIM  # clamped to the width
+    assert isinstance(store, QdrantStore) and store.prefix_dim == DIM  # unset: the default, or the full width
     store.add(["a"], unit_rows(rng, 1, DIM))
     assert open_store(store, full_dim=DIM, spec=spec) is store
     store.close()

@@ -137,7 +137,7 @@ def test_a_store_of_another_embedding_is_refused(tmp_path, embed):
 
 
 def test_node_relationships_and_metadata_round_trip(make_vector_store):
-    vector_store = make_vector_store()
+    vector_store = make_vector_store(prefix_dim=2)  # 4-wide embeddings: a prefix wider than them is refused
     node = TextNode(
         id_="n1", text="hello world", metadata={"nested": {"a": [1, 2]}, "flag": True, "none": None},
         excluded_llm_metadata_keys=["flag"],
