@@ -11,6 +11,7 @@ MODULES = [
     "mrl_retrievers.store.lazy",
     "langchain_mrl._filters",
     "langchain_mrl.embeddings",
+    "langchain_mrl._images",
     "langchain_mrl.retrievers",
     "langchain_mrl.vectorstores",
     "llama_index.vector_stores.mrl",
