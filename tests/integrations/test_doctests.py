@@ -17,6 +17,7 @@ MODULES = [
     "llama_index.vector_stores.mrl",
     "llama_index.vector_stores.mrl.base",
     "llama_index.vector_stores.mrl.filters",
+    "llama_index.vector_stores.mrl.images",
     "llama_index.embeddings.mrl",
     "llama_index.embeddings.mrl.base",
     "llama_index.retrievers.mrl.base",
