@@ -77,18 +77,18 @@ def check_item(provider: Any, item: Item, where: str) -> None:
     texts = [item] if isinstance(item, str) else item.texts if isinstance(item, Content) else []
     if getattr(provider, "reject_empty", False) and any(not t.strip() for t in texts):
         raise InvalidInputError(f"{where}: a text part is empty or whitespace-only; {label} refuses those")
+    pictures = images_of(item)
+    if pictures and "image" not in provider.modalities:
+        raise UnsupportedModalityError(
+            f"{where}: {label} embeds text only; images need a multimodal model: {multimodal_models()}",
+            provider=provider.name, model=provider.model)
     if isinstance(item, Content) and not provider.interleaved:
         raise UnsupportedModalityError(
             f"{where}: {label} embeds one text or one image per input, not interleaved parts; give each part "
             f"as its own input, or use a model that interleaves ({_interleaving_models()})",
             provider=provider.name, model=provider.model)
-    pictures = images_of(item)
     if not pictures:
         return
-    if "image" not in provider.modalities:
-        raise UnsupportedModalityError(
-            f"{where}: {label} embeds text only; images need a multimodal model: {multimodal_models()}",
-            provider=provider.name, model=provider.model)
     limit = provider.max_images_per_input
     if limit is not None and len(pictures) > limit:
         raise InvalidInputError(f"{where}: {len(pictures)} images in one input; {label} takes at most {limit}")

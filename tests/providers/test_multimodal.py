@@ -185,6 +185,8 @@ def test_a_text_only_model_refuses_images_before_any_request(name, options):
         assert (info.value.provider, info.value.model) == (name, options["model"])
     with pytest.raises(UnsupportedModalityError, match="images need a multimodal model: .*jina/jina-embeddings-v4"):
         emb.embed_images([RED])
+    with pytest.raises(UnsupportedModalityError, match="embeds text only"):  # the image is the problem
+        emb.embed_inputs([["a caption", RED]])
 
 
 def test_bad_input_shapes():
