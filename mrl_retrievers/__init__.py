@@ -10,6 +10,7 @@ from .errors import (
     UnsupportedFilterError,
     UnsupportedFormatError,
 )
+from .media import Image
 from .providers import Provider, get_provider
 from .index import MRLIndex
 from .store import MRLStore, QdrantStore, VectorStore, open_store
@@ -21,6 +22,7 @@ __all__ = [
     "CorruptStoreError",
     "EmbeddingSpec",
     "Hit",
+    "Image",
     "MRLError",
     "MRLIndex",
     "MRLStore",

@@ -58,7 +58,8 @@ def text_hash(text: str) -> bytes:
 
 def spec_id(spec: EmbeddingSpec) -> str:
     """A stable id of a spec: sha256 of its canonical JSON (first 32 hex digits)."""
-    canonical = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    # identity: the modalities a spec records do not change its vectors (nor, so, its cache entries).
+    canonical = json.dumps(spec.identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 

@@ -131,8 +131,10 @@ class EmbedderSettings:
     """The ``[embedder]`` block: which provider, model and width, and how to call it.
 
     ``api_key`` left unset makes the provider read its usual env var (OPENAI_API_KEY,
-    GEMINI_API_KEY / GOOGLE_API_KEY, VOYAGE_API_KEY) when it is built; that value is never stored
-    here, so dumps cannot leak it. Provider-specific settings (``device``, ``query_prompt``,
+    GEMINI_API_KEY / GOOGLE_API_KEY, VOYAGE_API_KEY, JINA_API_KEY) when it is built; that value is
+    never stored here, so dumps cannot leak it. A multimodal model (voyage-multimodal-3.5,
+    gemini-embedding-2, jina-embeddings-v4, or fake) is selected the same way, by ``model``; the
+    provider then takes images too, and its ``EmbeddingSpec`` records ``modalities``. Provider-specific settings (``device``, ``query_prompt``,
     ``native_dim``, ``vertexai``...) go in the ``options`` table.
 
     ``provider``, ``model``, ``dim`` and ``rotation`` left unset are taken from the store when it
@@ -324,11 +326,12 @@ EXAMPLE_TOML = """\
 # Environment variables MRL_<BLOCK>_<FIELD> (e.g. MRL_STORE_PATH) override it; CLI flags override both.
 
 [embedder]
-provider = "local"          # "openai" | "gemini" | "voyage" | "local" | "fake" (unset: an existing store's)
+provider = "local"          # "openai" | "gemini" | "voyage" | "jina" | "local" | "fake" (unset: an existing store's)
 # model = "text-embedding-3-large"   # default: the provider's default (local: all-MiniLM-L6-v2, offline)
+#                           # images too: "voyage-multimodal-3.5", "gemini-embedding-2", "jina-embeddings-v4"
 # dim = 1024                # the full width to request (the store keeps it all); default: native
 # api_key: leave unset to read the provider's usual env var (OPENAI_API_KEY, GEMINI_API_KEY or
-#          GOOGLE_API_KEY, VOYAGE_API_KEY); MRL_EMBEDDER_API_KEY also works. Never commit a key.
+#          GOOGLE_API_KEY, VOYAGE_API_KEY, JINA_API_KEY); MRL_EMBEDDER_API_KEY also works. Never commit a key.
 # base_url = "http://127.0.0.1:8000/v1"   # any compatible endpoint or proxy
 # timeout = 60              # seconds per request
 # max_retries = 4           # retries after the first attempt (backoff + jitter, honours Retry-After)

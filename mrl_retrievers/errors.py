@@ -54,6 +54,23 @@ class InvalidMetadataError(InvalidInputError):
     """Metadata is not a JSON object that JSON can carry (bytes, NaN, sets, non-string keys...)."""
 
 
+class InvalidImageError(InvalidInputError):
+    """An image cannot be read, is not a PNG, JPEG, GIF or WebP image, or comes in a form the model
+    does not take (a URL where the API wants bytes, a WebP where it wants PNG or JPEG)."""
+
+
+class UnsupportedModalityError(InvalidInputError):
+    """An image (or an interleaved text + image input) was given to a model that cannot embed it.
+
+    Raised before any request; the message names the model and the multimodal models to use.
+    """
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
+        self.provider = provider
+        self.model = model
+        super().__init__(message)
+
+
 # --- filters ----------------------------------------------------------------------------------
 
 
@@ -173,6 +190,7 @@ __all__ = [
     "DuplicateIdError",
     "EmbeddingResponseError",
     "FilterError",
+    "InvalidImageError",
     "InvalidInputError",
     "InvalidMetadataError",
     "InvalidVectorError",
@@ -195,4 +213,5 @@ __all__ = [
     "UnsupportedDimensionError",
     "UnsupportedFilterError",
     "UnsupportedFormatError",
+    "UnsupportedModalityError",
 ]

@@ -21,7 +21,9 @@ import numpy as np
 from ._writes import Progress, StepWriter, check_batch, check_text
 from .config import EmbedderSettings, Settings, load_config
 from .errors import ConfigError, InvalidInputError, StoreNotFoundError
+from .media import Content, media_metadata
 from .providers import Provider, from_config, from_spec
+from .providers.multimodal import check_inputs
 from .providers.rotation import save_rotation
 from .store import MRLStore, StoreLike, VectorStore, create_store, open_existing
 from .store.factory import store_settings
@@ -243,6 +245,72 @@ class MRLIndex:
             raise
         return ids
 
+    def add_images(
+        self,
+        images: Sequence[Any],
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        ids: Sequence[str] | None = None,
+        *,
+        captions: Sequence[str | None] | None = None,
+        step: int | None = None,
+        progress: Progress | None = None,
+    ) -> list[str]:
+        """Embed and store images (paths, http(s) URLs where the provider takes them, bytes, file
+        objects, PIL images): ``add_inputs`` with every item an image.
+
+        Example:
+            >>> from mrl_retrievers import get_provider
+            >>> from mrl_retrievers.media import PNG_1x1
+            >>> index = MRLIndex(get_provider("fake", dim=16))
+            >>> index.add_images([PNG_1x1], ids=["dot"], captions=["a red dot"])
+            ['dot']
+            >>> index.get(["dot"])[0].metadata
+            {'mrl_media_type': 'image/png', 'mrl_modality': 'image'}
+            >>> index.close()
+        """
+        items = check_inputs(self.embedder, images, images=True)
+        return self.add_inputs(items, metadatas, ids, texts=captions, step=step, progress=progress)
+
+    def add_inputs(
+        self,
+        inputs: Sequence[Any],
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        ids: Sequence[str] | None = None,
+        *,
+        texts: Sequence[str | None] | None = None,
+        step: int | None = None,
+        progress: Progress | None = None,
+    ) -> list[str]:
+        """Embed and store texts, images and interleaved inputs (a list of parts: its ``str`` items
+        are text, the rest images), one item each, in steps as ``add_texts`` does.
+
+        Each image item's metadata gets the reserved keys ``mrl_modality``, ``mrl_source`` (its path
+        or URL, when known) and ``mrl_media_type`` (keys the caller gives win). The stored text is
+        ``texts[i]`` when given (a caption: stored, not embedded), else the input's own text parts
+        (None for an image alone). Raises ``UnsupportedModalityError`` before any provider call if
+        the provider's model cannot embed an input.
+        """
+        items = check_inputs(self.embedder, inputs)
+        stored = [_stored_text(item) for item in items] if texts is None else list(texts)
+        _, metadatas, ids = check_batch(["-"] * len(items), metadatas, ids, reject_empty=False)
+        if len(stored) != len(items):
+            raise InvalidInputError(f"got {len(stored)} texts for {len(items)} inputs")
+        metadatas = [{**media_metadata(item), **(md or {})} for item, md in zip(items, metadatas)]
+        spans = self._spans(len(items), step)
+        fresh = False
+        try:
+            with StepWriter(lambda: self._store, progress, len(items), threaded=len(spans) > 1) as writer:
+                for start, stop in spans:
+                    vectors = self.embedder.embed_inputs(items[start:stop])
+                    if self._store is None:
+                        fresh = self._create(vectors.shape[1])
+                    writer.put(ids[start:stop], vectors, stored[start:stop], metadatas[start:stop], stop)
+        except BaseException:
+            if fresh and self._store is not None and len(self._store) == 0:
+                self._discard_new_store()
+            raise
+        return ids
+
     def default_step(self) -> int:
         """Texts per step when ``step`` is not given: one full provider round, within bounds."""
         round_size = getattr(self.embedder, "batch_size", 0) * getattr(self.embedder, "max_concurrency", 1)
@@ -293,6 +361,20 @@ class MRLIndex:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embedder.embed_query(check_text(text))
+
+    def query_image(self, image: Any, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
+        """The ``k`` stored items closest to an image embedded as a query (image-to-image, or
+        image-to-text on a multimodal model). Filter images only with ``{"mrl_modality": "image"}``."""
+        if self._store is None:
+            return []
+        vector = self.embedder.embed_images([image], kind="query")[0]
+        return self._store.search(vector, k=k, shortlist=shortlist, filter=filter)
+
+    async def aquery_image(self, image: Any, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
+        if self._store is None:
+            return []
+        vector = (await self.embedder.aembed_images([image], kind="query"))[0]
+        return await asyncio.to_thread(self._store.search, vector, k, shortlist, filter)
 
     def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[Record]:
         if self._store is None:
@@ -367,6 +449,14 @@ def _complete(block: EmbedderSettings, spec: EmbeddingSpec, rotation: Path | Non
     if block.rotation is None and spec.rotation is not None and rotation is not None:
         filled["rotation"] = os.fspath(rotation)
     return dataclasses.replace(block, **filled)
+
+
+def _stored_text(item: Any) -> str | None:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, Content) and item.texts:
+        return " ".join(item.texts)
+    return None
 
 
 def _describe_store(store: VectorStore) -> str:

@@ -15,6 +15,10 @@ strings that are not valid Unicode (lone surrogates), strings containing U+0000 
 ``json_extract`` cuts strings there, so a filter would see another value than the one stored),
 nesting deeper than ``MAX_METADATA_DEPTH``, and a serialized size over ``MAX_METADATA_BYTES``.
 
+Reserved: top-level keys starting with ``mrl_`` belong to the package. ``mrl_modality``,
+``mrl_source`` and ``mrl_media_type`` say what an image item is (``mrl_retrievers.media``); they are
+checked here, at every add, and any other ``mrl_*`` key is refused.
+
 The text is canonical (sorted keys, no spaces, non-ASCII kept as UTF-8): the filter compiler
 relies on keys being stored unescaped, so that a JSON path label finds them.
 
@@ -33,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidMetadataError
+from .media import check_reserved
 
 MAX_METADATA_BYTES = 1 << 20  # 1 MiB of UTF-8 JSON per item
 MAX_METADATA_DEPTH = 32  # the top-level object is depth 1
@@ -60,6 +65,7 @@ def dump_metadata(md: Mapping[str, Any] | None, *, where: str = "metadata") -> s
             f"{where}: metadata must be a dict (a JSON object), got {type(md).__name__}: {_short(md)}"
         )
     clean = _clean(md, where, 1)
+    check_reserved(clean, where)
     text = json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     size = len(text.encode("utf-8"))
     if size > MAX_METADATA_BYTES:

@@ -28,6 +28,10 @@ class EmbeddingSpec:
             truncation, or None.
         query_prompt / document_prompt: the prompt scheme or task type used for each side.
         extra: anything else that changes the vectors (sorted key/value pairs).
+        modalities: what the model embeds into this one space: ``("text",)``, or
+            ``("image", "text")`` for a multimodal model. A record, not part of the identity: it
+            follows from provider and model, so two specs that differ only here are equal. It is
+            written (``to_dict``) only when it is not text alone, so text-only manifests are unchanged.
 
     Example:
         >>> spec = EmbeddingSpec(provider="fake", model="fake-1", dim=64)
@@ -43,6 +47,7 @@ class EmbeddingSpec:
     query_prompt: str | None = None
     document_prompt: str | None = None
     extra: tuple[tuple[str, str], ...] = ()
+    modalities: tuple[str, ...] = field(default=("text",), compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.provider, str) or not self.provider:
@@ -53,10 +58,25 @@ class EmbeddingSpec:
             raise ConfigError(f"EmbeddingSpec.dim must be a positive integer, got {self.dim!r}")
         if isinstance(self.extra, Mapping):  # accept a dict for convenience, store a hashable form
             object.__setattr__(self, "extra", tuple(sorted((str(k), str(v)) for k, v in self.extra.items())))
+        modalities = (self.modalities,) if isinstance(self.modalities, str) else self.modalities
+        if not modalities or not all(m in ("text", "image") for m in modalities):
+            raise ConfigError(f"EmbeddingSpec.modalities must name 'text' and/or 'image', got {self.modalities!r}")
+        object.__setattr__(self, "modalities", tuple(sorted(set(modalities))))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["extra"] = {k: v for k, v in self.extra}
+        if self.modalities == ("text",):
+            del data["modalities"]  # text-only specs serialize exactly as before the field existed
+        else:
+            data["modalities"] = list(self.modalities)
+        return data
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide equality (what a cache key or a store check may depend on)."""
+        data = self.to_dict()
+        data.pop("modalities", None)
         return data
 
     @classmethod
@@ -67,6 +87,8 @@ class EmbeddingSpec:
             raise ConfigError(f"unknown EmbeddingSpec fields: {sorted(unknown)}")
         kwargs = dict(data)
         extra = kwargs.pop("extra", {}) or {}
+        if "modalities" in kwargs:
+            kwargs["modalities"] = tuple(kwargs["modalities"] or ())
         return cls(**kwargs, extra=tuple(sorted((str(k), str(v)) for k, v in dict(extra).items())))
 
     def differences(self, other: "EmbeddingSpec") -> list[str]:
@@ -74,7 +96,7 @@ class EmbeddingSpec:
         return [
             f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
             for f in dataclasses.fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
+            if f.compare and getattr(self, f.name) != getattr(other, f.name)
         ]
 
 

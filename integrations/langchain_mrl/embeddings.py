@@ -129,5 +129,26 @@ class MRLEmbeddings(Embeddings):
         """Async ``embed_query``: awaits the provider's own async path (identical results)."""
         return (await self.client.aembed_query(text)).tolist()
 
+    # --- images (the convention of LangChain's image embedding classes, e.g. OpenCLIPEmbeddings) ---
+
+    def embed_image(self, uris: list[str]) -> list[list[float]]:
+        """Embed images given by path or URL (or bytes, PIL images) into the space of the texts.
+
+        Needs a multimodal model (voyage-multimodal-3.5, gemini-embedding-2, jina-embeddings-v4, or
+        fake offline); a text-only one raises ``UnsupportedModalityError`` before any request.
+
+        Example:
+            >>> from mrl_retrievers.media import PNG_1x1
+            >>> len(MRLEmbeddings("fake", dim=8).embed_image([PNG_1x1])[0])
+            8
+        """
+        uris = list(uris)
+        return self.client.embed_images(uris).tolist() if uris else []
+
+    async def aembed_image(self, uris: list[str]) -> list[list[float]]:
+        """Async ``embed_image``: awaits the provider's own async path (identical results)."""
+        uris = list(uris)
+        return (await self.client.aembed_images(uris)).tolist() if uris else []
+
 
 __all__ = ["MRLEmbeddings"]

@@ -24,11 +24,12 @@ from mrl_retrievers.errors import ConfigError
 from mrl_retrievers.store import LazyStore
 
 from ._filters import to_mrl_filter
+from ._images import ImageSearch, document_content
 from ._search import Search, check_mmr, parse_search_kwargs
 from ._utils import check_count, cosine_relevance, mmr_select, prepare_add, store_source, unit_rows, unit_vector
 from .embeddings import MRLEmbeddings
 
-class MRLVectorStore(VectorStore):
+class MRLVectorStore(ImageSearch, VectorStore):
     """A persistent LangChain vector store with coarse-to-fine MRL retrieval.
 
     Args:
@@ -55,6 +56,9 @@ class MRLVectorStore(VectorStore):
 
     Nothing is pickled: reopening the same path gives the same documents without
     ``allow_dangerous_deserialization``. Thread-safety: searches run in parallel and beside writes.
+
+    Images (``add_images(uris)``, ``similarity_search_by_image(uri)``; see ``_images.py``) share the
+    store with texts when the embedding is multimodal: a text query finds images and texts alike.
 
     Example:
         >>> from langchain_mrl import MRLEmbeddings, MRLVectorStore
@@ -182,7 +186,8 @@ class MRLVectorStore(VectorStore):
         store = self._lazy.existing()
         if store is None or not ids:
             return []
-        return [Document(id=r.id, page_content=r.text or "", metadata=dict(r.metadata)) for r in store.get(list(ids))]
+        return [Document(id=r.id, page_content=document_content(r.text, r.metadata), metadata=dict(r.metadata))
+                for r in store.get(list(ids))]
 
     def get_by_filter(self, filter: Any = None, *, limit: int | None = None) -> list[Document]:  # noqa: A002
         """Documents whose metadata match ``filter`` (dict syntax or structured-query IR; None: all),
@@ -384,7 +389,8 @@ class MRLVectorStore(VectorStore):
 
 
 def _document(hit: Hit) -> Document:
-    return Document(id=hit.id, page_content=hit.text or "", metadata=hit.metadata)  # validation copies the dict
+    # validation copies the dict; an image's page_content is its source (see _images.py)
+    return Document(id=hit.id, page_content=document_content(hit.text, hit.metadata), metadata=hit.metadata)
 
 
 __all__ = ["MRLVectorStore"]

@@ -34,6 +34,7 @@ _REGISTRY: dict[str, _Entry] = {
     "openai": _Entry("openai:OpenAIProvider", "openai", "openai", "openai"),
     "gemini": _Entry("gemini:GeminiProvider", "google.genai", "google-genai", "gemini"),
     "voyage": _Entry("voyage:VoyageProvider", "voyageai", "voyageai", "voyage"),
+    "jina": _Entry("jina:JinaProvider", "httpx", "httpx", "jina"),
     "local": _Entry("local:LocalProvider", "sentence_transformers", "sentence-transformers", "local"),
     "fake": _Entry("fake:FakeProvider", None, None, None),
 }
@@ -97,7 +98,7 @@ def get_provider(
     """Build a provider by registry name.
 
     Args:
-        name: "openai", "gemini", "voyage", "local", "fake" or a registered name.
+        name: "openai", "gemini", "voyage", "jina", "local", "fake" or a registered name.
         model: model name (None = the provider's default model).
         dim: width of the returned vectors (None = the model's native width).
         api_key: a string or ``Secret``; None reads the provider's usual env var.

@@ -14,6 +14,13 @@ Contract (stable; changes are additive only, flagged ``# CONTRACT CHANGE:`` here
       thread). Everything else is shared: input checks, batching, response checks (count, width,
       finite, non-zero), truncation to ``dim`` and renormalization.
     * ``__repr__`` shows class, model and dim, never a key.
+    * CONTRACT CHANGE (issue 19, additive): images. ``modalities`` / ``interleaved`` /
+      ``image_types`` / ``image_urls`` / ``max_images_per_input`` say what the model takes (default:
+      text only); ``embed_images(images)``, ``embed_inputs(inputs)`` (texts, images or interleaved
+      parts, one vector each), their async twins and ``iter_embed_inputs`` / ``aiter_embed_inputs``
+      check inputs before any request (``providers/multimodal.py``) and share the text machinery.
+      A multimodal adapter's ``_embed_batch(items, kind)`` gets ``str``, ``Image`` and ``Content``
+      items; the spec records ``modalities``.
 
 ``HostedProvider(Provider)`` (defined in ``hosted.py``, imported from here) adds, for API-backed
 providers:
@@ -64,6 +71,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterator, Literal, Sequence
 import numpy as np
 
 from ..config import Secret
+from ..media import MEDIA_TYPES
 from ..errors import (
     ConfigError,
     EmbeddingResponseError,
@@ -74,6 +82,7 @@ from ..errors import (
 from ..types import EmbeddingSpec
 # Re-exported: adapters import the whole contract from this module.
 from ._retry import RetryPolicy, error_for_status, make_error, parse_retry_after  # noqa: F401
+from . import multimodal
 
 logger = logging.getLogger("mrl_retrievers.providers")
 
@@ -123,6 +132,12 @@ class Provider(abc.ABC):
     name: ClassVar[str] = ""
     #: raise InvalidInputError for empty/whitespace-only texts before any request (APIs reject them)
     reject_empty: ClassVar[bool] = False
+    # What the model takes (multimodal adapters set these per model: multimodal.apply_capabilities).
+    modalities: tuple[str, ...] = ("text",)
+    interleaved: bool = False  # texts and images mixed in one input, one vector
+    image_types: tuple[str, ...] = MEDIA_TYPES
+    image_urls: bool = False  # the API fetches http(s) image URLs itself
+    max_images_per_input: int | None = None
 
     def __init__(
         self,
@@ -188,6 +203,7 @@ class Provider(abc.ABC):
             query_prompt=self.query_prompt,
             document_prompt=self.document_prompt,
             extra=tuple(sorted(self._spec_extra().items())),
+            modalities=tuple(self.modalities),
         )
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
@@ -222,21 +238,67 @@ class Provider(abc.ABC):
 
         ``positions`` index into ``texts``. Up to ``max_concurrency`` batches run at once.
         """
-        texts = _check_texts(texts, self.reject_empty)
+        yield from self._iter_items(_check_texts(texts, self.reject_empty), kind)
+
+    async def aiter_embed(
+        self, texts: Sequence[str], kind: Kind = "document"
+    ) -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
+        """Async ``iter_embed``: batches run as tasks, at most ``max_concurrency`` at once."""
+        async for done in self._aiter_items(_check_texts(texts, self.reject_empty), kind):
+            yield done
+
+    # -- images (inputs are checked in multimodal.py; the batches run as texts do) --
+
+    def embed_images(self, images: Sequence[Any], kind: Kind = "document") -> np.ndarray:
+        """Embed images (paths, http(s) URLs where the API takes them, bytes, file objects, PIL
+        images or ``Image``): ``(len(images), dim)`` float32, unit rows, input order.
+
+        ``kind="query"`` embeds them as queries (image-to-image search). Raises
+        ``UnsupportedModalityError`` on a text-only model and ``InvalidImageError`` on an image
+        that cannot be read or sent, before any request.
+        """
+        return self.embed_inputs(multimodal.check_inputs(self, images, images=True), kind)
+
+    def embed_inputs(self, inputs: Sequence[Any], kind: Kind = "document") -> np.ndarray:
+        """Embed texts, images and interleaved inputs (a list of parts: its ``str`` items are text,
+        the rest images) into one space: one unit row per input, input order."""
+        items = multimodal.check_inputs(self, inputs)
+        return self._collect(len(items), self.iter_embed_inputs(items, kind))
+
+    async def aembed_images(self, images: Sequence[Any], kind: Kind = "document") -> np.ndarray:
+        """Async ``embed_images``; same results."""
+        return await self.aembed_inputs(multimodal.check_inputs(self, images, images=True), kind)
+
+    async def aembed_inputs(self, inputs: Sequence[Any], kind: Kind = "document") -> np.ndarray:
+        """Async ``embed_inputs``; same results."""
+        items = multimodal.check_inputs(self, inputs)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        async for positions, vectors in self.aiter_embed_inputs(items, kind):
+            out[positions] = vectors
+        return out
+
+    def iter_embed_inputs(self, inputs: Sequence[Any], kind: Kind = "document") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``iter_embed`` for texts, images and interleaved inputs."""
+        yield from self._iter_items(multimodal.check_inputs(self, inputs), kind)
+
+    async def aiter_embed_inputs(
+        self, inputs: Sequence[Any], kind: Kind = "document"
+    ) -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
+        """Async ``iter_embed_inputs``."""
+        async for done in self._aiter_items(multimodal.check_inputs(self, inputs), kind):
+            yield done
+
+    def _iter_items(self, texts: list[Any], kind: Kind) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         _check_kind(kind)
         batches = self._split(texts)
-        logger.debug("%s: embedding %d %s texts in %d batches", self._label(), len(texts), kind, len(batches))
+        logger.debug("%s: embedding %d %s inputs in %d batches", self._label(), len(texts), kind, len(batches))
         if self.max_concurrency == 1 or len(batches) <= 1:
             for positions in batches:
                 yield positions, self._finish(self._run_batch([texts[i] for i in positions], kind), len(positions))
             return
         yield from self._iter_threaded(texts, kind, batches)
 
-    async def aiter_embed(
-        self, texts: Sequence[str], kind: Kind = "document"
-    ) -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
-        """Async ``iter_embed``: batches run as tasks, at most ``max_concurrency`` at once."""
-        texts = _check_texts(texts, self.reject_empty)
+    async def _aiter_items(self, texts: list[Any], kind: Kind) -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
         _check_kind(kind)
         batches = self._split(texts)
         if self.max_concurrency == 1 or len(batches) <= 1:

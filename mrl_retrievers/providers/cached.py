@@ -21,7 +21,9 @@ from typing import AsyncIterator, Iterator, Sequence
 import numpy as np
 
 from ..cache import EmbeddingCache
+from ..media import cache_key
 from ..types import EmbeddingSpec
+from . import multimodal
 from .base import Kind, Provider, _check_kind, _check_texts
 
 
@@ -30,7 +32,8 @@ class CachedProvider(Provider):
 
     Misses are de-duplicated, embedded by ``provider`` batch by batch, and each finished batch is
     committed to the cache before the next result is used, so a killed process loses at most the
-    batches in flight.
+    batches in flight. Images and interleaved inputs (``embed_images`` / ``embed_inputs``) are
+    cached too, keyed by their texts and the sha256 of their image bytes (``media.cache_key``).
 
     Args:
         provider: the provider to wrap.
@@ -50,6 +53,8 @@ class CachedProvider(Provider):
         self.model = provider.model
         self.dim = provider.dim
         self.reject_empty = provider.reject_empty  # type: ignore[misc]
+        for capability in ("modalities", "interleaved", "image_types", "image_urls", "max_images_per_input"):
+            setattr(self, capability, getattr(provider, capability))
         self.batch_size = provider.batch_size
         self.max_concurrency = provider.max_concurrency
         self.hits = 0
@@ -63,9 +68,9 @@ class CachedProvider(Provider):
         return self.inner._embed_batch(texts, kind)  # noqa: SLF001 - not used by our own paths
 
     def _lookup(
-        self, texts: Sequence[str], kind: str
+        self, items: Sequence[str], kind: str
     ) -> tuple[list[str], EmbeddingSpec, tuple[np.ndarray, np.ndarray] | None, list[str], dict[str, list[int]]]:
-        items = _check_texts(texts, self.reject_empty)
+        """Cache hits for ``items`` (texts, or the cache keys of other inputs) and the unique misses."""
         _check_kind(kind)
         spec = self.spec
         cached = self.cache.get_many(spec, kind, items)
@@ -92,18 +97,42 @@ class CachedProvider(Provider):
 
     def iter_embed(self, texts: Sequence[str], kind: Kind = "document") -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Cached vectors first (one batch), then each provider batch as it is committed."""
-        _items, spec, hits, missing, where = self._lookup(texts, kind)
+        _items, spec, hits, missing, where = self._lookup(_check_texts(texts, self.reject_empty), kind)
         if hits is not None:
             yield hits
         if missing:
             for positions, vectors in self.inner.iter_embed(missing, kind):
                 yield self._store(spec, kind, missing, where, positions, vectors)
 
+    def iter_embed_inputs(self, inputs: Sequence[object], kind: Kind = "document") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``iter_embed`` for texts, images and interleaved inputs, through the cache."""
+        items = multimodal.check_inputs(self.inner, inputs)
+        by_key = {cache_key(item): item for item in items}
+        _keys, spec, hits, missing, where = self._lookup(list(map(cache_key, items)), kind)
+        if hits is not None:
+            yield hits
+        if missing:
+            for positions, vectors in self.inner.iter_embed_inputs([by_key[k] for k in missing], kind):
+                yield self._store(spec, kind, missing, where, positions, vectors)
+
+    async def aiter_embed_inputs(
+        self, inputs: Sequence[object], kind: Kind = "document"
+    ) -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
+        """Async ``iter_embed_inputs``."""
+        items = multimodal.check_inputs(self.inner, inputs)
+        by_key = {cache_key(item): item for item in items}
+        _keys, spec, hits, missing, where = self._lookup(list(map(cache_key, items)), kind)
+        if hits is not None:
+            yield hits
+        if missing:
+            async for positions, vectors in self.inner.aiter_embed_inputs([by_key[k] for k in missing], kind):
+                yield self._store(spec, kind, missing, where, positions, vectors)
+
     async def aiter_embed(
         self, texts: Sequence[str], kind: Kind = "document"
     ) -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
         """Async ``iter_embed``."""
-        _items, spec, hits, missing, where = self._lookup(texts, kind)
+        _items, spec, hits, missing, where = self._lookup(_check_texts(texts, self.reject_empty), kind)
         if hits is not None:
             yield hits
         if missing:

@@ -7,6 +7,12 @@ first dimensions carry most of the energy, like a Matryoshka model. Texts sharin
 The stream does not depend on ``dim``, so a 64-wide vector is the renormalized prefix of the
 128-wide one of the same text, exactly as with a real MRL model.
 
+Images are embedded from their bytes, offline: a vector drawn from the sha256 of the bytes (of the
+URL, for a URL image), plus the words of a PNG's caption text chunks (``Title``, ``Description``,
+``Caption``, ``Comment``, ``Keywords``) the way a text's words are. So a captioned chart is found by
+a text query sharing its words (text-to-image search that tests and notebooks can predict), and an
+image without a caption is near only itself. An interleaved input is the sum of its parts.
+
 Example:
     >>> emb = FakeProvider(dim=16)
     >>> a, b = emb.embed_documents(["red apple pie", "red apple tart"])
@@ -26,11 +32,14 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from ..media import Content, Image
 from .base import Kind, Provider
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Weight of the whole-text component against the sum of word vectors.
 _TEXT_WEIGHT = 0.35
+# PNG text chunks read as an image's caption (the standard keywords that describe the picture).
+_CAPTION_KEYS = ("title", "description", "caption", "comment", "keywords")
 
 
 @functools.lru_cache(maxsize=8192)
@@ -68,6 +77,9 @@ class FakeProvider(Provider):
     """
 
     name: ClassVar[str] = "fake"
+    modalities = ("image", "text")
+    interleaved = True
+    image_urls = True  # embedded from the URL itself: nothing is fetched
 
     def __init__(
         self,
@@ -98,12 +110,24 @@ class FakeProvider(Provider):
             self.texts_embedded = 0
             self.batch_sizes: list[int] = []
 
-    def vector(self, text: str) -> np.ndarray:
-        """The raw (unnormalized) vector of one text; pure function of (seed, decay, dim, text)."""
+    def vector(self, text: str | Image | Content) -> np.ndarray:
+        """The raw (unnormalized) vector of one input; pure function of (seed, decay, dim, input)."""
+        if isinstance(text, Image):
+            return self._image_vector(text)
+        if isinstance(text, Content):
+            return np.sum([self.vector(part) for part in text.parts], axis=0)
         acc = np.zeros(self.dim, dtype=np.float64)
         for word in _WORD.findall(text.lower()):
             acc += _stream(self.seed, "w:" + word, self.dim)
         acc += _TEXT_WEIGHT * _stream(self.seed, "t:" + text, self.dim)
+        return acc * _spectrum(self.dim, self.decay)
+
+    def _image_vector(self, image: Image) -> np.ndarray:
+        acc = np.zeros(self.dim, dtype=np.float64)
+        chunks = {k.lower(): v for k, v in image.text_chunks().items()}
+        for word in _WORD.findall(" ".join(chunks.get(k, "") for k in _CAPTION_KEYS).lower()):
+            acc += _stream(self.seed, "w:" + word, self.dim)
+        acc += _TEXT_WEIGHT * _stream(self.seed, "i:" + image.digest(), self.dim)
         return acc * _spectrum(self.dim, self.decay)
 
     def _count(self, texts: list[str], kind: str) -> None:

@@ -11,6 +11,12 @@ upstream quirks shape this module:
 * gemini-embedding-001 vectors are unit length only at 3072; shorter ones are renormalized (by
   ``Provider._finish``, as every provider's are).
 
+gemini-embedding-2 is multimodal: an image travels as an ``inline_data`` part (``mime_type``
+image/png or image/jpeg, base64 ``data``; no URLs on the Developer API), at most 6 images in one
+``Content``, and texts and images interleave in one ``Content`` (one embedding). The prompt prefix
+goes before the first text part of an input; an image-only input carries no prefix (as Google's
+image examples send it).
+
 Example:
     >>> req = build_request("gemini-embedding-2", ["a cat"], "query", 768)
     >>> req.texts, req.task_type
@@ -29,10 +35,12 @@ import numpy as np
 from ..config import Secret
 from ..errors import AuthenticationError, EmbeddingResponseError, ProviderConnectionError
 from ..errors import ProviderTimeoutError
+from ..media import Content, Image
 from ._clients import ClientPool
 from .hosted import checked_batch_size
 from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require
 from .models import DEFAULT_MODELS, ModelInfo, lookup, resolve_width
+from .multimodal import apply_capabilities, item_tokens
 
 PROVIDER = "gemini"
 _QUERY_PREFIX = "task: search result | query: "
@@ -46,10 +54,13 @@ _MAX_BATCH = 100  # batchEmbedContents takes at most 100 requests
 
 @dataclass(frozen=True)
 class GeminiRequest:
-    """One batch as data: the (possibly prefixed) texts, the task type and the width to ask for."""
+    """One batch as data: the (possibly prefixed) inputs, the task type and the width to ask for.
+
+    ``texts`` holds one input each: a ``str``, or for multimodal models an ``Image`` or ``Content``.
+    """
 
     model: str
-    texts: list[str]
+    texts: list[Any]
     task_type: str | None
     output_dimensionality: int | None
 
@@ -81,8 +92,19 @@ def build_request(
     marking = marking or marking_for(model, lookup(PROVIDER, model))
     marker = marking.query if kind == "query" else marking.document
     if marking.kind == "prefix":
-        return GeminiRequest(model, [marker + t for t in texts], None, request_dim)
+        return GeminiRequest(model, [_prefixed(marker, t) for t in texts], None, request_dim)
     return GeminiRequest(model, list(texts), marker, request_dim)
+
+
+def _prefixed(marker: str, item: Any) -> Any:
+    if isinstance(item, str):
+        return marker + item
+    if isinstance(item, Content) and item.texts:
+        first = next(i for i, p in enumerate(item.parts) if isinstance(p, str))
+        parts = list(item.parts)
+        parts[first] = marker + parts[first]
+        return Content(tuple(parts))
+    return item  # an image alone: no prefix
 
 
 def sdk_arguments(request: GeminiRequest, types: Any) -> dict[str, Any]:
@@ -91,10 +113,21 @@ def sdk_arguments(request: GeminiRequest, types: Any) -> dict[str, Any]:
     Each text is its own ``Content``: a plain list of strings is merged into one embedding by the
     SDK for gemini-embedding-2.
     """
-    contents = [types.Content(role="user", parts=[types.Part(text=t)]) for t in request.texts]
+    contents = [types.Content(role="user", parts=[_part(p, types) for p in _parts(t)]) for t in request.texts]
     config = types.EmbedContentConfig(task_type=request.task_type,
                                       output_dimensionality=request.output_dimensionality)
     return {"model": request.model, "contents": contents, "config": config}
+
+
+def _parts(item: Any) -> tuple[Any, ...]:
+    return item.parts if isinstance(item, Content) else (item,)
+
+
+def _part(part: str | Image, types: Any) -> Any:
+    """A text part, or an image as ``inline_data`` (its bytes; the SDK base64-encodes them)."""
+    if isinstance(part, str):
+        return types.Part(text=part)
+    return types.Part(inline_data=types.Blob(data=part.data, mime_type=part.media_type))
 
 
 def parse_response(response: Any, expected: int, model: str) -> np.ndarray:
@@ -191,6 +224,7 @@ class GeminiProvider(HostedProvider):
         batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else _MAX_BATCH,
                                         _MAX_BATCH, "Gemini")
         self.marking = marking_for(model, info)
+        apply_capabilities(self, info)
         prompts = (self.marking.query, self.marking.document)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
                          response_dim=width.response_dim, batch_size=batch_size,
@@ -213,6 +247,12 @@ class GeminiProvider(HostedProvider):
         client = self._async_client()
         response = await client.aio.models.embed_content(**sdk_arguments(request, self._types()))
         return parse_response(response, len(texts), self.model)
+
+    def _estimate_tokens(self, text: Any) -> int:
+        # Gemini bills an image like a generative prompt does: 258 tokens for each 768x768 tile.
+        if isinstance(text, str):
+            return super()._estimate_tokens(text)
+        return item_tokens(text, super()._estimate_tokens, lambda image: 258 * max(1, -(-(image.pixels() or 1) // 589_824)))
 
     def _classify(self, exc: BaseException) -> Any:
         errors = require("google.genai.errors", package="google-genai", extra="gemini")

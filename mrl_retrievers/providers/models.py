@@ -18,7 +18,7 @@ from typing import Literal
 
 from ..errors import ConfigError, UnsupportedDimensionError
 
-Marking = Literal["none", "task_type", "input_type", "prefix"]
+Marking = Literal["none", "task_type", "input_type", "prefix", "task"]
 Normalization = Literal["always", "native_only", "never"]
 
 
@@ -41,6 +41,11 @@ class ModelInfo:
             "prefix"); ``query_marker`` / ``document_marker`` are the values.
         layer_norm: apply layer normalization before truncation (nomic-embed-text-v1.5).
         aliases: other names that mean this model (hub ids, short names).
+        modalities: what the model embeds into its one space: ("text",) or ("image", "text").
+        interleaved: one input may mix texts and images into one vector.
+        image_types: the image media types the API takes.
+        image_urls: the API fetches http(s) image URLs itself (else images travel as bytes).
+        max_images_per_input: most images in one input (None = no documented limit).
     """
 
     provider: str
@@ -60,6 +65,11 @@ class ModelInfo:
     document_marker: str | None = None
     layer_norm: bool = False
     aliases: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ("text",)
+    interleaved: bool = False
+    image_types: tuple[str, ...] = ()
+    image_urls: bool = False
+    max_images_per_input: int | None = None
 
     @property
     def widest(self) -> int:
@@ -77,6 +87,12 @@ class ModelInfo:
 
 
 _OPENAI_LIMITS = dict(max_batch=2048, max_batch_tokens=300_000, max_text_tokens=8192)
+_ALL_IMAGES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+# Voyage multimodal (docs): text, image_url or image_base64 segments, interleaved; PNG, JPEG, WebP
+# and GIF; 1000 inputs, 32k tokens an input and 320k a request, images at 560 pixels a token.
+_VOYAGE_MM = dict(max_batch=1000, max_batch_tokens=320_000, max_text_tokens=32_000, marking="input_type",
+                  query_marker="query", document_marker="document", modalities=("image", "text"),
+                  interleaved=True, image_types=_ALL_IMAGES, image_urls=True)
 _VOYAGE_DIMS = (256, 512, 1024, 2048)
 _GEMINI2_QUERY = "task: search result | query: "
 _GEMINI2_DOCUMENT = "title: none | text: "
@@ -101,9 +117,13 @@ MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("gemini", "gemini-embedding-001", 3072, min_dim=128, native_shortening=True,
               normalization="native_only", max_batch=100, max_text_tokens=2048, marking="task_type",
               query_marker="RETRIEVAL_QUERY", document_marker="RETRIEVAL_DOCUMENT"),
+    # gemini-embedding-2 is multimodal (docs): PNG and JPEG as inline bytes, at most 6 images a
+    # prompt (one Content = one embedding), interleaved with text.
     ModelInfo("gemini", "gemini-embedding-2", 3072, min_dim=128, native_shortening=True,
               max_batch=100, max_text_tokens=8192, marking="prefix",
-              query_marker=_GEMINI2_QUERY, document_marker=_GEMINI2_DOCUMENT),
+              query_marker=_GEMINI2_QUERY, document_marker=_GEMINI2_DOCUMENT,
+              modalities=("image", "text"), interleaved=True, image_types=("image/png", "image/jpeg"),
+              max_images_per_input=6),
     # --- Voyage: output_dimension in a fixed set; token caps per request differ by size.
     _voyage("voyage-4", 320_000),
     _voyage("voyage-4-large", 120_000),
@@ -113,6 +133,15 @@ MODELS: tuple[ModelInfo, ...] = (
     _voyage("voyage-3-large", 120_000),
     _voyage("voyage-code-3", 120_000),
     _voyage("voyage-context-3", 120_000),
+    ModelInfo("voyage", "voyage-multimodal-3.5", 1024, max_dim=2048, dims=_VOYAGE_DIMS, native_shortening=True,
+              **_VOYAGE_MM),
+    ModelInfo("voyage", "voyage-multimodal-3", 1024, mrl=False, **_VOYAGE_MM),
+    # --- Jina (docs): v4 takes {"text"} and {"image": URL or base64} inputs, `dimensions` 128..2048
+    # (Matryoshka), `task` retrieval.query / retrieval.passage; one text or one image per input.
+    ModelInfo("jina", "jina-embeddings-v4", 2048, min_dim=128, native_shortening=True, max_batch=2048,
+              max_text_tokens=32_768, marking="task", query_marker="retrieval.query",
+              document_marker="retrieval.passage", modalities=("image", "text"), image_types=_ALL_IMAGES,
+              image_urls=True),
     # --- local (sentence-transformers): we always truncate then renormalize ourselves.
     ModelInfo("local", "all-MiniLM-L6-v2", 384, mrl=False, max_batch=64, max_text_tokens=256,
               aliases=("sentence-transformers/all-MiniLM-L6-v2",)),
@@ -141,6 +170,7 @@ DEFAULT_MODELS: dict[str, str] = {
     "openai": "text-embedding-3-small",
     "gemini": "gemini-embedding-001",
     "voyage": "voyage-4",
+    "jina": "jina-embeddings-v4",
     "local": "all-MiniLM-L6-v2",
 }
 

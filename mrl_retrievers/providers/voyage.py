@@ -9,6 +9,10 @@ documents are marked with ``input_type``.
 Upstream quirks handled here: the SDK's ``max_retries`` counts total attempts, never retries a 500,
 and ignores Retry-After, so it is held to one attempt and base.py's policy does the retrying.
 
+Multimodal models (voyage-multimodal-3.5, -3) take texts, images and interleaved text + image
+inputs through ``/v1/multimodalembeddings`` (``voyage_multimodal.py``): every batch of such a model
+goes there, texts too.
+
 Example:
     >>> build_request("voyage-4", ["a cat"], "query", 512)["output_dimension"]
     512
@@ -24,9 +28,11 @@ import numpy as np
 from ..config import Secret
 from ..errors import AuthenticationError, EmbeddingResponseError, ProviderConnectionError
 from ..errors import ProviderError, ProviderTimeoutError
+from . import voyage_multimodal
 from .hosted import checked_batch_size
 from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require
 from .models import DEFAULT_MODELS, lookup, resolve_width
+from .multimodal import apply_capabilities, image_transport, split_where
 
 PROVIDER = "voyage"
 _MAX_BATCH = 1000  # texts a request
@@ -97,6 +103,8 @@ class VoyageProvider(HostedProvider):
 
     name: ClassVar[str] = PROVIDER
     api_key_env: ClassVar[tuple[str, ...]] = ("VOYAGE_API_KEY",)
+    #: an input may not mix image URLs and image bytes (one request takes one or the other)
+    one_image_transport: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -123,18 +131,39 @@ class VoyageProvider(HostedProvider):
                          query_prompt=_INPUT_TYPES["query"], document_prompt=_INPUT_TYPES["document"], **options)
         self.request_dim = width.request_dim
         self.truncation = bool(truncation)
+        apply_capabilities(self, info)
+        self.multimodal = "image" in self.modalities
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
 
     # -- one request each way ------------------------------------------------------------------------
     def _embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
+        if self.multimodal:
+            request = voyage_multimodal.build_request(self.model, texts, kind, self.request_dim,
+                                                      truncation=self.truncation)
+            return parse_response(self._client("sync").multimodal_embed(**request), len(texts), self.model)
         request = build_request(self.model, texts, kind, self.request_dim, truncation=self.truncation)
         return parse_response(self._client("sync").embed(**request), len(texts), self.model)
 
     async def _aembed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
-        request = build_request(self.model, texts, kind, self.request_dim, truncation=self.truncation)
-        response = await self._client("async").embed(**request)
+        if self.multimodal:
+            request = voyage_multimodal.build_request(self.model, texts, kind, self.request_dim,
+                                                      truncation=self.truncation)
+            response = await self._client("async").multimodal_embed(**request)
+        else:
+            request = build_request(self.model, texts, kind, self.request_dim, truncation=self.truncation)
+            response = await self._client("async").embed(**request)
         return parse_response(response, len(texts), self.model)
+
+    def _split(self, texts: list[Any]) -> list[np.ndarray]:
+        # One request carries image URLs or image bytes, never both: cut where that changes.
+        batches = super()._split(texts)
+        return split_where(texts, batches, image_transport) if self.multimodal else batches
+
+    def _estimate_tokens(self, text: Any) -> int:
+        if isinstance(text, str):
+            return super()._estimate_tokens(text)
+        return voyage_multimodal.estimate_tokens(text, super()._estimate_tokens)
 
     def _classify(self, exc: BaseException) -> Any:
         error = require("voyageai.error", package="voyageai", extra="voyage")

@@ -6,7 +6,8 @@ the machine has installed, and runs offline: ``HF_HUB_OFFLINE=1``, no provider k
 overrides. Any cell error fails the test with the cell's traceback.
 
 Notebook 3's hosted-provider cells are also run once with keys set, against the loopback emulators
-of the OpenAI, Gemini and Voyage APIs, so the cells a reader runs with a real key are exercised too.
+of the OpenAI, Gemini and Voyage APIs, so the cells a reader runs with a real key are exercised too;
+notebook 5's multimodal cells likewise against the Voyage, Gemini and Jina emulators.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.slow  # about three minutes in all: a kernel, a model a
 ROOT = Path(__file__).resolve().parents[2]
 COOKBOOK = ROOT / "cookbook"
 NOTEBOOKS = sorted(COOKBOOK.glob("*.ipynb"))
-KEY_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "VOYAGE_API_KEY")
+KEY_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "VOYAGE_API_KEY",
+            "JINA_API_KEY", "JINAAI_API_KEY")
 CELL_TIMEOUT = 300  # seconds; a whole notebook takes about a minute on a loaded 2-core machine
 
 
@@ -93,12 +95,13 @@ def images(nb: nbformat.NotebookNode) -> int:
                for out in cell.outputs)
 
 
-def test_the_cookbook_has_its_four_notebooks() -> None:
+def test_the_cookbook_has_its_notebooks() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01_langchain_quickstart.ipynb",
         "02_llamaindex_quickstart.ipynb",
         "03_swap_providers.ipynb",
         "04_prefix_and_shortlist.ipynb",
+        "05_multimodal.ipynb",
     ]
 
 
@@ -120,6 +123,12 @@ def test_notebook_runs_offline(notebook: Path, kernel_env: Path) -> None:
         assert "fake-256: ConfigError: store mrl-data/03-swap/index" in text
     if notebook.stem.startswith("04"):
         assert images(nb) >= 2, "notebook 4 must draw its recall and latency plots"
+    if notebook.stem.startswith("05"):
+        for var in ("VOYAGE_API_KEY", "GEMINI_API_KEY or GOOGLE_API_KEY", "JINA_API_KEY"):
+            assert f"skipped: set {var} to run" in text
+        assert "monthly rainfall in Lisbon\n    -> [('rainfall'" in text  # text -> image, offline
+        assert "same as the exact scan: True" in text and "ImageNode mrl-data/05-multimodal/charts/exam.png" in text
+        assert images(nb) >= 2, "notebook 5 shows its charts and the image a text query found"
 
 
 @pytest.fixture
@@ -158,3 +167,35 @@ def test_swap_providers_runs_its_hosted_cells_when_keys_are_set(kernel_env: Path
                  "gemini/gemini-embedding-001: 768 dims, store mrl-data/03-swap/gemini-index",
                  "voyage/voyage-3.5: 1024 dims, store mrl-data/03-swap/voyage-index"):
         assert line in text
+
+
+def test_multimodal_runs_its_hosted_cells_when_keys_are_set(kernel_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.providers.servers import GeminiServer, JinaServer, VoyageServer
+
+    servers = {"voyage": VoyageServer(api_key="k"), "gemini": GeminiServer(api_key="k"), "jina": JinaServer(api_key="k")}
+    for var in ("VOYAGE_API_KEY", "GEMINI_API_KEY", "JINA_API_KEY"):
+        monkeypatch.setenv(var, "k")
+    notebook = COOKBOOK / "05_multimodal.ipynb"
+    cells = nbformat.read(notebook, as_version=4).cells
+    after_configs = next(i for i, c in enumerate(cells) if "CONFIGS[name].write_text" in c.source) + 1
+    for server in servers.values():
+        server.start()
+    try:
+        urls = {name: server.base_url for name, server in servers.items()}
+        point_at_emulators = (
+            f"for name, url in {urls!r}.items():\n"
+            "    CONFIGS[name].write_text(CONFIGS[name].read_text().replace('[embedder]\\n', f'[embedder]\\nbase_url = \"{url}\"\\n', 1))"
+        )
+        nb = execute(notebook, kernel_env / "work", inject={after_configs: point_at_emulators})
+        received = {name: len(server.requests) for name, server in servers.items()}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    text = stdout(nb)
+    assert "skipped" not in text
+    for line in ("voyage/voyage-multimodal-3.5: 512 dims, modalities ('image', 'text')",
+                 "gemini/gemini-embedding-2: 768 dims, modalities ('image', 'text')",
+                 "jina/jina-embeddings-v4: 512 dims, modalities ('image', 'text')"):
+        assert line in text
+    assert all(count >= 3 for count in received.values()), received  # the images, then two queries

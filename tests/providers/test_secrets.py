@@ -24,14 +24,16 @@ from mrl_retrievers.providers.base import RetryPolicy
 
 CANARY = "sk-canary-7f3a9c2e1b8d4f60a5e7"
 FAST = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0)
-ENV_VARS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY", "voyage": "VOYAGE_API_KEY"}
+ENV_VARS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY", "voyage": "VOYAGE_API_KEY",
+            "jina": "JINA_API_KEY"}
 MODELS = {"openai": ("text-embedding-3-small", 64), "gemini": ("gemini-embedding-001", 128),
-          "voyage": ("voyage-4", 256)}
+          "voyage": ("voyage-4", 256), "jina": ("jina-embeddings-v4", 256)}
 
 
 def _server(name: str, key: str):
     servers = pytest.importorskip("tests.providers.servers")
-    cls = {"openai": servers.OpenAIServer, "gemini": servers.GeminiServer, "voyage": servers.VoyageServer}[name]
+    cls = {"openai": servers.OpenAIServer, "gemini": servers.GeminiServer, "voyage": servers.VoyageServer,
+           "jina": servers.JinaServer}[name]
     return cls(api_key=key)
 
 
@@ -55,13 +57,14 @@ def _files_text(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
 
 
-@pytest.mark.parametrize("name", ["openai", "gemini", "voyage"])
+@pytest.mark.parametrize("name", ["openai", "gemini", "voyage", "jina"])
 @pytest.mark.parametrize("source", ["argument", "env"])
 def test_canary_never_leaks_from_hosted_providers(name, source, tmp_path, monkeypatch, debug_logs, capfd):
-    pytest.importorskip({"openai": "openai", "gemini": "google.genai", "voyage": "voyageai"}[name])
+    pytest.importorskip({"openai": "openai", "gemini": "google.genai", "voyage": "voyageai", "jina": "httpx"}[name])
     from tests.providers.servers import Fault
 
-    for var in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "VOYAGE_API_KEY"):
+    for var in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "VOYAGE_API_KEY", "JINA_API_KEY",
+                "JINAAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     model, dim = MODELS[name]
     cache = tmp_path / "cache.sqlite"

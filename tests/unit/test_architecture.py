@@ -35,7 +35,7 @@ def test_library_never_imports_an_integration():
 
 def test_public_api_is_pinned():
     assert sorted(mrl_retrievers.__all__) == sorted([
-        "CorruptStoreError", "EmbeddingSpec", "Hit", "MRLError", "MRLIndex", "MRLStore", "Record", "Secret", "Settings",
+        "CorruptStoreError", "EmbeddingSpec", "Hit", "Image", "MRLError", "MRLIndex", "MRLStore", "Record", "Secret", "Settings",
         "StoreLockedError", "UnsupportedFilterError", "UnsupportedFormatError", "__version__", "get_provider", "load_config",
         "open_store", "Provider", "QdrantStore", "VectorStore",
     ])

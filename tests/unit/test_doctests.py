@@ -18,6 +18,12 @@ MODULES = [
     "mrl_retrievers.providers.rotation",
     "mrl_retrievers.store.qdrant",
     "mrl_retrievers.store.migrate",
+    "mrl_retrievers.media",
+    "mrl_retrievers._imageinfo",
+    "mrl_retrievers.providers.multimodal",
+    "mrl_retrievers.providers.voyage_multimodal",
+    "mrl_retrievers.providers.jina",
+    "mrl_retrievers.providers.fake",
 ]
 
 

@@ -194,3 +194,33 @@ def test_load_metadata_of_nothing_is_empty():
 def test_load_metadata_rejects_what_dump_never_writes(text):
     with pytest.raises(InvalidMetadataError):
         load_metadata(text)
+
+
+# --- reserved keys (images: mrl_retrievers.media) -------------------------------------------------
+
+
+def test_reserved_image_keys_are_accepted_in_their_shapes():
+    from mrl_retrievers.metadata import dump_metadata
+
+    one = {"mrl_modality": "image", "mrl_source": "charts/a.png", "mrl_media_type": "image/png", "n": 1}
+    several = {"mrl_modality": "text+image", "mrl_source": ["a.png", "https://x.org/b.jpg"],
+               "mrl_media_type": ["image/png", "image/jpeg"]}
+    assert load_metadata(dump_metadata(one)) == one and load_metadata(dump_metadata(several)) == several
+    assert load_metadata(dump_metadata({"mrl_modality": "text"})) == {"mrl_modality": "text"}
+
+
+@pytest.mark.parametrize("md", [
+    {"mrl_other": 1},
+    {"mrl_modality": ["image"]},
+    {"mrl_modality": "image", "mrl_source": 5},
+    {"mrl_modality": "image", "mrl_source": ["a.png", ""]},
+    {"mrl_modality": "image", "mrl_media_type": "png"},
+    {"mrl_modality": "text", "mrl_media_type": "image/png"},
+    {"mrl_media_type": "image/png"},
+    {"mrl_modality": "image", "mrl_source": "x" * 5000},
+])
+def test_reserved_image_keys_of_the_wrong_shape_are_refused(md):
+    from mrl_retrievers.metadata import dump_metadata
+
+    with pytest.raises(InvalidMetadataError):
+        dump_metadata(md)

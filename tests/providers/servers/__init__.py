@@ -1,4 +1,4 @@
-"""Loopback emulators of the hosted embedding APIs (OpenAI, Gemini, Voyage) for tests and benchmarks.
+"""Loopback emulators of the hosted embedding APIs (OpenAI, Gemini, Voyage, Jina) for tests and benchmarks.
 
 Each speaks its API's wire format on 127.0.0.1 so the real SDKs can be pointed at it, records every
 request, and can be scripted to fail (see ``Fault``). Example::
@@ -30,6 +30,8 @@ _LAZY = {
     "GeminiModel": "gemini_server",
     "VoyageServer": "voyage_server",
     "VoyageModel": "voyage_server",
+    "JinaServer": "jina_server",
+    "JinaModel": "jina_server",
 }
 
 
@@ -44,6 +46,8 @@ __all__ = [
     "FaultScript",
     "GeminiModel",
     "GeminiServer",
+    "JinaModel",
+    "JinaServer",
     "LoopbackServer",
     "OpenAIServer",
     "RateLimiter",

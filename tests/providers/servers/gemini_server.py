@@ -14,6 +14,12 @@ Speaks, per FACTS.md:
 * gemini-embedding-2: 128..3072, unit at every width; no task type (the server records it but the
   vector ignores it: the prompt prefixes in the text are what matter);
 * over-long inputs are truncated silently (the API's autoTruncate default);
+* gemini-embedding-2 is multimodal: a part is ``{"text"}``, ``{"inline_data": {"mime_type",
+  "data"}}`` (camelCase ``inlineData`` / ``mimeType`` too: proto JSON takes both; google-genai sends
+  snake_case and URL-safe base64, which proto JSON also takes) or ``{"file_data": {"file_uri",
+  "mime_type"}}`` for a Files API upload; images PNG or JPEG, at most 6 in one content; text and
+  images in one content give ONE embedding, drawn from the parts in order. Text-only models refuse
+  image parts with 400 INVALID_ARGUMENT;
 * errors ``{"error": {"code", "message", "status"[, "details"]}}``; a missing key is 403
   PERMISSION_DENIED, a wrong key 400 INVALID_ARGUMENT with reason API_KEY_INVALID (as the real API
   does: not 401); 429 RESOURCE_EXHAUSTED carries the delay in a ``google.rpc.RetryInfo`` detail
@@ -24,6 +30,8 @@ Run standalone: ``python -m tests.providers.servers.gemini_server --port 8001 --
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +39,10 @@ from typing import Any
 import numpy as np
 
 from ._base import Fault, LoopbackServer, RecordedRequest, Reply, mutate_vectors, serve_main, text_vector, unit
+from ._images import BadImage, decode
+
+MAX_IMAGES_PER_CONTENT = 6
+FILES_API = "https://generativelanguage.googleapis.com/v1beta/files/"
 
 MAX_BATCH = 100
 
@@ -41,12 +53,13 @@ class GeminiModel:
     min_dim: int = 128
     normalized_below_native: bool = True
     task_types: bool = True
+    image_types: tuple[str, ...] = ()  # empty: text only
 
 
 GEMINI_MODELS: dict[str, GeminiModel] = {
     "gemini-embedding-001": GeminiModel(3072, normalized_below_native=False),
-    "gemini-embedding-2": GeminiModel(3072, task_types=False),
-    "gemini-embedding-2-preview": GeminiModel(3072, task_types=False),
+    "gemini-embedding-2": GeminiModel(3072, task_types=False, image_types=("image/png", "image/jpeg")),
+    "gemini-embedding-2-preview": GeminiModel(3072, task_types=False, image_types=("image/png", "image/jpeg")),
     "text-embedding-004": GeminiModel(768, min_dim=1),
 }
 
@@ -183,6 +196,10 @@ class GeminiServer(LoopbackServer):
             if not isinstance(content, dict) or not content.get("parts"):
                 raise _Invalid(self.error_reply(
                     400, f"* {where}[{i}].content.parts: contents.parts must not be empty\n"))
+            try:
+                _check_parts(content["parts"], info, model)
+            except BadImage as bad:
+                raise _Invalid(self.error_reply(400, f"* {where}[{i}].content.parts: {bad}\n")) from None
             task = item.get("taskType")
             if task is not None and task not in TASK_TYPES:
                 raise _Invalid(self.error_reply(400, (
@@ -206,9 +223,75 @@ def _items(req: RecordedRequest) -> list[dict[str, Any]]:
 
 
 def _content_text(content: Any) -> str:
-    """One text per Content: several parts are embedded together, as the real API does."""
+    """One identity per Content: several parts are embedded together, as the real API does (texts
+    by their text, images by the sha256 of their bytes, in order)."""
     parts = content.get("parts", []) if isinstance(content, dict) else []
-    return "\n".join(p.get("text", "") for p in parts if isinstance(p, dict))
+    return "\n".join(_part_identity(p) for p in parts if isinstance(p, dict))
+
+
+def image_identity(data: bytes) -> str:
+    """What an image part stands for in ``_content_text`` (and so in ``expected_vector``)."""
+    import hashlib  # noqa: PLC0415
+
+    return "image:" + hashlib.sha256(data).hexdigest()
+
+
+def _part_identity(part: dict[str, Any]) -> str:
+    blob = _field(part, "inline_data")
+    if isinstance(blob, dict):
+        try:
+            return image_identity(_proto_bytes(_field(blob, "data")))
+        except BadImage:
+            return "image:invalid"
+    files = _field(part, "file_data")
+    if isinstance(files, dict):
+        return "file:" + str(_field(files, "file_uri"))
+    return part.get("text", "")
+
+
+def _field(obj: dict[str, Any], snake: str) -> Any:
+    """A proto JSON field by its snake_case or lowerCamelCase name (the API takes both)."""
+    head, *rest = snake.split("_")
+    return obj.get(snake, obj.get(head + "".join(w.title() for w in rest)))
+
+
+def _proto_bytes(value: Any) -> bytes:
+    """Proto JSON ``bytes``: standard or URL-safe base64, padded or not."""
+    if not isinstance(value, str) or not value:
+        raise BadImage("inline_data.data must be a non-empty base64 string")
+    text = value.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadImage("inline_data.data is not valid base64") from None
+
+
+def _check_parts(parts: Any, info: GeminiModel, model: str) -> None:
+    """Each part is a text, an inline image or a Files API file, and the model takes it."""
+    images = 0
+    for j, part in enumerate(parts if isinstance(parts, list) else []):
+        if not isinstance(part, dict):
+            raise BadImage(f"part {j} is not an object")
+        if "text" in part:
+            continue
+        blob, files = _field(part, "inline_data"), _field(part, "file_data")
+        if blob is None and files is None:
+            raise BadImage(f"part {j} has no text, inline_data or file_data")
+        if not info.image_types:
+            raise BadImage(f"{model} does not support multimodal input (part {j} is not text)")
+        images += 1
+        mime = _field(blob if blob is not None else files, "mime_type")
+        if mime not in info.image_types:
+            raise BadImage(f"part {j}: mime type {mime!r} is not supported; supported: {', '.join(info.image_types)}")
+        if files is not None:
+            if not str(_field(files, "file_uri")).startswith(FILES_API):
+                raise BadImage(f"part {j}: file_data.file_uri must name a file uploaded with the Files API")
+            continue
+        decoded = decode(_proto_bytes(_field(blob, "data")))
+        if decoded.media_type != mime:
+            raise BadImage(f"part {j}: the data is {decoded.media_type}, not {mime}")
+    if images > MAX_IMAGES_PER_CONTENT:
+        raise BadImage(f"at most {MAX_IMAGES_PER_CONTENT} images per content, got {images}")
 
 
 def _salt(model: str, task_type: str | None) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.providers.servers import GeminiServer, OpenAIServer, RateLimiter, VoyageServer
+from tests.providers.images import jpeg, png, webp
+from tests.providers.servers import GeminiServer, JinaServer, OpenAIServer, RateLimiter, VoyageServer
 from tests.providers.servers.fixtures import KEY
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -117,6 +118,91 @@ def test_voyage_rules(voyage):
     assert code == 200 and all(-128 <= x <= 127 for x in answer["data"][0]["embedding"])
     code, _, answer = post(url, {"input": ["a"], "model": "voyage-4"}, {"Authorization": "Bearer nope"})
     assert code == 401 and answer == {"detail": "Provided API key is invalid."}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_voyage_multimodal_rules(voyage):
+    url = f"{voyage.base_url}/multimodalembeddings"
+    image = {"type": "image_base64", "image_base64": "data:image/png;base64," + _b64(png())}
+    body = {"inputs": [{"content": [{"type": "text", "text": "a"}, image]}], "model": "voyage-multimodal-3.5"}
+    code, _, answer = post(url, body, BEARER)
+    assert code == 200 and set(answer["usage"]) == {"text_tokens", "image_pixels", "video_pixels", "total_tokens"}
+    assert answer["usage"]["image_pixels"] == 8 * 6 and answer["usage"]["total_tokens"] == 1 + 90  # 50k px / 560
+    refused = [
+        ({**body, "model": "voyage-4"}, "not supported by the multimodal"),
+        ({**body, "inputs": [{"content": [{**image, "extra": 1}]}]}, "exactly the keys"),
+        ({**body, "inputs": [{"content": [{"type": "image_base64", "image_base64": "data:image/png;base64,"
+                                                                                   + _b64(jpeg())}]}]}, "says image/png"),
+        ({**body, "inputs": [{"content": [{"type": "image_base64", "image_base64": "data:image/png;base64,"
+                                                                                   + _b64(b"nope")}]}]}, "cannot identify"),
+        ({**body, "inputs": [{"content": [{"type": "image_base64", "image_base64": _b64(png())}]}]}, "data URL"),
+        ({**body, "inputs": [{"content": []}]}, "non-empty list"),
+        ({**body, "inputs": [{"content": [image]}] * 1001}, "1000"),
+        ({**body, "output_dimension": 300}, "output_dimension"),
+    ]
+    for bad, needle in refused:
+        code, _, answer = post(url, bad, BEARER)
+        assert code == 400 and needle in answer["detail"], (needle, answer)
+    code, _, answer = post(f"{voyage.base_url}/embeddings", {"input": ["a"], "model": "voyage-multimodal-3.5"}, BEARER)
+    assert code == 400 and "multimodal embeddings endpoint" in answer["detail"]
+
+
+def test_gemini_image_rules(gemini):
+    url = f"{gemini.base_url}/v1beta/models/gemini-embedding-2:batchEmbedContents"
+    hdr = {"x-goog-api-key": KEY}
+
+    def item(*parts, model="gemini-embedding-2"):
+        return {"model": f"models/{model}", "content": {"parts": list(parts)}}
+
+    camel = {"inlineData": {"mimeType": "image/jpeg", "data": _b64(jpeg())}}
+    snake = {"inline_data": {"mime_type": "image/png", "data": _b64(png())}}
+    code, _, answer = post(url, {"requests": [item({"text": "a"}, camel), item(snake)]}, hdr)
+    assert code == 200 and len(answer["embeddings"]) == 2
+    refused = [
+        item({"inline_data": {"mime_type": "image/webp", "data": _b64(webp())}}),
+        item({"inline_data": {"mime_type": "image/png", "data": _b64(jpeg())}}),
+        item({"inline_data": {"mime_type": "image/png", "data": "!!"}}),
+        item(*[snake] * 7),
+        item({"file_data": {"file_uri": "https://example.com/a.png", "mime_type": "image/png"}}),
+    ]
+    for bad in refused:
+        code, _, answer = post(url, {"requests": [bad]}, hdr)
+        assert code == 400 and answer["error"]["status"] == "INVALID_ARGUMENT", bad
+    old = f"{gemini.base_url}/v1beta/models/gemini-embedding-001:batchEmbedContents"
+    code, _, answer = post(old, {"requests": [item(snake, model="gemini-embedding-001")]}, hdr)
+    assert code == 400 and "does not support multimodal input" in answer["error"]["message"]
+
+
+def test_jina_rules():
+    with JinaServer(api_key=KEY) as jina:
+        url = f"{jina.base_url}/embeddings"
+        body = {"model": "jina-embeddings-v4", "input": [{"text": "a"}, {"image": _b64(png())}], "dimensions": 256}
+        code, _, answer = post(url, body, BEARER)
+        assert code == 200 and [d["index"] for d in answer["data"]] == [0, 1]
+        assert len(answer["data"][0]["embedding"]) == 256 and set(answer["usage"]) == {"total_tokens", "prompt_tokens"}
+        assert abs(np.linalg.norm(answer["data"][0]["embedding"]) - 1) > 1e-3  # truncated, not renormalized
+        code, _, answer = post(url, {**body, "normalized": True, "embedding_type": "base64"}, BEARER)
+        vec = np.frombuffer(base64.b64decode(answer["data"][0]["embedding"]), dtype="<f4")
+        assert code == 200 and vec.shape == (256,) and abs(np.linalg.norm(vec) - 1) < 1e-5
+        refused = [
+            ({**body, "model": "jina-embeddings-v3", "dimensions": 64}, 400, "does not support image input"),
+            ({**body, "dimensions": 64}, 400, "between 128 and 2048"),
+            ({**body, "task": "retrieval.document"}, 400, "Invalid task"),
+            ({**body, "input": [{"image": _b64(b"not an image")}]}, 400, "Invalid image"),
+            ({**body, "input": [{"text": "a", "image": _b64(png())}]}, 422, None),
+            ({**body, "input": [{"text": "word " * 40_000}]}, 400, "truncate"),
+            ({**body, "dimensions": "256"}, 422, None),
+        ]
+        for bad, status, needle in refused:
+            code, _, answer = post(url, bad, BEARER)
+            assert code == status and (needle is None or needle in answer["detail"]), (needle, answer)
+        code, _, answer = post(url, {**body, "input": [{"text": "word " * 40_000}], "truncate": True}, BEARER)
+        assert code == 200
+        code, _, answer = post(url, body, {"Authorization": "Bearer nope"})
+        assert code == 401 and "Invalid API key" in answer["detail"]
 
 
 def test_rate_limiter_window():

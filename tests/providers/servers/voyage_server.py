@@ -12,7 +12,9 @@ Speaks, per FACTS.md:
 * answers ``{"object":"list","data":[{"object":"embedding","embedding":..,"index":i}],"model",
   "usage":{"total_tokens"}}`` with unit vectors; base64 is little-endian float32 (or the raw
   int8/uint8 bytes for the integer dtypes);
-* errors ``{"detail": ".."}``; the SDK maps 400/401/422/429 from the body and 500/502/503/504 by status.
+* errors ``{"detail": ".."}``; the SDK maps 400/401/422/429 from the body and 500/502/503/504 by status;
+* ``POST /v1/multimodalembeddings`` for voyage-multimodal-3.5 and -3 (interleaved text and image
+  segments): see ``voyage_multimodal.py``. Each endpoint refuses the other's models.
 
 Run standalone: ``python -m tests.providers.servers.voyage_server --port 8002 --tpm 1000000``.
 """
@@ -27,6 +29,7 @@ import numpy as np
 
 from ._base import Fault, LoopbackServer, RecordedRequest, Reply, encode_base64, estimate_tokens, mutate_vectors
 from ._base import serve_main, text_vector, unit
+from . import voyage_multimodal as mm
 
 MAX_INPUTS = 1000
 FLEXIBLE_DIMS = (256, 512, 1024, 2048)
@@ -55,6 +58,10 @@ VOYAGE_MODELS: dict[str, VoyageModel] = {
     "voyage-multilingual-2": VoyageModel(1024, None, 120_000),
     "voyage-code-2": VoyageModel(1536, None, 120_000, context_tokens=16_000),
 }
+VOYAGE_MULTIMODAL_MODELS: dict[str, VoyageModel] = {
+    "voyage-multimodal-3.5": VoyageModel(1024, FLEXIBLE_DIMS, mm.REQUEST_TOKENS),
+    "voyage-multimodal-3": VoyageModel(1024, None, mm.REQUEST_TOKENS),
+}
 
 DTYPES = (None, "float", "int8", "uint8", "binary", "ubinary")
 
@@ -77,6 +84,7 @@ class VoyageServer(LoopbackServer):
     def __init__(self, *, models: dict[str, VoyageModel] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.models = {**VOYAGE_MODELS, **(models or {})}
+        self.multimodal_models = dict(VOYAGE_MULTIMODAL_MODELS)
 
     @property
     def base_url(self) -> str:
@@ -84,14 +92,36 @@ class VoyageServer(LoopbackServer):
 
     def expected_vector(self, text: str, *, model: str, dim: int | None = None, input_type: str | None = None
                         ) -> np.ndarray:
-        """The float vector this server returns for ``text`` (unit length)."""
-        info = self.models[model]
+        """The float vector this server returns for ``text`` (unit length); for a multimodal model,
+        ``text`` is an input's identity (``multimodal_identity``)."""
+        info = self.models.get(model) or self.multimodal_models[model]
         full_width = max(info.allowed_dims) if info.allowed_dims else info.default_dim
         full = text_vector(text, full_width, salt=f"{model}|{input_type or ''}")
         return unit(full[: dim or info.default_dim])
 
     # -- hooks ------------------------------------------------------------------------------------
+    @staticmethod
+    def multimodal_identity(*parts: str | bytes) -> str:
+        """The identity of one multimodal input given its parts in order (a ``str`` is text, ``bytes``
+        an image, ``("url", u)`` an image URL): what ``expected_vector`` takes for it."""
+        import hashlib  # noqa: PLC0415
+
+        pieces = []
+        for part in parts:
+            if isinstance(part, str):
+                pieces.append("text:" + part)
+            elif isinstance(part, tuple):
+                pieces.append("url:" + part[1])
+            else:
+                pieces.append("image:" + hashlib.sha256(part).hexdigest())
+        return "\x1f".join(pieces)
+
     def texts_of(self, req: RecordedRequest) -> list[str]:
+        if req.path == mm.MULTIMODAL_PATH:  # one identity per input: what was paid for
+            try:
+                return [mm.identity(segments) for segments in mm.parse_inputs(req.body, estimate_tokens)]
+            except (mm.Refused, AttributeError, TypeError):
+                return []
         body = req.body if isinstance(req.body, dict) else {}
         raw = body.get("input")
         if isinstance(raw, str):
@@ -109,7 +139,17 @@ class VoyageServer(LoopbackServer):
     def error_reply(self, status: int, message: str, **extra: Any) -> Reply:
         return Reply(status, {"detail": message})
 
+    def count_tokens(self, req: RecordedRequest) -> int:
+        if req.path == mm.MULTIMODAL_PATH:
+            try:
+                return sum(s.tokens for segments in mm.parse_inputs(req.body, estimate_tokens) for s in segments)
+            except (mm.Refused, AttributeError, TypeError):
+                return 1
+        return super().count_tokens(req)
+
     def respond(self, req: RecordedRequest, fault: Fault | None) -> Reply:
+        if req.path == mm.MULTIMODAL_PATH and req.method == "POST":
+            return self._respond_multimodal(req, fault)
         try:
             model = self._route(req)
             texts, dims, dtype, encoding = self._validate(req.body, model)
@@ -123,6 +163,30 @@ class VoyageServer(LoopbackServer):
         tokens = sum(estimate_tokens(t) for t in texts)
         return Reply(200, {"object": "list", "data": data, "model": model, "usage": {"total_tokens": tokens}})
 
+    def _respond_multimodal(self, req: RecordedRequest, fault: Fault | None) -> Reply:
+        body = req.body
+        if not isinstance(body, dict):
+            return self.error_reply(422, "Request body is not valid JSON.")
+        model = body.get("model")
+        if model not in self.multimodal_models:
+            return self.error_reply(400, (
+                f"Model {model} is not supported by the multimodal embeddings endpoint. Supported models are "
+                f"{sorted(self.multimodal_models)}."))
+        info = self.multimodal_models[model]
+        try:
+            parsed = mm.parse_inputs(body, estimate_tokens)
+            _, dims, dtype, encoding = self._validate({**body, "input": ["x"]}, model, info)
+        except mm.Refused as bad:
+            return self.error_reply(400, str(bad))
+        except _Invalid as bad:
+            return bad.reply
+        input_type = body.get("input_type")
+        vectors = [self.expected_vector(mm.identity(s), model=model, dim=dims, input_type=input_type) for s in parsed]
+        vectors = mutate_vectors(vectors, fault)
+        data = [{"object": "embedding", "embedding": _encode(v, dtype, encoding), "index": i}
+                for i, v in enumerate(vectors)]
+        return Reply(200, {"object": "list", "data": data, "model": model, "usage": mm.usage(parsed)})
+
     # -- validation ---------------------------------------------------------------------------------
     def _route(self, req: RecordedRequest) -> str:
         if req.method != "POST" or req.path != "/v1/embeddings":
@@ -131,13 +195,18 @@ class VoyageServer(LoopbackServer):
         if not isinstance(body, dict):
             raise _Invalid(self.error_reply(422, "Request body is not valid JSON."))
         model = body.get("model")
+        if model in self.multimodal_models:
+            raise _Invalid(self.error_reply(400, (
+                f"Model {model} is a multimodal model: use the multimodal embeddings endpoint "
+                f"({mm.MULTIMODAL_PATH}).")))
         if model not in self.models:
             raise _Invalid(self.error_reply(400, (
                 f"Model {model} is not supported. Supported models are {sorted(self.models)}.")))
         return model
 
-    def _validate(self, body: dict[str, Any], model: str) -> tuple[list[str], int, str | None, str | None]:
-        info = self.models[model]
+    def _validate(self, body: dict[str, Any], model: str, info: VoyageModel | None = None
+                  ) -> tuple[list[str], int, str | None, str | None]:
+        info = info or self.models[model]
         raw = body.get("input")
         texts = [raw] if isinstance(raw, str) else raw
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):

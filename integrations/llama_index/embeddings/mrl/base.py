@@ -1,5 +1,5 @@
-"""MRLEmbedding: any mrl-retrievers provider (OpenAI, Gemini, Voyage, local, fake) as a LlamaIndex
-``BaseEmbedding``, with the provider's real async path."""
+"""MRLEmbedding: any mrl-retrievers provider (OpenAI, Gemini, Voyage, Jina, local, fake) as a LlamaIndex
+``MultiModalEmbedding``, with the provider's real async path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.base.embeddings.base import Embedding
+from llama_index.core.embeddings import MultiModalEmbedding
+from llama_index.core.schema import ImageType
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
@@ -31,12 +33,20 @@ def with_signature(fn: _F) -> _F:
     return fn
 
 
-class MRLEmbedding(BaseEmbedding):
+class MRLEmbedding(MultiModalEmbedding):
     """A LlamaIndex embedding model backed by an mrl-retrievers ``Provider``.
 
     Queries and documents are embedded with the provider's own query / document prompt or task
     type; vectors are unit length and ``dim`` wide. The async methods call the provider's real
     async path (``aembed_query`` / ``aembed_documents``).
+
+    It is a ``MultiModalEmbedding``: with a multimodal model (voyage-multimodal-3.5,
+    gemini-embedding-2, jina-embeddings-v4, or fake offline) ``get_image_embedding`` /
+    ``aget_image_embedding`` embed an image (a path, a URL where the API takes one, or the
+    ``BytesIO`` LlamaIndex hands over) into the space of the texts, so it serves as both
+    ``embed_model`` and ``image_embed_model`` of a ``MultiModalVectorStoreIndex``. Images are
+    embedded on the document side, for indexing and image queries alike (LlamaIndex has one image
+    method for both). A text-only model raises ``UnsupportedModalityError``.
 
     Args:
         provider: a ``Provider``, or a registry name ("openai", "gemini", "voyage", "local",
@@ -149,6 +159,24 @@ class MRLEmbedding(BaseEmbedding):
     @with_signature
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return (await self._provider.aembed_documents(texts)).tolist()
+
+    # --- MultiModalEmbedding ----------------------------------------------------------------------------
+
+    @with_signature
+    def _get_image_embedding(self, img_file_path: ImageType) -> Embedding:
+        return self._provider.embed_images([img_file_path])[0].tolist()
+
+    @with_signature
+    async def _aget_image_embedding(self, img_file_path: ImageType) -> Embedding:
+        return (await self._provider.aembed_images([img_file_path]))[0].tolist()
+
+    @with_signature
+    def _get_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        return self._provider.embed_images(list(img_file_paths)).tolist() if img_file_paths else []
+
+    @with_signature
+    async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        return (await self._provider.aembed_images(list(img_file_paths))).tolist() if img_file_paths else []
 
 
 def _holds_key(config: Any) -> bool:

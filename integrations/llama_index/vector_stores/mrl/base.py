@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.indices.query.embedding_utils import get_top_k_mmr_embeddings
-from llama_index.core.schema import BaseNode, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
     MetadataFilters,
@@ -27,6 +27,7 @@ from mrl_retrievers.errors import ConfigError, DimensionMismatchError, FilterErr
 from mrl_retrievers.store import LazyStore
 
 from .filters import Translation, translate_filters
+from .images import image_keys, plain_node
 from .reference import reference_matcher
 
 __all__ = ["MRLVectorStore"]
@@ -42,7 +43,9 @@ class MRLVectorStore(BasePydanticVectorStore):
 
     Nodes keep their text, metadata and relationships (``node_to_metadata_dict``), so
     ``VectorStoreIndex.from_vector_store`` needs no docstore, ``delete_ref_doc`` works, and a store
-    reopened from its path gives back the same nodes. Filters are translated operator by operator
+    reopened from its path gives back the same nodes. ``ImageNode``s too: give one store as the
+    ``image_store`` of a ``MultiModalVectorStoreIndex`` (with ``MRLEmbedding`` as its
+    ``image_embed_model``) for text-to-image and image-to-image retrieval (see ``images.py``). Filters are translated operator by operator
     with LlamaIndex's semantics (see ``filters.py``) or rejected with ``UnsupportedFilterError``.
 
     Args:
@@ -170,8 +173,9 @@ class MRLVectorStore(BasePydanticVectorStore):
             raise InvalidInputError(f"node embeddings must all have one width: {exc}") from None
         if vectors.ndim != 2:
             raise InvalidInputError(f"node embeddings must all have one width, got shape {vectors.shape}")
-        metadatas = [
-            node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata) for node in batch
+        metadatas = [  # an ImageNode's record also says what it is (images.py)
+            {**node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata), **image_keys(node)}
+            for node in batch
         ]
         texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in batch]
         if self._full_dim is not None and vectors.shape[1] != self._full_dim:
@@ -392,8 +396,8 @@ def _mmr(store: MRLStore, vector: np.ndarray, hits: list[Hit], k: int, threshold
 def _to_node(node_id: str, text: str | None, metadata: Mapping[str, Any]) -> BaseNode:
     if _NODE_CONTENT_KEY in metadata:
         return metadata_dict_to_node(dict(metadata), text=text)
-    # An item written without LlamaIndex (MRLIndex, the CLI): a plain text node.
-    return TextNode(id_=node_id, text=text or "", metadata=metadata)  # validation copies the mapping
+    # An item written without LlamaIndex (MRLIndex, LangChain, the CLI): a plain text or image node.
+    return plain_node(node_id, text, metadata)
 
 
 def _check_k(k: Any) -> int:
