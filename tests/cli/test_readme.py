@@ -85,11 +85,12 @@ SNIPPETS = snippets()
 def test_every_snippet_names_its_extras():
     assert [(s.lang, s.extras) for s in SNIPPETS] == [
         ("python", ("langchain", "openai")),
+        ("python", ("langchain", "openai")),
         ("python", ("llama-index", "local")),
         ("python", ("openai",)),
         ("bash", ("local",)),
     ]
-    assert SNIPPETS[2].config is not None and "mrl.toml" in SNIPPETS[2].code
+    assert SNIPPETS[3].config is not None and "mrl.toml" in SNIPPETS[3].code
 
 
 def test_the_torch_line_works_on_any_linux_and_the_commands_stay_offline_here():

@@ -15,6 +15,7 @@ import pytest
 from mrl_retrievers import Image, MRLIndex, MRLStore, get_provider
 from mrl_retrievers.errors import InvalidMetadataError, UnsupportedModalityError
 from tests.providers.images import jpeg, png
+from tests.providers.servers.fixtures import KEY, voyage_server  # noqa: F401 - the emulator fixture
 
 CHARTS = {
     "rain": "bar chart of monthly rainfall in Lisbon",
@@ -113,3 +114,22 @@ def test_the_embedder_block_selects_a_multimodal_model_and_the_store_records_the
         index.add_images([png()])
     manifest = json.loads((tmp_path / "fake-store" / "manifest.json").read_text())
     assert manifest["spec"]["modalities"] == ["image", "text"]
+
+
+def test_the_readme_voyage_images_snippet_against_the_voyage_emulator(tmp_path, monkeypatch, voyage_server):
+    """README "Images beside text" (not run there: it needs a key): the same calls, the real SDK."""
+    pytest.importorskip("voyageai")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "charts").mkdir()
+    (tmp_path / "charts" / "rainfall.png").write_bytes(png("blue", caption="monthly rainfall"))
+    (tmp_path / "charts" / "share.png").write_bytes(png("red", caption="browser share"))
+    provider = get_provider("voyage", model="voyage-multimodal-3.5", dim=512, api_key=KEY,
+                            base_url=voyage_server.base_url)
+    with MRLIndex(provider, "charts-index") as index:
+        ids = index.add_images(["charts/rainfall.png", "charts/share.png"])
+        hits = index.query("monthly rainfall", k=3, filter={"mrl_modality": "image"})
+        similar = index.query_image("charts/rainfall.png", k=3)
+    assert {h.id for h in hits} == set(ids) and len(ids) == 2
+    assert {h.metadata["mrl_source"] for h in similar} == {"charts/rainfall.png", "charts/share.png"}
+    paths = [r.path for r in voyage_server.requests]
+    assert paths and set(paths) == {"/v1/multimodalembeddings"}
