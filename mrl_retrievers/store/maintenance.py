@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import CorruptStoreError
 from ..mrl import prefix
+from . import calibration
 from .ann import AnnIndex
 from .crashpoints import crash_point
 from .fs import fsync_dir
@@ -88,6 +89,7 @@ def checkpoint(state: "StoreState", manifest: Manifest | None = None, ann: AnnIn
     if old and old != name:
         (state.directory / old).unlink(missing_ok=True)
     crash_point("checkpoint:done")
+    calibration.after_checkpoint(state)  # re-measures the search effort when the store has grown
 
 
 def reindex(state: "StoreState", prefix_dim: int, funnel_dim: int | None) -> None:
@@ -160,6 +162,8 @@ def stats(state: "StoreState") -> dict:
         "dtype": m.dtype,
         "shortlist": m.shortlist,
         "ef": m.ef,
+        "target_recall": m.target_recall,
+        "calibration": m.calibration.to_dict() if m.calibration else None,
         "exact_below": m.exact_below,
         "spec": m.spec.to_dict() if m.spec else None,
         "disk_bytes": sum(files.values()),

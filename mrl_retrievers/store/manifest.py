@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, CorruptStoreError, UnsupportedFormatError
 from ..types import EmbeddingSpec
+from .effort import Calibration
 from .fs import atomic_write_bytes
+
+log = logging.getLogger("mrl_retrievers.store")
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -31,6 +35,8 @@ DEFAULT_M = 16
 # save only 25% or 12% of the build, and the graph then misses neighbours that no setting in tune's
 # grid recovers (recall@10 <= 0.987 at shortlist 400 / ef 800), while 200 reaches 0.998 there.
 DEFAULT_EF_CONSTRUCTION = 200
+# The recall@10 searches aim for when no shortlist/ef is given (per call: ``target_recall=``).
+DEFAULT_TARGET_RECALL = 0.99
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,15 @@ class Manifest:
     ef_construction: int = DEFAULT_EF_CONSTRUCTION
     ann: AnnState = field(default_factory=AnnState)
     format_version: int = FORMAT_VERSION
+    # Added within format 1 (older manifests lack them and read as these defaults): the recall
+    # searches aim for (None: the fixed shortlist/ef above), and what calibration measured.
+    target_recall: float | None = DEFAULT_TARGET_RECALL
+    calibration: Calibration | None = None
 
     def to_json(self) -> bytes:
-        data = dataclasses.asdict(self)
+        data = dataclasses.asdict(dataclasses.replace(self, calibration=None))
         data["spec"] = self.spec.to_dict() if self.spec else None
+        data["calibration"] = self.calibration.to_dict() if self.calibration else None
         return json.dumps(data, indent=2, sort_keys=True).encode()
 
     def save(self, directory: Path) -> None:
@@ -117,6 +128,9 @@ def _parse(data: dict[str, Any]) -> Manifest:
     if ann_state.file is not None and (not isinstance(ann_state.file, str) or "/" in ann_state.file or ann_state.file.startswith(".")):
         raise ValueError(f"ann.file must be a plain file name, got {ann_state.file!r}")
     spec = EmbeddingSpec.from_dict(data["spec"]) if data.get("spec") else None
+    target = data.get("target_recall", DEFAULT_TARGET_RECALL)
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1):
+        raise ValueError(f"target_recall must lie in (0, 1] or be null, got {target!r}")
     return Manifest(
         full_dim=data["full_dim"],
         prefix_dim=data["prefix_dim"],
@@ -130,7 +144,22 @@ def _parse(data: dict[str, Any]) -> Manifest:
         ef_construction=max(1, data["ef_construction"]),
         ann=ann_state,
         format_version=data["format_version"],
+        target_recall=None if target is None else float(target),
+        calibration=_calibration(data.get("calibration")),
     )
+
+
+def _calibration(data: Any) -> Calibration | None:
+    """The recorded calibration, or None when absent or unreadable: it is derived (re-measured at the
+    next checkpoint), so a damaged one must not make the store unopenable."""
+    if data is None:
+        return None
+    try:
+        return Calibration.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("ignoring an unreadable calibration in a manifest (%s: %s); it is re-measured at the next checkpoint",
+                    type(exc).__name__, exc)
+        return None
 
 
 def _is_int(value: Any) -> bool:

@@ -20,6 +20,7 @@ from ..types import EmbeddingSpec
 from . import maintenance
 from .ann import AnnIndex
 from .docstore import DOCS_NAME, DocStore
+from .effort import check_target
 from .fs import WriterLock, fsync_dir, io_errors, remove_orphan_temps
 from .search import RowChecks
 from .manifest import (
@@ -28,6 +29,7 @@ from .manifest import (
     DEFAULT_EXACT_BELOW,
     DEFAULT_M,
     DEFAULT_SHORTLIST,
+    DEFAULT_TARGET_RECALL,
     MANIFEST_NAME,
     REPAIR_HINT,
     Manifest,
@@ -58,6 +60,7 @@ class StoreState:
     released: bool = field(default=False)
     ann_note: str | None = None  # why the coarse index was rebuilt on open, if it was
     checked: RowChecks = field(default_factory=RowChecks)  # rows whose checksum this handle verified
+    auto_calibrate: bool = True  # checkpoints recalibrate the search effort when needed (tune pauses it)
 
     def pending_rows(self) -> int:
         """Rows not yet in the coarse-index checkpoint file (plus 1 if deletions are unsaved)."""
@@ -105,7 +108,8 @@ def release(state: StoreState) -> None:
             shutil.rmtree(state.directory, ignore_errors=True)
 
 
-def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, ef, funnel_dim, M, ef_construction) -> Manifest:
+def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, ef, funnel_dim, M, ef_construction,
+                 target_recall=None) -> Manifest:
     """Validate create() arguments into a manifest (nothing is written yet)."""
     if isinstance(full_dim, bool) or not isinstance(full_dim, int) or not 1 <= full_dim <= 65536:
         raise InvalidInputError(f"full_dim must be an integer in 1..65536, got {full_dim!r}")
@@ -123,11 +127,15 @@ def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, e
         minimum = 0 if name == "exact_below" else 2 if name == "M" else 1
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
             raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if target_recall is not None:
+        target_recall = check_target(target_recall)
+    elif shortlist is None and ef is None:
+        target_recall = DEFAULT_TARGET_RECALL  # an explicit shortlist/ef is the expert's fixed effort
     return Manifest(
         full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, funnel_dim=funnel_dim,
         shortlist=shortlist or DEFAULT_SHORTLIST, ef=ef or DEFAULT_EF,
         exact_below=DEFAULT_EXACT_BELOW if exact_below is None else exact_below,
-        M=M or DEFAULT_M, ef_construction=ef_construction or DEFAULT_EF_CONSTRUCTION,
+        M=M or DEFAULT_M, ef_construction=ef_construction or DEFAULT_EF_CONSTRUCTION, target_recall=target_recall,
     )
 
 

@@ -1,0 +1,280 @@
+"""Self-calibration: how much effort this store's queries need to reach a target recall.
+
+The store measures itself (at checkpoint time as it grows, or when asked: ``calibrate``, ``tune``)
+and records in its manifest, for each target recall, the cheapest ``EffortPolicy`` whose measured
+recall's lower confidence bound reaches it. Searches then read the policy; nothing here runs on the
+query path.
+
+Probes are held-out style, never stored vectors as they are (a stored vector's own graph node links
+straight to its neighbours: ``tuning`` measured 0.998 on those against 0.980 on real queries). Each
+probe is a seeded sample row moved off its node by Gaussian noise shaped like the sample's own
+per-dimension spread, of norm 0.5 (cosine ~0.9 to the row it came from), as ``tune`` does; its own
+row is excluded from its truth and results, so its ten neighbours are all real ones. Pass real query
+vectors (``queries=``) to measure on them instead.
+
+Procedure: exact full-width top-k of every probe (one pass over the vector file); then each probe
+climbs the whole ladder (shortlists ``LADDER`` x ef at 1 and 2 times the shortlist), recording
+at each level the recall of that level's own top-k and the query's ``confidence``. Policies (a ratio,
+a start, a stride, a last level, a threshold) are then simulated on these traces exactly as
+``effort.climb`` would run them (its decisions use only the level's own rows; its answer, the top-k
+of every row scored, is at least as good as the level's, so the simulated recall is a lower bound).
+The probes are split in two halves: the candidates are ranked on the first half and the cheapest one
+whose lower confidence bound also reaches the target on the second half is recorded, with the second
+half's figures (the selection does not flatter them). Cost is a deterministic model (microseconds,
+constants below), never a clock: the same store state always records the same policies.
+
+Bounded cost: one pass over the vectors (``probes`` x live x full_dim multiply-adds) plus at most
+``probes x 24`` coarse queries; at checkpoint time it reruns only when the live count has doubled (or
+halved), or the prefix width changed, since the last calibration, so over a store's growth it costs
+O(probes) work per added item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import time
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError, MRLError
+from ..mrl import normalize, prefix
+from .effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence
+from .search import fold_top_k
+from .vectors import dot, to_float32
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .opening import StoreState
+
+log = logging.getLogger("mrl_retrievers.store")
+
+LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
+EF_RATIOS = (1, 2)
+STRIDES = (1, 2, 3)
+TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995)
+DEFAULT_PROBES = 384
+DEFAULT_CONFIDENCE = 0.95
+NOISE = 0.5
+GROWTH = 2.0
+K = 10
+MIN_LIVE = 1000
+_THRESHOLDS = np.linspace(0.02, 0.98, 25)
+_MAX_CHECKS = 200  # candidates checked on the second half per target, cheapest first
+_BLOCK = 65536
+
+# Cost model (microseconds per query), measured at 200k x 1024 float16, prefix 128 (docs/benchmarks.md,
+# "Adaptive effort"): hnswlib's work grows with ef and the prefix width, the rerank's with the rows
+# gathered and the full width; each extra level pays a second coarse call and the confidence.
+COST_PER_EF = 0.9  # at a 128-wide prefix
+COST_PER_ROW = 1.0  # at 1024 dims
+COST_PER_LEVEL = 40.0
+# An exact scan lists the live rows in SQLite (~0.45 us a row) and reads and scores every one of them:
+# 29 ms of CPU for 20k x 256 here, against 0.5 ms for a 192-row shortlist.
+COST_PER_SCANNED_ROW = 1.0
+
+
+def level_cost(shortlist: int, ef: int, prefix_dim: int, full_dim: int) -> float:
+    return COST_PER_EF * max(ef, shortlist) * (prefix_dim + 32) / 160 + COST_PER_ROW * shortlist * full_dim / 1024
+
+
+def needs_calibration(state: "StoreState") -> bool:
+    """Whether a checkpoint should (re)calibrate: a target is set, the store is past its exact-scan
+    size, and it has no calibration for its current width and size (within a factor ``GROWTH``)."""
+    m = state.manifest
+    live = state.ann.live
+    if m.target_recall is None or m.funnel_dim is not None or live <= max(m.exact_below, MIN_LIVE):
+        return False
+    cal = m.calibration
+    return (cal is None or cal.prefix_dim != m.prefix_dim or cal.target_recall != m.target_recall
+            or not cal.live / GROWTH < live < cal.live * GROWTH)
+
+
+def after_checkpoint(state: "StoreState") -> None:
+    """The checkpoint hook: recalibrate when needed. Derived data, so a failure is logged, not raised."""
+    if not getattr(state, "auto_calibrate", True) or not needs_calibration(state):
+        return
+    try:
+        record(state, calibrate(state, target_recall=state.manifest.target_recall, source="checkpoint"))
+    except (MRLError, OSError, LookupError) as exc:
+        log.warning("could not calibrate the search effort of %s (%s); searches use the recorded defaults", state.directory, exc)
+
+
+def record(state: "StoreState", calibration: Calibration) -> None:
+    """Write ``calibration`` into the manifest (one atomic write; caller holds the write lock)."""
+    state.set_manifest(dataclasses.replace(state.manifest, calibration=calibration))
+
+
+def calibrate(state: "StoreState", *, target_recall: float, probes: int = DEFAULT_PROBES, seed: int = 0,
+              queries: np.ndarray | None = None, confidence_level: float = DEFAULT_CONFIDENCE,
+              targets: Sequence[float] = TARGETS, source: str = "calibrate") -> Calibration:
+    """Measure the store and return its ``Calibration`` (nothing is written; see ``record``)."""
+    started = time.perf_counter()
+    _check(target_recall, probes, confidence_level)
+    m = state.manifest
+    live = state.docs.live_rows()
+    rng = np.random.default_rng(seed)
+    if queries is not None:
+        vectors = normalize(np.asarray(queries, dtype=np.float32))
+        vectors = vectors[np.sort(rng.choice(len(vectors), size=min(probes, len(vectors)), replace=False))]
+        own = np.full(len(vectors), -1, dtype=np.int64)
+    else:
+        own = np.sort(rng.choice(live, size=min(probes, len(live) - K - 1), replace=False))
+        vectors = off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+    truth = exact_top_rows(state, live, own, vectors, K)
+    shortlists = [s for s in LADDER if s < len(live) - 1] or [max(K, len(live) - 2)]
+    wanted = sorted(set(targets) | {target_recall})
+    # Above a level whose mean recall leaves a quarter of the strictest target's misses, no policy
+    # needs anything higher (it would meet every target there already).
+    recall, conf = trace(state, vectors, own, truth, shortlists, enough=1 - (1 - max(wanted)) / 4)
+    costs = np.array([[level_cost(s, r * s, m.prefix_dim, m.full_dim) for s in shortlists] for r in EF_RATIOS])
+    z = statistics.NormalDist().inv_cdf(confidence_level)
+    exact_cost = len(live) * (COST_PER_SCANNED_ROW + COST_PER_ROW * m.full_dim / 1024)
+    chosen, fixed = choose(recall, conf, costs, exact_cost, shortlists, wanted, z, target_recall)
+    return Calibration(target_recall, K, len(live), m.prefix_dim, len(vectors), seed, confidence_level, source,
+                       time.perf_counter() - started, chosen, fixed, "probes" if queries is None else "given")
+
+
+def off_node(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Move each unit row by Gaussian noise shaped like the sample's per-dimension spread, of norm
+    ~``NOISE``, and renormalize (``tune``'s probes: the same procedure, so both measure alike)."""
+    shape = vectors.std(axis=0)
+    shape = shape / max(float(np.linalg.norm(shape)), 1e-12)
+    moved = vectors + NOISE * rng.standard_normal(vectors.shape).astype(np.float32) * shape
+    return normalize(moved.astype(np.float32))
+
+
+def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact full-width top-``k`` live rows of each query, never its ``own`` row (-1: none); one pass."""
+    nq = len(queries)
+    best = (np.full((nq, 0), -1, dtype=np.int64), np.full((nq, 0), -np.inf, dtype=np.float32))
+    qt = np.ascontiguousarray(queries.T)
+    for start in range(0, len(live), _BLOCK):
+        part = live[start : start + _BLOCK]
+        scores = to_float32(state.vectors.gather(part)) @ qt  # (block, nq)
+        pos = np.searchsorted(part, own)
+        inside = (pos < len(part)) & (part[np.minimum(pos, len(part) - 1)] == own)
+        scores[pos[inside], np.flatnonzero(inside)] = -np.inf
+        best = fold_top_k(best, part, scores, k)
+    return best[0]
+
+
+def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.ndarray,
+          shortlists: Sequence[int], enough: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Recall of each level's own top-k, and the query's confidence there: two (probes, ratios,
+    levels) arrays. Levels above one whose mean recall is ``enough`` are not queried (recall 1,
+    confidence +inf there: a policy stops at the first level it reaches above it)."""
+    m = state.manifest
+    nq, nl = len(queries), len(shortlists)
+    recall = np.ones((nq, len(EF_RATIOS), nl))
+    conf = np.full((nq, len(EF_RATIOS), nl), np.inf)
+    pq = prefix(queries, m.prefix_dim)
+    scored = [ScoredRows() for _ in range(nq)]  # each probe's rows scored so far (shared by all levels)
+    truth_sets = [set(t[t >= 0].tolist()) for t in truth]
+    for b, ratio in enumerate(EF_RATIOS):
+        for level, shortlist in enumerate(shortlists):
+            rows, sims = state.ann.query(pq, shortlist + 1, ratio * shortlist + 1, num_threads=-1)
+            for i in range(nq):
+                keep = rows[i] != own[i]
+                r, s = rows[i][keep][:shortlist], sims[i][keep][:shortlist]
+                f = scored[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
+                top = r[np.argsort(-f, kind="stable")[:K]]
+                recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
+                conf[i, b, level] = confidence(s, f, K)
+            if recall[:, b, level].mean() >= enough:
+                break  # every target is met here already: higher levels would never be chosen
+    return recall, conf
+
+
+def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: float, shortlists: Sequence[int],
+           targets: Sequence[float], z: float, store_target: float) -> tuple[dict[float, Measured], Measured | None]:
+    """The cheapest policy per target: ranked on the first half of the probes, recorded with the
+    figures of the first candidate whose bound also holds on the second half."""
+    nq = recall.shape[0]
+    half = np.arange(nq) % 2 == 0  # interleaved: the probe sample is sorted by row
+    candidates = list(_candidates(recall, conf, costs, exact_cost, shortlists, half, z))
+    chosen: dict[float, Measured] = {}
+    for target in targets:
+        ranked = sorted((c for c in candidates if c[2] >= target - 1e-12), key=lambda c: (c[0], -c[1], c[4]))
+        for *_ranking, policy_key, _levels in ranked[:_MAX_CHECKS]:
+            measured = _measure(recall, conf, costs, exact_cost, shortlists, ~half, z, *policy_key)
+            if measured.recall_low >= target - 1e-12:
+                chosen[target] = measured
+                break
+    fixed = None
+    for *_ranking, key, _levels in sorted((c for c in candidates if c[4] == 1 and not c[3][3] and c[2] >= store_target - 1e-12),
+                                                key=lambda c: (c[0], -c[1])):
+        measured = _measure(recall, conf, costs, exact_cost, shortlists, ~half, z, *key)
+        if measured.recall_low >= store_target - 1e-12:
+            fixed = measured
+            break
+    return chosen, fixed
+
+
+def _candidates(recall, conf, costs, exact_cost, shortlists, rows, z):
+    """(cost, mean, lower bound, policy key, level count) of every policy on the probes ``rows``."""
+    nl = len(shortlists)
+    rec, cf = recall[rows], conf[rows]
+    n = len(rec)
+    for b in range(len(EF_RATIOS)):
+        for start in range(nl):
+            plans = [[start]] + [list(range(start, last + 1, stride)) for stride in STRIDES for last in range(start + stride, nl, stride)]
+            for visited, exact in ((v, e) for v in plans for e in (False, True)):
+                judged = visited if exact else visited[:-1]
+                taus = np.array(_thresholds(cf[:, b, judged]) if judged else [np.inf])
+                cost, got, _ = _simulate(rec, cf, costs, exact_cost, b, visited, exact, taus)
+                means = got.mean(axis=0)
+                lows = means - z * got.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else means
+                for j, tau in enumerate(taus.tolist()):
+                    yield (float(cost[:, j].mean()), float(means[j]), float(lows[j]), (b, tuple(visited), tau, exact), len(visited) + exact)
+
+
+def _thresholds(values: np.ndarray) -> list[float]:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return [float("inf")]
+    return sorted({float(x) for x in np.quantile(finite, _THRESHOLDS)})
+
+
+def _simulate(recall, conf, costs, exact_cost, b, visited, exact, taus):
+    """Per probe and threshold: modeled cost, recall where it stops, and the stop (len(visited):
+    the exact scan), for one ladder; (probes, thresholds) arrays."""
+    levels = np.array(visited)
+    passed = conf[:, b, levels][:, :, None] >= np.asarray(taus, dtype=float)[None, None, :]
+    if not exact:
+        passed[:, -1, :] = True  # the last level stops everyone
+    stop = np.where(passed.any(axis=1), np.argmax(passed, axis=1), len(levels))
+    cumulative = np.cumsum(costs[b, levels] + COST_PER_LEVEL) - COST_PER_LEVEL
+    cumulative = np.append(cumulative, cumulative[-1] + COST_PER_LEVEL + exact_cost)
+    reached = np.append(recall[:, b, levels], np.ones((len(recall), 1)), axis=1)  # the exact scan finds all
+    got = np.take_along_axis(reached, stop, axis=1)
+    return cumulative[stop], got, stop
+
+
+def _measure(recall, conf, costs, exact_cost, shortlists, rows, z, b, visited, tau, exact) -> Measured:
+    cost, rec, stop = (a[:, 0] for a in _simulate(recall[rows], conf[rows], costs, exact_cost, b, visited, exact, [tau]))
+    ratio = EF_RATIOS[b]
+    policy = EffortPolicy(tuple((shortlists[v], ratio * shortlists[v]) for v in visited), float(tau), exact)
+    worst = np.sort(rec)[: max(1, len(rec) // 10)]
+    return Measured(policy, float(rec.mean()), _low(rec, z), float(worst.mean()), float(cost.mean()),
+                    tuple(int(x) for x in np.bincount(stop, minlength=len(visited) + exact)))
+
+
+def _low(values: np.ndarray, z: float) -> float:
+    if len(values) < 2:
+        return float(values.mean())
+    return float(values.mean() - z * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def _check(target_recall, probes, confidence_level) -> None:
+    if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+        raise InvalidInputError(f"target_recall must lie in (0, 1], got {target_recall!r}")
+    if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 4:
+        raise InvalidInputError(f"probes must be an integer >= 4, got {probes!r}")
+    if not 0.5 <= confidence_level < 1:
+        raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
+
+
+__all__ = ["DEFAULT_PROBES", "LADDER", "TARGETS", "after_checkpoint", "calibrate", "check_target", "exact_top_rows",
+           "level_cost", "needs_calibration", "off_node", "record"]
