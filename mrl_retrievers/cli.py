@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     query = _with_config(sub.add_parser("query", help="ask the index a question"))
     query.add_argument("text")
     query.add_argument("-k", type=int, default=5)
-    query.add_argument("--shortlist", type=int)
+    query.add_argument("--shortlist", type=int, help="fix the candidates reranked (the expert override)")
+    query.add_argument("--target-recall", type=float, help="recall@10 to aim for (default: the store's; 1.0 = exact)")
     query.add_argument("--filter", help='a JSON filter, e.g. \'{"source": {"$text": "guide"}}\'')
     query.add_argument("--json", action="store_true")
     query.set_defaults(func=_cmd_query)
@@ -151,7 +152,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"--filter is not valid JSON: {exc.msg}") from None
     with _open_index(args) as index:
-        hits = index.query(args.text, k=args.k, shortlist=args.shortlist, filter=flt)
+        hits = index.query(args.text, k=args.k, shortlist=args.shortlist, filter=flt, target_recall=args.target_recall)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits], indent=2))
     else:
@@ -176,7 +177,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2))
     else:
         for key in ("path", "count", "rows", "tombstones", "full_dim", "prefix_dim", "funnel_dim", "dtype",
-                    "shortlist", "ef", "exact_below", "disk_bytes", "estimated_ram_bytes", "spec"):
+                    "shortlist", "ef", "target_recall", "exact_below", "disk_bytes", "estimated_ram_bytes", "spec"):
             print(f"{key:>20}: {stats[key]}")
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Mapping, Sequence
@@ -160,13 +161,18 @@ class MRLIndex:
 
     # --- reads -------------------------------------------------------------------------------------
 
-    def query(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
-        """The ``k`` stored texts closest to ``text`` (one provider call, one store search)."""
-        return self.store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter)
+    def query(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None, *,
+              target_recall: float | None = None) -> list[Hit]:
+        """The ``k`` stored texts closest to ``text`` (one provider call, one store search).
+        ``target_recall``: recall@10 to aim for (None: the store's target)."""
+        effort = {} if target_recall is None else {"target_recall": target_recall}
+        return self.store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter, **effort)
 
-    async def aquery(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
+    async def aquery(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None, *,
+                     target_recall: float | None = None) -> list[Hit]:
         vector = await self.embedder.aembed_query(_check_text(text))
-        return await asyncio.to_thread(self.store.search, vector, k, shortlist, filter)
+        effort = {} if target_recall is None else {"target_recall": target_recall}
+        return await asyncio.to_thread(functools.partial(self.store.search, vector, k, shortlist, filter, **effort))
 
     def query_exact(self, text: str, k: int = 5, filter: Any = None) -> list[Hit]:
         """The exact full-width answer (the oracle), for comparison."""

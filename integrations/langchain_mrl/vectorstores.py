@@ -28,7 +28,7 @@ from ._filters import to_mrl_filter
 from ._utils import cosine_relevance, mmr_select, open_existing, prepare_add, store_source, unit_rows, unit_vector
 from .embeddings import MRLEmbeddings
 
-_SEARCH_KWARGS = ("shortlist", "filter", "score_threshold", "ef")
+_SEARCH_KWARGS = ("shortlist", "filter", "score_threshold", "ef", "target_recall")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,7 @@ class _Search:
     filter: Any = None
     score_threshold: float | None = None
     ef: int | None = None
+    target_recall: float | None = None
 
 
 class MRLVectorStore(VectorStore):
@@ -51,6 +52,8 @@ class MRLVectorStore(VectorStore):
             ``StoreSettings`` / ``Settings`` block, or None for a temporary store.
         shortlist: default coarse shortlist per search (None: the store's default).
         ef: default hnswlib ``ef`` per search (None: the store's default).
+        target_recall: default recall@10 per search (None: the store's target; the store adapts
+            each query's effort to it; do not combine with ``shortlist``/``ef``, which fix it).
         **store_kwargs: options used only when the store is created: ``prefix_dim``, ``dtype``,
             ``exact_below`` (0 forces the ANN path), ``funnel_dim``, ``M``, ``ef_construction``.
 
@@ -73,6 +76,7 @@ class MRLVectorStore(VectorStore):
         *,
         shortlist: int | None = None,
         ef: int | None = None,
+        target_recall: float | None = None,
         **store_kwargs: Any,
     ) -> None:
         if not (callable(getattr(embedding, "embed_documents", None)) and callable(getattr(embedding, "embed_query", None))):
@@ -82,6 +86,7 @@ class MRLVectorStore(VectorStore):
         self._store_like, self._create_kwargs = store_source(store, store_kwargs)
         self.shortlist = shortlist
         self.ef = ef
+        self.target_recall = target_recall
         self._lock = threading.Lock()
         self._store: MRLStore | None = None
         self._verified = False  # width and spec checked against the embedding
@@ -179,7 +184,7 @@ class MRLVectorStore(VectorStore):
         """Top-``k`` documents with their cosine similarity (full vectors; higher is better).
 
         Keyword arguments: ``shortlist``, ``filter`` (dict syntax), ``score_threshold`` (minimum
-        *relevance* ``(1 + cos) / 2``, as everywhere in LangChain), ``ef``. Costs one query embedding.
+        *relevance* ``(1 + cos) / 2``, as everywhere in LangChain), ``ef``, ``target_recall``. Costs one query embedding.
         """
         options = self._options(kwargs)
         if self._store is None:  # nothing stored yet: no need to pay for the query embedding
@@ -348,7 +353,7 @@ class MRLVectorStore(VectorStore):
 
     def _options(self, kwargs: dict[str, Any]) -> _Search:
         if not kwargs:  # the common call: the store's defaults
-            return _Search(shortlist=self.shortlist, ef=self.ef)
+            return _Search(shortlist=self.shortlist, ef=self.ef, target_recall=self.target_recall)
         unknown = sorted(set(kwargs) - set(_SEARCH_KWARGS))
         if unknown:
             raise TypeError(
@@ -364,11 +369,13 @@ class MRLVectorStore(VectorStore):
             filter=to_mrl_filter(kwargs.get("filter")),
             score_threshold=threshold,
             ef=kwargs.get("ef", self.ef),
+            target_recall=kwargs.get("target_recall", self.target_recall),
         )
 
     def _hits(self, vector: np.ndarray, k: int, options: _Search) -> list[Hit]:
         store = self._ready(len(vector))
-        hits = store.search(vector, k=k, shortlist=options.shortlist, filter=options.filter, ef=options.ef)
+        effort = {} if options.target_recall is None else {"target_recall": options.target_recall}
+        hits = store.search(vector, k=k, shortlist=options.shortlist, filter=options.filter, ef=options.ef, **effort)
         if options.score_threshold is not None:
             hits = [h for h in hits if cosine_relevance(h.score) >= options.score_threshold]
         return hits

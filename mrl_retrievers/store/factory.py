@@ -56,7 +56,7 @@ def open_store(store: StoreLike, *, full_dim: int | None, spec: EmbeddingSpec | 
         return opened
     options = {
         "prefix_dim": settings.prefix_dim, "dtype": settings.dtype, "shortlist": settings.shortlist, "ef": settings.ef,
-        "exact_below": settings.exact_below,
+        "exact_below": settings.exact_below, "target_recall": settings.target_recall,
         "funnel_dim": settings.funnel_dim if settings.funnel_dim and settings.funnel_dim < full_dim else None,
     }
     options.update(create_kwargs)
