@@ -34,7 +34,7 @@ import numpy as np
 
 from ..mrl import normalize, prefix
 from ..store import MRLStore
-from ..store import effort
+from ..store import calibration, effort
 from ..store.search import coarse_ranked, exact_scores
 from . import data, textcorpus
 
@@ -52,11 +52,12 @@ class Workload:
     prefix_dim: int
     exact_below: int | None = None  # None: the store's default
     tag: str = ""  # stores measured differently (e.g. tuned) are built apart
+    corpus: str | None = None  # workloads of one corpus (query kinds) share its store
 
     @property
     def store_name(self) -> str:
         tag = ("" if self.exact_below is None else f"-eb{self.exact_below}") + (f"-{self.tag}" if self.tag else "")
-        return f"{self.dataset.name}-p{self.prefix_dim}{tag}"
+        return f"{self.corpus or self.dataset.name}-p{self.prefix_dim}{tag}"
 
 
 def synthetic_workloads(n: int, dims: Sequence[int], decays: Sequence[float], fractions: Sequence[int], *,
@@ -87,14 +88,17 @@ def text_workloads(names: Sequence[str], widths: Sequence[int], *, cache: Path, 
         for kind in ("passages", "sentences"):
             ds = data.from_npy(paths["docs"], cache=cache, k=K, queries=str(paths[kind]))
             ds = data.Dataset(f"{ds.name}-{kind}", ds.directory, ds.n, ds.dim, ds.k, ds.nq, ds.source)
-            out += [Workload(f"{name} ({len(docs)} passages, {kind} queries) prefix={w}", ds, w, exact_below) for w in widths]
+            out += [Workload(f"{name} ({len(docs)} passages, {kind} queries) prefix={w}", ds, w, exact_below, corpus=folder.name)
+                    for w in widths]
     return out
 
 
-def open_store(w: Workload, cache: Path, *, rebuild: bool = False, log: Callable[[str], None] = print) -> MRLStore:
+def open_store(w: Workload, cache: Path, *, rebuild: bool = False, recalibrate: bool = False,
+               log: Callable[[str], None] = print) -> MRLStore:
     """The workload's store, built once with no knobs (calibrated by its own checkpoints) and cached.
-    Text workloads share a store per corpus and width (the query kind does not change the store)."""
-    name = w.store_name.replace("-passages", "").replace("-sentences", "")
+    Text workloads share a store per corpus and width (the query kind does not change the store).
+    ``recalibrate``: measure a cached store again with the current calibration code."""
+    name = w.store_name
     path = Path(cache) / "adaptive-stores" / name
     if rebuild and path.exists():
         import shutil  # noqa: PLC0415
@@ -108,7 +112,12 @@ def open_store(w: Workload, cache: Path, *, rebuild: bool = False, log: Callable
             store.add([str(i) for i in range(start, start + len(block))], block)
         store.close()
         log(f"built {name} in {time.perf_counter() - started:.0f} s")
-    return MRLStore.open(path)
+        recalibrate = False
+    store = MRLStore.open(path)
+    if recalibrate and len(store) > max(store.manifest.exact_below, calibration.MIN_LIVE):
+        store.calibrate(store.manifest.target_recall)
+        log(f"recalibrated {name} in {store.manifest.calibration.seconds:.0f} s")
+    return store
 
 
 # --- signals --------------------------------------------------------------------------------------------
@@ -236,7 +245,7 @@ def format_grid(rows: list[dict[str, Any]]) -> str:
         pol = "exact scan (store < exact_below)" if r["n"] <= r["exact_below"] else (
             "uncalibrated: fixed defaults" if p is None else
             " -> ".join(f"{s}/{e}" for s, e in p["levels"]) + (" -> exact" if p.get("exact") else "")
-            + (f", z >= {p['threshold']:.2f}" if p["threshold"] is not None else ""))
+            + (f", z + {p['weight']:g} x kth >= {p['threshold']:.2f}" if p["threshold"] is not None else ""))
         eff = ", ".join(f"{'exact' if p and int(k) == len(p['levels']) else 'fixed' if k == '-1' else k}: {v}" for k, v in r["effort"].items())
         lines.append(f"| {r['workload']} | {d['mean']:.4f} | {d['worst_decile']:.4f} | {d['p10']:.1f} | "
                      f"{f['mean']:.4f} / {f['worst_decile']:.4f} | {pol} | {eff} |")
@@ -277,6 +286,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached stores")
+    p.add_argument("--recalibrate", action="store_true", help="calibrate cached stores again (current code)")
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
 
 
@@ -301,7 +311,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
     levels = [tuple(int(x) for x in level.split("/")) for level in args.levels]
     rows = []
     for w in _workloads(args, _log):
-        with open_store(w, args.cache, rebuild=args.rebuild, log=_log) as store:
+        with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=_log) as store:
             rows += study_signals(store, w, levels, args.queries)
         _log(format_signals(rows[-len(levels):]))
     print(format_signals(rows))
@@ -312,7 +322,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
 def cmd_grid(args: argparse.Namespace) -> int:
     rows = []
     for w in _workloads(args, _log):
-        with open_store(w, args.cache, rebuild=args.rebuild, log=_log) as store:
+        with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=_log) as store:
             rows.append(grid_row(store, w, args.queries))
         _log(format_grid(rows[-1:]))
     print(format_grid(rows))

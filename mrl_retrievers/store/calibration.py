@@ -8,9 +8,13 @@ query path.
 Probes are held-out style, never stored vectors as they are (a stored vector's own graph node links
 straight to its neighbours: ``tuning`` measured 0.998 on those against 0.980 on real queries). Each
 probe is a seeded sample row moved off its node by Gaussian noise shaped like the sample's own
-per-dimension spread, of norm 0.5 (cosine ~0.9 to the row it came from), as ``tune`` does; its own
-row is excluded from its truth and results, so its ten neighbours are all real ones. Pass real query
-vectors (``queries=``) to measure on them instead.
+per-dimension spread, of a norm drawn uniformly from ``NOISE`` (0.3-1.5: from a paraphrase at cosine
+~0.96 to a loose question at ~0.55; real text queries sit at 0.5-0.87 from their nearest passage),
+and its own row is excluded from its truth and results. Near and far probes are two strata, and a
+policy meets a target only if it does in both (the bound over all, the mean of each): a store used
+with loose questions needs more effort than one used with paraphrases (with far queries the old
+fixed 200/400 fell to 0.95 at 30k x 768, and to 0.82 on real man-page sentences), and the policy
+must hold for either. Pass real query vectors (``queries=``) to measure on them.
 
 Procedure: exact full-width top-k of every probe (one pass over the vector file); then each probe
 climbs the whole ladder (shortlists ``LADDER`` x ef at 1 and 2 times the shortlist), recording
@@ -41,7 +45,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, MRLError
 from ..mrl import normalize, prefix
-from .effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence
+from .effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence_parts
 from .search import fold_top_k
 from .vectors import dot, to_float32
 
@@ -53,26 +57,31 @@ log = logging.getLogger("mrl_retrievers.store")
 LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
 EF_RATIOS = (1, 2)
 STRIDES = (1, 2, 3)
+# Weights of the k-th full score in the confidence tried by the calibration (z alone: 0). z ranges
+# over ~0-10, a k-th score over ~0.3-0.9: 10 gives both a say.
+WEIGHTS = (0.0, 5.0, 10.0, 20.0, 40.0)
 TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995)
-DEFAULT_PROBES = 384
+DEFAULT_PROBES = 512
 DEFAULT_CONFIDENCE = 0.95
-NOISE = 0.5
+NOISE = (0.3, 1.5)  # probe distances: cosine ~0.96 (a paraphrase) down to ~0.55 (a loose question)
+FAR = 0.9  # probes moved further than this form the "far" stratum, the others the "near" one
 GROWTH = 2.0
 K = 10
 MIN_LIVE = 1000
 _THRESHOLDS = np.linspace(0.02, 0.98, 25)
-_MAX_CHECKS = 200  # candidates checked on the second half per target, cheapest first
+_MAX_CHECKS = 5000  # candidates checked on the second half per target, cheapest first
 _BLOCK = 65536
 
-# Cost model (microseconds per query), measured at 200k x 1024 float16, prefix 128 (docs/benchmarks.md,
-# "Adaptive effort"): hnswlib's work grows with ef and the prefix width, the rerank's with the rows
-# gathered and the full width; each extra level pays a second coarse call and the confidence.
-COST_PER_EF = 0.9  # at a 128-wide prefix
-COST_PER_ROW = 1.0  # at 1024 dims
+# Cost model (CPU microseconds per query), fitted on ``search`` at 200k x 1024 float16, prefix 128, on
+# one thread (docs/benchmarks.md, "Adaptive effort"): hnswlib's work grows with ef and the prefix
+# width, the rerank's with the rows it reads and the full width; each extra level pays another
+# coarse call and the confidence. Only ratios matter (every policy pays the same fixed part).
+COST_PER_EF = 1.0  # at a 128-wide prefix
+COST_PER_ROW = 1.9  # at 1024 dims
 COST_PER_LEVEL = 40.0
-# An exact scan lists the live rows in SQLite (~0.45 us a row) and reads and scores every one of them:
-# 29 ms of CPU for 20k x 256 here, against 0.5 ms for a 192-row shortlist.
-COST_PER_SCANNED_ROW = 1.0
+# An exact scan lists the live rows in SQLite, then reads and scores every one of them, block by
+# block: 4.5 us a row at 1024 dims (1.45 at 256), against 1.9 for a reranked candidate.
+COST_PER_SCANNED_ROW = (0.5, 4.0)  # base + per 1024 dims
 
 
 def level_cost(shortlist: int, ef: int, prefix_dim: int, full_dim: int) -> float:
@@ -106,11 +115,15 @@ def record(state: "StoreState", calibration: Calibration) -> None:
     state.set_manifest(dataclasses.replace(state.manifest, calibration=calibration))
 
 
-def calibrate(state: "StoreState", *, target_recall: float, probes: int = DEFAULT_PROBES, seed: int = 0,
+def calibrate(state: "StoreState", *, target_recall: float, probes: int | None = None, seed: int = 0,
               queries: np.ndarray | None = None, confidence_level: float = DEFAULT_CONFIDENCE,
               targets: Sequence[float] = TARGETS, source: str = "calibrate") -> Calibration:
-    """Measure the store and return its ``Calibration`` (nothing is written; see ``record``)."""
+    """Measure the store and return its ``Calibration`` (nothing is written; see ``record``).
+
+    ``probes`` (default ``DEFAULT_PROBES``): held-out-style probes, or how many of ``queries`` to use.
+    """
     started = time.perf_counter()
+    probes = DEFAULT_PROBES if probes is None else probes
     _check(target_recall, probes, confidence_level)
     m = state.manifest
     live = state.docs.live_rows()
@@ -119,9 +132,10 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int = DEFAUL
         vectors = normalize(np.asarray(queries, dtype=np.float32))
         vectors = vectors[np.sort(rng.choice(len(vectors), size=min(probes, len(vectors)), replace=False))]
         own = np.full(len(vectors), -1, dtype=np.int64)
+        strata = np.zeros(len(vectors), dtype=np.int64)
     else:
         own = np.sort(rng.choice(live, size=min(probes, len(live) - K - 1), replace=False))
-        vectors = off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+        vectors, strata = off_node(normalize(to_float32(state.vectors.gather(own))), rng)
     truth = exact_top_rows(state, live, own, vectors, K)
     shortlists = [s for s in LADDER if s < len(live) - 1] or [max(K, len(live) - 2)]
     wanted = sorted(set(targets) | {target_recall})
@@ -130,19 +144,20 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int = DEFAUL
     recall, conf = trace(state, vectors, own, truth, shortlists, enough=1 - (1 - max(wanted)) / 4)
     costs = np.array([[level_cost(s, r * s, m.prefix_dim, m.full_dim) for s in shortlists] for r in EF_RATIOS])
     z = statistics.NormalDist().inv_cdf(confidence_level)
-    exact_cost = len(live) * (COST_PER_SCANNED_ROW + COST_PER_ROW * m.full_dim / 1024)
-    chosen, fixed = choose(recall, conf, costs, exact_cost, shortlists, wanted, z, target_recall)
+    exact_cost = len(live) * (COST_PER_SCANNED_ROW[0] + COST_PER_SCANNED_ROW[1] * m.full_dim / 1024)
+    chosen, fixed = choose(recall, conf, costs, exact_cost, shortlists, wanted, z, target_recall, strata)
     return Calibration(target_recall, K, len(live), m.prefix_dim, len(vectors), seed, confidence_level, source,
                        time.perf_counter() - started, chosen, fixed, "probes" if queries is None else "given")
 
 
-def off_node(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Move each unit row by Gaussian noise shaped like the sample's per-dimension spread, of norm
-    ~``NOISE``, and renormalize (``tune``'s probes: the same procedure, so both measure alike)."""
+def off_node(vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Move each unit row by Gaussian noise shaped like the sample's per-dimension spread, of a norm
+    drawn uniformly from ``NOISE``, and renormalize. Returns (probes, stratum: 1 = far, 0 = near)."""
     shape = vectors.std(axis=0)
     shape = shape / max(float(np.linalg.norm(shape)), 1e-12)
-    moved = vectors + NOISE * rng.standard_normal(vectors.shape).astype(np.float32) * shape
-    return normalize(moved.astype(np.float32))
+    norms = rng.uniform(*NOISE, size=(len(vectors), 1)).astype(np.float32)
+    moved = vectors + norms * rng.standard_normal(vectors.shape).astype(np.float32) * shape
+    return normalize(moved.astype(np.float32)), (norms[:, 0] >= FAR).astype(np.int64)
 
 
 def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -162,13 +177,13 @@ def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queri
 
 def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.ndarray,
           shortlists: Sequence[int], enough: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Recall of each level's own top-k, and the query's confidence there: two (probes, ratios,
-    levels) arrays. Levels above one whose mean recall is ``enough`` are not queried (recall 1,
+    """Recall of each level's own top-k, and the parts of the query's confidence there: (probes,
+    ratios, levels) and (probes, ratios, levels, 2) arrays. Levels above one whose mean recall is ``enough`` are not queried (recall 1,
     confidence +inf there: a policy stops at the first level it reaches above it)."""
     m = state.manifest
     nq, nl = len(queries), len(shortlists)
     recall = np.ones((nq, len(EF_RATIOS), nl))
-    conf = np.full((nq, len(EF_RATIOS), nl), np.inf)
+    conf = np.full((nq, len(EF_RATIOS), nl, 2), np.inf)  # (z, k-th score)
     pq = prefix(queries, m.prefix_dim)
     scored = [ScoredRows() for _ in range(nq)]  # each probe's rows scored so far (shared by all levels)
     truth_sets = [set(t[t >= 0].tolist()) for t in truth]
@@ -181,53 +196,68 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
                 f = scored[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
                 top = r[np.argsort(-f, kind="stable")[:K]]
                 recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
-                conf[i, b, level] = confidence(s, f, K)
+                conf[i, b, level] = confidence_parts(s, f, K)
             if recall[:, b, level].mean() >= enough:
                 break  # every target is met here already: higher levels would never be chosen
     return recall, conf
 
 
 def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: float, shortlists: Sequence[int],
-           targets: Sequence[float], z: float, store_target: float) -> tuple[dict[float, Measured], Measured | None]:
+           targets: Sequence[float], z: float, store_target: float,
+           strata: np.ndarray | None = None) -> tuple[dict[float, Measured], Measured | None]:
     """The cheapest policy per target: ranked on the first half of the probes, recorded with the
-    figures of the first candidate whose bound also holds on the second half."""
+    figures of the first candidate whose bound also holds on the second half. A policy meets a
+    target when the lower confidence bound of its recall over all probes does, and the mean of each
+    stratum (near and far probes) does too, so it holds for a mix of such queries."""
     nq = recall.shape[0]
+    strata = np.zeros(nq, dtype=np.int64) if strata is None else np.asarray(strata)
     half = np.arange(nq) % 2 == 0  # interleaved: the probe sample is sorted by row
-    candidates = list(_candidates(recall, conf, costs, exact_cost, shortlists, half, z))
+    candidates = list(_candidates(recall, conf, costs, exact_cost, shortlists, half, z, strata))
     chosen: dict[float, Measured] = {}
     for target in targets:
         ranked = sorted((c for c in candidates if c[2] >= target - 1e-12), key=lambda c: (c[0], -c[1], c[4]))
         for *_ranking, policy_key, _levels in ranked[:_MAX_CHECKS]:
-            measured = _measure(recall, conf, costs, exact_cost, shortlists, ~half, z, *policy_key)
+            measured = _measure(recall, conf, costs, exact_cost, shortlists, ~half, z, strata, *policy_key)
             if measured.recall_low >= target - 1e-12:
                 chosen[target] = measured
                 break
     fixed = None
     for *_ranking, key, _levels in sorted((c for c in candidates if c[4] == 1 and not c[3][3] and c[2] >= store_target - 1e-12),
-                                                key=lambda c: (c[0], -c[1])):
-        measured = _measure(recall, conf, costs, exact_cost, shortlists, ~half, z, *key)
+                                          key=lambda c: (c[0], -c[1]))[:_MAX_CHECKS]:
+        measured = _measure(recall, conf, costs, exact_cost, shortlists, ~half, z, strata, *key)
         if measured.recall_low >= store_target - 1e-12:
             fixed = measured
             break
     return chosen, fixed
 
 
-def _candidates(recall, conf, costs, exact_cost, shortlists, rows, z):
-    """(cost, mean, lower bound, policy key, level count) of every policy on the probes ``rows``."""
+def _combined(conf: np.ndarray, weight: float) -> np.ndarray:
+    """The confidence ``effort.confidence`` computes, from its recorded parts (..., 2)."""
+    z, kth = conf[..., 0], conf[..., 1]
+    return np.where(np.isinf(z), np.inf, z + weight * np.where(np.isinf(kth), 0.0, kth))
+
+
+def _candidates(recall, conf, costs, exact_cost, shortlists, rows, z, strata):
+    """(cost, mean, lower bound, policy key, level count) of every policy on the probes ``rows``;
+    the bound is the lowest of the strata's."""
     nl = len(shortlists)
-    rec, cf = recall[rows], conf[rows]
-    n = len(rec)
-    for b in range(len(EF_RATIOS)):
-        for start in range(nl):
-            plans = [[start]] + [list(range(start, last + 1, stride)) for stride in STRIDES for last in range(start + stride, nl, stride)]
-            for visited, exact in ((v, e) for v in plans for e in (False, True)):
-                judged = visited if exact else visited[:-1]
-                taus = np.array(_thresholds(cf[:, b, judged]) if judged else [np.inf])
-                cost, got, _ = _simulate(rec, cf, costs, exact_cost, b, visited, exact, taus)
-                means = got.mean(axis=0)
-                lows = means - z * got.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else means
-                for j, tau in enumerate(taus.tolist()):
-                    yield (float(cost[:, j].mean()), float(means[j]), float(lows[j]), (b, tuple(visited), tau, exact), len(visited) + exact)
+    rec, groups = recall[rows], strata[rows]
+    for weight in WEIGHTS:
+        cf = _combined(conf[rows], weight)
+        for b in range(len(EF_RATIOS)):
+            for start in range(nl):
+                plans = [list(range(start, last + 1, stride)) for stride in STRIDES for last in range(start + stride, nl, stride)]
+                if weight == WEIGHTS[0]:
+                    plans.insert(0, [start])  # a single level judges nothing: once is enough
+                for visited, exact in ((v, e) for v in plans for e in (False, True)):
+                    judged = visited if exact else visited[:-1]
+                    taus = np.array(_thresholds(cf[:, b, judged]) if judged else [np.inf])
+                    cost, got, _ = _simulate(rec, cf, costs, exact_cost, b, visited, exact, taus)
+                    means = got.mean(axis=0)
+                    lows = _bound(got, groups, z)
+                    for j, tau in enumerate(taus.tolist()):
+                        yield (float(cost[:, j].mean()), float(means[j]), float(lows[j]), (b, tuple(visited), tau, exact, weight),
+                               len(visited) + exact)
 
 
 def _thresholds(values: np.ndarray) -> list[float]:
@@ -252,19 +282,31 @@ def _simulate(recall, conf, costs, exact_cost, b, visited, exact, taus):
     return cumulative[stop], got, stop
 
 
-def _measure(recall, conf, costs, exact_cost, shortlists, rows, z, b, visited, tau, exact) -> Measured:
-    cost, rec, stop = (a[:, 0] for a in _simulate(recall[rows], conf[rows], costs, exact_cost, b, visited, exact, [tau]))
+def _measure(recall, conf, costs, exact_cost, shortlists, rows, z, strata, b, visited, tau, exact, weight) -> Measured:
+    cf = _combined(conf[rows], weight)
+    cost, rec, stop = (a[:, 0] for a in _simulate(recall[rows], cf, costs, exact_cost, b, visited, exact, [tau]))
+    groups = strata[rows]
     ratio = EF_RATIOS[b]
-    policy = EffortPolicy(tuple((shortlists[v], ratio * shortlists[v]) for v in visited), float(tau), exact)
+    policy = EffortPolicy(tuple((shortlists[v], ratio * shortlists[v]) for v in visited), float(tau), exact, float(weight))
     worst = np.sort(rec)[: max(1, len(rec) // 10)]
-    return Measured(policy, float(rec.mean()), _low(rec, z), float(worst.mean()), float(cost.mean()),
+    low = float(_bound(rec[:, None], groups, z)[0])
+    return Measured(policy, float(rec.mean()), low, float(worst.mean()), float(cost.mean()),
                     tuple(int(x) for x in np.bincount(stop, minlength=len(visited) + exact)))
 
 
-def _low(values: np.ndarray, z: float) -> float:
-    if len(values) < 2:
-        return float(values.mean())
-    return float(values.mean() - z * values.std(ddof=1) / np.sqrt(len(values)))
+def _bound(values: np.ndarray, groups: np.ndarray, z: float) -> np.ndarray:
+    """Per column of ``values`` (probes, n): the lower confidence bound of the mean over all probes,
+    but no higher than the lowest stratum's plain mean (a far stratum below the target fails the
+    policy; bounding each stratum apart would ask ~2x the probes for the same tightness)."""
+    worst_stratum = np.min([values[groups == g].mean(axis=0) for g in np.unique(groups)], axis=0)
+    return np.minimum(_lows(values, z), worst_stratum)
+
+
+def _lows(values: np.ndarray, z: float) -> np.ndarray:
+    """One-sided lower confidence bound of the mean of each column of ``values`` (probes, n)."""
+    n = len(values)
+    means = values.mean(axis=0)
+    return means - z * values.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else means
 
 
 def _check(target_recall, probes, confidence_level) -> None:

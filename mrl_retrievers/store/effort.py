@@ -45,15 +45,18 @@ class EffortPolicy:
     ``levels``: (shortlist, ef) pairs, cheapest first. ``threshold``: +inf climbs every level (a
     fixed search at the last one when there is a single level). ``exact``: a query still unsure
     after the last level is answered by an exact scan (of the rows its filter allows, or of all).
+    ``weight``: how much the k-th full score adds to the confidence (fitted per store).
     """
 
     levels: tuple[tuple[int, int], ...]
     threshold: float
     exact: bool = False
+    weight: float = 0.0  # of the k-th full score in the confidence (``confidence``)
 
     def to_dict(self) -> dict[str, Any]:
         return {"levels": [list(level) for level in self.levels],
-                "threshold": None if np.isinf(self.threshold) else float(self.threshold), "exact": self.exact}
+                "threshold": None if np.isinf(self.threshold) else float(self.threshold), "exact": self.exact,
+                "weight": self.weight}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EffortPolicy":
@@ -61,29 +64,42 @@ class EffortPolicy:
         if not levels or any(s < 1 or e < 1 for s, e in levels):
             raise ValueError(f"bad effort levels {data['levels']!r}")
         threshold = data.get("threshold")
-        return cls(levels, float("inf") if threshold is None else float(threshold), bool(data.get("exact", False)))
+        return cls(levels, float("inf") if threshold is None else float(threshold), bool(data.get("exact", False)),
+                   float(data.get("weight", 0.0)))
 
 
-def confidence(sims: np.ndarray, scores: np.ndarray, k: int) -> float:
-    """How safely the shortlist (``sims``: prefix similarities, descending; ``scores``: full-width
-    scores of the same rows) already holds its top-``k``. Higher is safer; comparable across queries.
+def confidence_parts(sims: np.ndarray, scores: np.ndarray, k: int) -> tuple[float, float]:
+    """(z, k-th best full score) of a shortlist (``sims``: prefix similarities, descending;
+    ``scores``: full-width scores of the same rows). Higher is safer for both.
 
     z = (k-th best full score - line(last prefix score)) / scatter, where line and scatter are the
-    least-squares fit of full on prefix scores over the shortlist's lower half.
+    least-squares fit of full on prefix scores over the shortlist's lower half: how far above what
+    an item just past the shortlist would score the query's top-k stands. The k-th score itself
+    says how far the query sits from its neighbours: a loose query has a flat crowd of them, which
+    the prefix orders badly. (Sums, not numpy's fitting helpers: this runs once per query and
+    level, and each numpy call costs ~1 us.)
     """
     n = len(scores)
     if n <= k:
-        return float("inf")  # everything the coarse index could return was scored
+        return float("inf"), float("inf")  # everything the coarse index could return was scored
     kth = float(np.partition(scores, n - k)[n - k])
-    x, y = sims[n // 2 :], scores[n // 2 :]
-    dx = x - x.mean()
-    dy = y - y.mean()
-    vx = float(dx @ dx)
-    slope = float(dx @ dy) / vx if vx > 1e-12 else 0.0
-    resid = dy - slope * dx
-    scatter = float(np.sqrt(float(resid @ resid) / len(y))) + 1e-6
-    line = float(y.mean()) + slope * (float(sims[-1]) - float(x.mean()))
-    return (kth - line) / scatter
+    x = sims[n // 2 :].astype(np.float64)
+    y = scores[n // 2 :].astype(np.float64)
+    m = len(x)
+    sx, sy, sxx, sxy, syy = float(x.sum()), float(y.sum()), float(x @ x), float(x @ y), float(y @ y)
+    vx = sxx - sx * sx / m
+    slope = (sxy - sx * sy / m) / vx if vx > 1e-12 else 0.0
+    resid = max(syy - sy * sy / m - slope * (sxy - sx * sy / m), 0.0)  # residual sum of squares
+    scatter = float(np.sqrt(resid / m)) + 1e-6
+    line = sy / m + slope * (float(sims[-1]) - sx / m)
+    return (kth - line) / scatter, kth
+
+
+def confidence(sims: np.ndarray, scores: np.ndarray, k: int, weight: float = 0.0) -> float:
+    """z + ``weight`` x k-th score (``confidence_parts``): how safely the shortlist already holds
+    its top-``k``. Comparable across queries of one store; the weight is fitted per store."""
+    z, kth = confidence_parts(sims, scores, k)
+    return z + weight * kth
 
 
 @dataclass(frozen=True)
@@ -139,7 +155,7 @@ class Calibration:
             return policy
         grow = k / self.k  # a deeper top-k needs a proportionally deeper shortlist
         return EffortPolicy(tuple((int(np.ceil(s * grow)), int(np.ceil(e * grow))) for s, e in policy.levels),
-                            policy.threshold, policy.exact)
+                            policy.threshold, policy.exact, policy.weight)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target_recall": self.target_recall, "k": self.k, "live": self.live, "prefix_dim": self.prefix_dim,
@@ -171,11 +187,15 @@ class ScoredRows:
     def scores(self, rows: np.ndarray, score: Score) -> np.ndarray:
         """Full scores of ``rows`` (unique, any order); ``score(sorted rows)`` reads the new ones."""
         seen = self.rows
-        if len(seen):
-            pos = np.searchsorted(seen, rows)
-            known = seen[np.minimum(pos, len(seen) - 1)] == rows
-        else:
-            pos, known = None, np.zeros(len(rows), dtype=bool)
+        if not len(seen):  # the first level: everything is new
+            order = np.argsort(rows)
+            self.rows = rows[order]
+            self.values = score(self.rows)
+            out = np.empty(len(rows), dtype=self.values.dtype)
+            out[order] = self.values
+            return out
+        pos = np.searchsorted(seen, rows)
+        known = seen[np.minimum(pos, len(seen) - 1)] == rows
         if not known.all():
             fresh = np.sort(rows[~known])
             merged = np.concatenate([seen, fresh])
@@ -203,7 +223,7 @@ def climb(policy: EffortPolicy, k: int, coarse: Coarse, score: Score) -> tuple[n
         full = seen.scores(rows, score)
         if level == last and policy.threshold == float("inf") and not policy.exact:
             return seen.rows, seen.values, level, True  # a fixed plan: nothing to judge
-        if confidence(sims, full, k) >= policy.threshold:
+        if confidence(sims, full, k, policy.weight) >= policy.threshold:
             return seen.rows, seen.values, level, True
         if level == last:
             return seen.rows, seen.values, level, False
@@ -241,4 +261,4 @@ def scaled_effort(target: float, shortlist: int, ef: int) -> tuple[int, int]:
     return max(1, int(round(shortlist * scale))), max(1, int(round(ef * scale)))
 
 
-__all__ = ["Calibration", "EffortPolicy", "Measured", "ScoredRows", "check_target", "climb", "confidence", "resolve", "scaled_effort"]
+__all__ = ["Calibration", "EffortPolicy", "Measured", "ScoredRows", "check_target", "climb", "confidence", "confidence_parts", "resolve", "scaled_effort"]
