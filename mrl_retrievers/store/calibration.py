@@ -8,13 +8,13 @@ query path.
 Probes are held-out style, never stored vectors as they are (a stored vector's own graph node links
 straight to its neighbours: ``tuning`` measured 0.998 on those against 0.980 on real queries). Each
 probe is a seeded sample row moved off its node by Gaussian noise shaped like the sample's own
-per-dimension spread, of a norm drawn uniformly from ``NOISE`` (0.3-1.5: from a paraphrase at cosine
-~0.96 to a loose question at ~0.55; real text queries sit at 0.5-0.87 from their nearest passage),
-and its own row is excluded from its truth and results. Near and far probes are two strata, and a
-policy meets a target only if it does in both (the bound over all, the mean of each): a store used
-with loose questions needs more effort than one used with paraphrases (with far queries the old
-fixed 200/400 fell to 0.95 at 30k x 768, and to 0.82 on real man-page sentences), and the policy
-must hold for either. Pass real query vectors (``queries=``) to measure on them.
+per-dimension spread, of a norm drawn uniformly from ``NOISE`` (from a paraphrase at cosine ~0.96
+to the row to a loose question at ~0.55), and its own row is excluded from its truth and results.
+Near, middle and far probes are three strata, and a policy meets a target only if it does in each
+(the bound over all, the mean of each): loose queries need more effort than paraphrases (with real
+man-page sentences the old fixed 200/400 fell to 0.82 at prefix 24; probes at one distance, as
+``tune`` uses, gave policies that reached only 0.978 there), and the policy must hold for any mix.
+Pass real query vectors (``queries=``) to measure on them instead.
 
 Procedure: exact full-width top-k of every probe (one pass over the vector file); then each probe
 climbs the whole ladder (shortlists ``LADDER`` x ef at 1 and 2 times the shortlist), recording
@@ -63,8 +63,13 @@ WEIGHTS = (0.0, 5.0, 10.0, 20.0, 40.0)
 TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995)
 DEFAULT_PROBES = 512
 DEFAULT_CONFIDENCE = 0.95
-NOISE = (0.3, 1.5)  # probe distances: cosine ~0.96 (a paraphrase) down to ~0.55 (a loose question)
-FAR = 0.9  # probes moved further than this form the "far" stratum, the others the "near" one
+# Probe distances (norm of the noise): from a paraphrase (0.3: cosine ~0.96 to the row it came
+# from) to a loose question (1.5: ~0.55), uniformly. Real text queries sit at 0.5-0.87 from their
+# nearest passage (pydoc, man pages). Tried and dropped: the store's own reach (as far as items'
+# 10th neighbours, 0.8 on the synthetic spectra): cheaper there, but queries at noise 1.0 then fell
+# to 0.92 where the old fixed defaults gave 0.99.
+NOISE = (0.3, 1.5)
+STRATA = 3  # equal-width bands of noise: near, middle and far probes
 GROWTH = 2.0
 K = 10
 MIN_LIVE = 1000
@@ -152,12 +157,14 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
 
 def off_node(vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Move each unit row by Gaussian noise shaped like the sample's per-dimension spread, of a norm
-    drawn uniformly from ``NOISE``, and renormalize. Returns (probes, stratum: 1 = far, 0 = near)."""
+    drawn uniformly from ``NOISE``, and renormalize. Returns (probes, stratum 0..STRATA-1: equal
+    bands of that range, near to far)."""
     shape = vectors.std(axis=0)
     shape = shape / max(float(np.linalg.norm(shape)), 1e-12)
     norms = rng.uniform(*NOISE, size=(len(vectors), 1)).astype(np.float32)
     moved = vectors + norms * rng.standard_normal(vectors.shape).astype(np.float32) * shape
-    return normalize(moved.astype(np.float32)), (norms[:, 0] >= FAR).astype(np.int64)
+    bands = np.linspace(*NOISE, STRATA + 1)[1:-1]
+    return normalize(moved.astype(np.float32)), np.digitize(norms[:, 0], bands).astype(np.int64)
 
 
 def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -208,7 +215,7 @@ def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: 
     """The cheapest policy per target: ranked on the first half of the probes, recorded with the
     figures of the first candidate whose bound also holds on the second half. A policy meets a
     target when the lower confidence bound of its recall over all probes does, and the mean of each
-    stratum (near and far probes) does too, so it holds for a mix of such queries."""
+    stratum (near, middle and far probes) does too, so it holds for a mix of such queries."""
     nq = recall.shape[0]
     strata = np.zeros(nq, dtype=np.int64) if strata is None else np.asarray(strata)
     half = np.arange(nq) % 2 == 0  # interleaved: the probe sample is sorted by row
