@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     query = _with_config(sub.add_parser("query", help="ask a store a question (read-only: works while `index` runs)"))
     query.add_argument("text", help="the question or text to search for")
     query.add_argument("-k", type=int, default=5, help="number of results (default: 5)")
-    query.add_argument("--shortlist", type=int, help="candidates reranked at full width (default: the store's)")
+    query.add_argument("--shortlist", type=int, help="fix the candidates reranked at full width (the expert override)")
+    query.add_argument("--target-recall", type=float, help="recall@10 to aim for (default: the store's; 1.0 = exact)")
     query.add_argument("--filter", help='a JSON metadata filter, e.g. \'{"source": {"$text": "guide"}}\'')
     query.add_argument("--full", action="store_true", help="print each result's whole text, not a snippet")
     query.add_argument("--json", action="store_true", help="print the results as JSON (id, score, text, metadata)")
@@ -251,7 +252,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if settings.store.backend == "local":
         _require_store(settings.store.path)
     with MRLIndex.from_config(settings, read_only=True) as index:
-        hits = index.query(args.text, k=args.k, shortlist=args.shortlist, filter=flt)
+        hits = index.query(args.text, k=args.k, shortlist=args.shortlist, filter=flt, target_recall=args.target_recall)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits], indent=2))
         return 0
@@ -289,7 +290,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("items", f"{stats['count']:,} ({stats['rows']:,} rows on disk, {stats['tombstones']:,} reclaimable by `compact`)"),
         ("vectors", f"{stats['full_dim']} dims, {stats['dtype']} on disk (memory-mapped)"),
         ("coarse index", f"HNSW over the first {stats['prefix_dim']} dims{funnel}"),
-        ("search", f"shortlist {stats['shortlist']}, ef {stats['ef']}; exact scan below {stats['exact_below']:,} items"),
+        ("search", _describe_search(stats)),
         ("disk", f"{_size(stats['disk_bytes'])} ("
                  + ", ".join(f"{name} {_size(size)}" for name, size in sorted(stats["files"].items()) if size) + ")"),
         ("RAM (estimate)", f"{_size(stats['estimated_ram_bytes'])} for the coarse index"),
@@ -298,6 +299,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key:>15}  {value}")
     return 0
+
+
+def _describe_search(stats: dict) -> str:
+    exact = f"exact scan below {stats['exact_below']:,} items"
+    if stats.get("target_recall") is None:
+        return f"fixed effort: shortlist {stats['shortlist']}, ef {stats['ef']}; {exact}"
+    calibrated = "calibrated" if stats.get("calibration") else "not calibrated yet (first checkpoint)"
+    return f"adaptive effort for recall@10 {stats['target_recall']} ({calibrated}); {exact}"
 
 
 def _describe_spec(spec: Any) -> str:

@@ -88,6 +88,9 @@ class StoreSettings:
     ef: int | None = None
     exact_below: int | None = None
     funnel_dim: int | None = None
+    # recall@10 searches aim for: the store calibrates its per-query effort (issue 15). None: 0.99,
+    # unless shortlist or ef is set (then those fix the effort).
+    target_recall: float | None = None
     # qdrant backend (issue 9): url (server/cluster) or path (qdrant-client local mode, tests only);
     # neither = an in-memory local-mode collection. quantization: None | "int8" (prefix vectors).
     url: str | None = None
@@ -105,6 +108,9 @@ class StoreSettings:
                 _positive_int("store", name, getattr(self, name))
         if self.exact_below is not None:
             _positive_int("store", "exact_below", self.exact_below, minimum=0)
+        if self.target_recall is not None and (isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float))
+                                               or not 0 < self.target_recall <= 1):
+            raise ConfigError(f"[store] target_recall must be a number in (0, 1], got {self.target_recall!r}")
         if self.quantization not in (None, "int8"):
             raise ConfigError(f"[store] quantization must be \"int8\" or unset, got {self.quantization!r}")
         if self.url is not None and self.path is not None and self.backend == "qdrant":
@@ -348,6 +354,8 @@ backend = "local"           # "local" (on-disk MRLStore) | "qdrant"
 path = "mrl-index"          # directory of the local store
 prefix_dim = 128            # width of the coarse (HNSW) index, at most dim; change later with `reindex`
 dtype = "float16"           # full vectors on disk: "float16" | "float32"
+# target_recall = 0.99      # recall@10 searches aim for: each query's effort adapts to it (calibrated
+#                           # by the store as it grows); 1.0 = exact. Setting shortlist/ef fixes the effort instead
 # shortlist = 200           # candidates reranked at full width (default: recorded in the manifest)
 # ef = 400                  # HNSW search breadth (default: recorded in the manifest)
 # exact_below = 2048        # stores smaller than this are searched exactly

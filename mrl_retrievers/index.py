@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -338,19 +339,23 @@ class MRLIndex:
 
     # --- reads -------------------------------------------------------------------------------------
 
-    def query(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
-        """The ``k`` stored texts closest to ``text`` (one provider call, one store search)."""
+    def query(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None, *,
+              target_recall: float | None = None) -> list[Hit]:
+        """The ``k`` stored texts closest to ``text`` (one provider call, one store search).
+        ``target_recall``: recall@10 to aim for (None: the store's target; 1.0 scans exactly)."""
         if self._store is None:  # nothing written yet: no store, no provider call
             check_text(text)
             return []
-        return self._store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter)
+        return self._store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter, **_effort(target_recall))
 
-    async def aquery(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
+    async def aquery(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None, *,
+                     target_recall: float | None = None) -> list[Hit]:
         if self._store is None:
             check_text(text)
             return []
         vector = await self.embedder.aembed_query(check_text(text))
-        return await asyncio.to_thread(self._store.search, vector, k, shortlist, filter)
+        return await asyncio.to_thread(functools.partial(self._store.search, vector, k, shortlist, filter,
+                                                         **_effort(target_recall)))
 
     def query_exact(self, text: str, k: int = 5, filter: Any = None) -> list[Hit]:
         """The exact full-width answer (the oracle), for comparison."""
@@ -469,5 +474,10 @@ def _describe_target(store: StoreLike) -> str:
         return f"Qdrant collection {settings.collection or 'mrl'!r}"
     return "the temporary store" if settings.path is None else str(settings.path)
 
+
+
+def _effort(target_recall: float | None) -> dict[str, float]:
+    """Search keywords for a per-call recall target (a store without the keyword gets none)."""
+    return {} if target_recall is None else {"target_recall": target_recall}
 
 __all__ = ["MRLIndex"]

@@ -10,7 +10,7 @@ from mrl_retrievers.errors import InvalidInputError
 from ._filters import to_mrl_filter
 from ._utils import check_count
 
-SEARCH_KWARGS = ("shortlist", "filter", "score_threshold", "ef")
+SEARCH_KWARGS = ("shortlist", "filter", "score_threshold", "ef", "target_recall")
 # MMR's knobs reach plain similarity searches when a retriever's search_type changes and its
 # search_kwargs do not: VectorStoreRetriever passes them on, and the reference stores ignore them.
 MMR_ONLY_KWARGS = ("fetch_k", "lambda_mult")
@@ -24,14 +24,20 @@ class Search:
     filter: Any = None
     score_threshold: float | None = None  # a minimum cosine similarity
     ef: int | None = None
+    target_recall: float | None = None  # recall@10 to aim for (None: the store's)
+
+    def effort(self) -> dict[str, float]:
+        """The store-search keyword for the recall target, when one is set (any backend takes it)."""
+        return {} if self.target_recall is None else {"target_recall": self.target_recall}
 
 
-def parse_search_kwargs(kwargs: dict[str, Any], *, shortlist: int | None, ef: int | None) -> Search:
+def parse_search_kwargs(kwargs: dict[str, Any], *, shortlist: int | None, ef: int | None,
+                        target_recall: float | None = None) -> Search:
     """Checked options; an unknown name is a ``TypeError`` (a typo such as ``filters=`` must not
     silently search without the filter)."""
     kwargs = {name: value for name, value in kwargs.items() if name not in MMR_ONLY_KWARGS}
     if not kwargs:  # the common call: the store's defaults
-        return Search(shortlist=shortlist, ef=ef)
+        return Search(shortlist=shortlist, ef=ef, target_recall=target_recall)
     unknown = sorted(set(kwargs) - set(SEARCH_KWARGS))
     if unknown:
         raise TypeError(
@@ -47,6 +53,7 @@ def parse_search_kwargs(kwargs: dict[str, Any], *, shortlist: int | None, ef: in
         filter=to_mrl_filter(kwargs.get("filter")),
         score_threshold=threshold,
         ef=kwargs.get("ef", ef),
+        target_recall=kwargs.get("target_recall", target_recall),
     )
 
 

@@ -1,6 +1,6 @@
 """``MRLRetriever``: a LangChain retriever over ``MRLVectorStore`` whose knobs are fields.
 
-``k``, ``shortlist``, ``filter`` and ``score_threshold`` are set on the retriever and can be
+``k``, ``shortlist``, ``filter``, ``score_threshold`` and ``target_recall`` are set on the retriever and can be
 overridden per call (``retriever.invoke(q, k=3, filter={...})``): the override replaces the field for
 that call only. LangChain drops keyword arguments a retriever does not declare, so they are declared.
 """
@@ -26,6 +26,7 @@ class MRLRetriever(BaseRetriever):
         shortlist: coarse candidates reranked on full vectors (None: the store's default).
         filter: a metadata filter in the dict syntax (``{"year": {"$gte": 2020}}``), or None.
         score_threshold: minimum cosine similarity (the store's relevance, as in Chroma), or None.
+        target_recall: recall@10 to aim for (None: the store's target); not with ``shortlist``.
 
     Thread-safety: as the vector store (searches run in parallel). Cost: one query embedding.
 
@@ -47,9 +48,11 @@ class MRLRetriever(BaseRetriever):
     shortlist: int | None = Field(default=None, gt=0)
     filter: Any = None
     score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    target_recall: float | None = Field(default=None, gt=0.0, le=1.0)
 
     def _search_kwargs(self, k: int | None, overrides: dict[str, Any]) -> dict[str, Any]:
-        fields = {"shortlist": self.shortlist, "filter": self.filter, "score_threshold": self.score_threshold}
+        fields = {"shortlist": self.shortlist, "filter": self.filter, "score_threshold": self.score_threshold,
+                  "target_recall": self.target_recall}
         unknown = sorted(set(overrides) - set(fields))
         if unknown:  # a typo such as `filters=` must not silently search without the filter
             raise TypeError(f"MRLRetriever got unexpected arguments {unknown}; accepted: k, {', '.join(fields)}")
@@ -64,9 +67,10 @@ class MRLRetriever(BaseRetriever):
         k: int | None = None,
         shortlist: int | None = None,
         filter: Any = None,  # noqa: A002 - LangChain's name for it
+        target_recall: float | None = None,
         **kwargs: Any,
     ) -> list[Document]:
-        overrides = _given(shortlist=shortlist, filter=filter, **kwargs)
+        overrides = _given(shortlist=shortlist, filter=filter, target_recall=target_recall, **kwargs)
         return self.vectorstore.similarity_search(query, **self._search_kwargs(k, overrides))
 
     async def _aget_relevant_documents(
@@ -77,9 +81,10 @@ class MRLRetriever(BaseRetriever):
         k: int | None = None,
         shortlist: int | None = None,
         filter: Any = None,  # noqa: A002
+        target_recall: float | None = None,
         **kwargs: Any,
     ) -> list[Document]:
-        overrides = _given(shortlist=shortlist, filter=filter, **kwargs)
+        overrides = _given(shortlist=shortlist, filter=filter, target_recall=target_recall, **kwargs)
         return await self.vectorstore.asimilarity_search(query, **self._search_kwargs(k, overrides))
 
 

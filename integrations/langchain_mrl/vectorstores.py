@@ -44,6 +44,8 @@ class MRLVectorStore(ImageSearch, VectorStore):
         read_only: open the store read-only (never the writer lock; writes raise
             ``ReadOnlyStoreError``). Without it, a store another process holds for writing is
             opened read-only anyway, with a warning (web workers beside one indexing process).
+        target_recall: default recall@10 per search (None: the store's target; the store adapts
+            each query's effort to it; do not combine with ``shortlist``/``ef``, which fix it).
         **store_kwargs: options used only when the store is created: ``prefix_dim``, ``dtype``,
             ``exact_below`` (0 forces the ANN path), ``funnel_dim``, ``M``, ``ef_construction``.
 
@@ -77,6 +79,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         shortlist: int | None = None,
         ef: int | None = None,
         read_only: bool = False,
+        target_recall: float | None = None,
         **store_kwargs: Any,
     ) -> None:
         if not (callable(getattr(embedding, "embed_documents", None)) and callable(getattr(embedding, "embed_query", None))):
@@ -86,6 +89,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         store_like, create_kwargs = store_source(store, store_kwargs)
         self.shortlist = shortlist
         self.ef = ef
+        self.target_recall = target_recall
         self._lazy = LazyStore(store_like, read_only=read_only, **create_kwargs)
         if self._mrl is not None:  # an existing store is checked against the known spec at once
             self._lazy.checked(self._mrl.dim, self._mrl.spec)
@@ -213,7 +217,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         """Top-``k`` documents with their cosine similarity (full vectors; higher is better).
 
         Keyword arguments: ``shortlist``, ``filter`` (dict syntax), ``score_threshold`` (minimum
-        cosine, the relevance of this store), ``ef``; ``fetch_k`` / ``lambda_mult`` are MMR's and
+        cosine, the relevance of this store), ``ef``, ``target_recall``; ``fetch_k`` / ``lambda_mult`` are MMR's and
         ignored here, as ``VectorStoreRetriever`` passes them on. ``k=0`` gives ``[]``. Costs one
         query embedding.
         """
@@ -361,13 +365,14 @@ class MRLVectorStore(ImageSearch, VectorStore):
         return unit_vector(await self._embedding.aembed_query(text))
 
     def _options(self, kwargs: dict[str, Any]) -> Search:
-        return parse_search_kwargs(kwargs, shortlist=self.shortlist, ef=self.ef)
+        return parse_search_kwargs(kwargs, shortlist=self.shortlist, ef=self.ef, target_recall=self.target_recall)
 
     def _hits(self, vector: np.ndarray, k: int, options: Search) -> list[Hit]:
         store = self._lazy.verified or self._lazy.checked(len(vector), self._spec(len(vector)))
         if store is None or check_count("k", k) == 0:
             return []
-        hits = store.search(vector, k=k, shortlist=options.shortlist, filter=options.filter, ef=options.ef)
+        hits = store.search(vector, k=k, shortlist=options.shortlist, filter=options.filter, ef=options.ef,
+                            **options.effort())
         if options.score_threshold is not None:
             hits = [h for h in hits if h.score >= options.score_threshold]
         return hits

@@ -1,4 +1,5 @@
-"""Command-line entries of the benchmark: ``bench``, ``tune``, ``ingest`` and ``tune-check``.
+"""Command-line entries of the benchmark: ``bench``, ``tune``, ``ingest``, ``tune-check`` and the
+``adaptive-*`` measurements (``adaptive.py``).
 
 ``add_bench_parser`` / ``add_tune_parser`` plug into ``mrl-retrievers``'s subparsers; the same
 parsers back ``python -m mrl_retrievers.bench``. Each sets ``func(args) -> exit code``.
@@ -215,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .scale import add_scale_parser  # noqa: PLC0415
 
     add_scale_parser(sub)
+    from .adaptive import add_parsers as add_adaptive_parsers  # noqa: PLC0415 - argparse only; heavy work runs inside
+
+    add_adaptive_parsers(sub)
     return parser
 
 

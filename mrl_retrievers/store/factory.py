@@ -98,7 +98,7 @@ def create_store(store: StoreLike, *, full_dim: int, spec: EmbeddingSpec | None 
     options = {
         "prefix_dim": settings.prefix_dim_for(full_dim) if create_kwargs.get("prefix_dim") is None else None,
         "dtype": settings.dtype, "shortlist": settings.shortlist, "ef": settings.ef,
-        "exact_below": settings.exact_below, "funnel_dim": settings.funnel_dim,
+        "exact_below": settings.exact_below, "target_recall": settings.target_recall, "funnel_dim": settings.funnel_dim,
     }
     options.update({k: v for k, v in create_kwargs.items() if v is not None})
     return MRLStore.create(settings.path, full_dim=full_dim, spec=spec, **{k: v for k, v in options.items() if v is not None})

@@ -35,10 +35,11 @@ from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
 from .crashpoints import crash_point
 from .fs import io_errors
-from . import maintenance, tuning
+from . import calibration, maintenance, tuning
+from .effort import Calibration
 from .maintenance import VerifyReport
-from .manifest import Manifest
 from .handles import SharedStore
+from .manifest import DEFAULT_TARGET_RECALL, Manifest
 from .rwlock import ReadWriteLock
 from .search import Searcher, check_k
 from .validation import check_ids, check_texts
@@ -121,19 +122,23 @@ class MRLStore:
         M: int | None = None,
         ef_construction: int | None = None,
         segment_rows: int | None = None,
+        target_recall: float | None = None,
     ) -> "MRLStore":
         """Create a new, empty store at ``path`` (``None``: a temporary store deleted on close).
 
-        Durable when it returns. Raises ``StoreExistsError`` if ``path`` holds anything but the
-        remains of an interrupted create. ``segment_rows`` (expert): rows per coarse-index segment
-        (``store/coarse.py``; default 4,194,304).
+        ``target_recall``: the recall@10 searches aim for; the store calibrates its per-query effort
+        for it as it grows (``store/calibration.py``). Default 0.99, unless ``shortlist`` or ``ef``
+        is given: those fix the effort instead (the expert override). Durable when it returns.
+        Raises ``StoreExistsError`` if ``path`` holds anything but the remains of an interrupted
+        create. ``segment_rows`` (expert): rows per coarse-index segment (``store/coarse.py``;
+        default 4,194,304).
         """
         temporary = path is None
         directory = Path(tempfile.mkdtemp(prefix="mrl-store-")) if temporary else Path(path)
         manifest = opening.new_manifest(
             full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, exact_below=exact_below,
             shortlist=shortlist, ef=ef, funnel_dim=funnel_dim, M=M, ef_construction=ef_construction,
-            segment_rows=segment_rows,
+            segment_rows=segment_rows, target_recall=target_recall,
         )
         with handles.registry_lock:
             opening.initialize(directory, manifest)
@@ -381,23 +386,27 @@ class MRLStore:
         flt = filters.parse_filter(filter)
         return self._read(lambda: self._s.docs.ids_matching(flt))
 
-    def search(self, vector: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None) -> list[Hit]:
+    def search(self, vector: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None,
+               target_recall: float | None = None) -> list[Hit]:
         """Top-``k`` items by full-width cosine: coarse shortlist on the prefix, exact rerank.
 
-        Returns fewer hits when fewer items match. Safe beside other searches and beside writers
-        (read lock); costs one hnswlib query, ``shortlist`` row reads and two SQLite queries.
+        The effort per query adapts to reach the store's ``target_recall`` (or this call's; 1.0 scans
+        exactly); ``shortlist``/``ef`` fix it instead. Returns fewer hits when fewer items match. Safe
+        beside other searches and beside writers (read lock); costs one hnswlib query per effort level
+        climbed, a read of each candidate row and two SQLite queries.
         """
         query = normalize(as_vector(vector, self.full_dim))
         flt = filters.parse_filter(filter)
-        self._searcher.plan(k, shortlist, ef)  # bad arguments fail before any lock is taken
-        return self._read(lambda: self._searcher.one(query, self._searcher.plan(k, shortlist, ef), flt))
+        self._searcher.plan(k, shortlist, ef, target_recall)  # bad arguments fail before any lock is taken
+        return self._read(lambda: self._searcher.one(query, self._searcher.plan(k, shortlist, ef, target_recall), flt))
 
-    def search_batch(self, vectors: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None) -> list[list[Hit]]:
-        """``search`` for each row of ``vectors``; the coarse stage runs as one threaded batch."""
+    def search_batch(self, vectors: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None,
+                     target_recall: float | None = None) -> list[list[Hit]]:
+        """``search`` for each row of ``vectors``; the (first) coarse stage runs as one threaded batch."""
         queries = normalize(as_matrix(vectors, self.full_dim, what="query vectors"))
         flt = filters.parse_filter(filter)
-        self._searcher.plan(k, shortlist, ef)
-        return self._read(lambda: self._searcher.batch(queries, self._searcher.plan(k, shortlist, ef), flt))
+        self._searcher.plan(k, shortlist, ef, target_recall)
+        return self._read(lambda: self._searcher.batch(queries, self._searcher.plan(k, shortlist, ef, target_recall), flt))
 
     def search_exact(self, vector: Any, k: int = 10, filter: Any = None) -> list[Hit]:
         """The oracle: exact full-width scan of every live (and matching) item. Read lock."""
@@ -437,6 +446,25 @@ class MRLStore:
         Writers only; rebuilds the coarse index once per width tried (minutes at 1M items).
         """
         return tuning.tune(self, target_recall, **options)
+
+    def calibrate(self, target_recall: float | None = None, **options: Any) -> "Calibration":
+        """Measure this store's per-query effort needs now and record them (``store/calibration.py``;
+        checkpoints do this on their own as the store grows). ``target_recall`` also becomes the
+        store's target. Options: ``probes``, ``seed``, ``queries`` (real query vectors), ``confidence_level``.
+
+        Writers only; measures under the read lock (searches keep running), records under the write lock.
+        """
+        self._check_writable()
+        target = calibration.check_target(target_recall) if target_recall is not None else (self.manifest.target_recall or DEFAULT_TARGET_RECALL)
+        if options.get("queries") is not None:
+            options["queries"] = as_matrix(options["queries"], self.full_dim, what="calibration queries")
+        with self._rw.read(), io_errors("reading", self.path):
+            self._check_open()
+            result = calibration.calibrate(self._s, target_recall=target, **{"source": "calibrate", **options})
+        with self._rw.write(), io_errors("writing", self.path):
+            self._check_open()
+            self._s.set_manifest(dataclasses.replace(self._s.manifest, target_recall=target, calibration=result))
+        return result
 
     def compact(self) -> int:
         """Rewrite the vector file without deleted/overwritten rows; returns rows reclaimed.

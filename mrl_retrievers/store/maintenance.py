@@ -99,6 +99,8 @@ def stats(state: "StoreState") -> dict:
         "dtype": m.dtype,
         "shortlist": m.shortlist,
         "ef": m.ef,
+        "target_recall": m.target_recall,
+        "calibration": m.calibration.to_dict() if m.calibration else None,
         "exact_below": m.exact_below,
         "spec": m.spec.to_dict() if m.spec else None,
         "disk_bytes": sum(files.values()),

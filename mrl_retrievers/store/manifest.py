@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,10 @@ from typing import Any
 
 from ..errors import ConfigError, CorruptStoreError, UnsupportedFormatError
 from ..types import EmbeddingSpec
+from .effort import Calibration
 from .fs import atomic_write_bytes
+
+log = logging.getLogger("mrl_retrievers.store")
 
 FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -57,6 +61,9 @@ class SegmentState:
     watermark: int
     size: int
     crc32: int
+
+# The recall@10 searches aim for when no shortlist/ef is given (per call: ``target_recall=``).
+DEFAULT_TARGET_RECALL = 0.99
 
 
 @dataclass(frozen=True)
@@ -96,17 +103,22 @@ class Manifest:
     segment_rows: int = DEFAULT_SEGMENT_ROWS
     ann: AnnState = field(default_factory=AnnState)
     format_version: int = FORMAT_VERSION
+    # Optional fields (manifests written before them read as these defaults): the recall searches
+    # aim for (None: the fixed shortlist/ef above), and what calibration measured (derived).
+    target_recall: float | None = DEFAULT_TARGET_RECALL
+    calibration: Calibration | None = None
 
     def to_json(self) -> bytes:
-        data = dataclasses.asdict(self)
+        data = dataclasses.asdict(dataclasses.replace(self, calibration=None))
         data["spec"] = self.spec.to_dict() if self.spec else None
+        data["calibration"] = self.calibration.to_dict() if self.calibration else None
         data["format_version"] = FORMAT_VERSION
         data["checksum"] = _checksum(data)
         return json.dumps(data, indent=2, sort_keys=True).encode()
 
     def copy_text(self) -> str:
         """The manifest without its derived index state: what docs.sqlite keeps for ``rebuild``."""
-        return dataclasses.replace(self, ann=AnnState()).to_json().decode()
+        return dataclasses.replace(self, ann=AnnState(), calibration=None).to_json().decode()
 
     def save(self, directory: Path) -> None:
         atomic_write_bytes(directory / MANIFEST_NAME, self.to_json(), point="manifest")
@@ -173,6 +185,9 @@ def _parse(data: dict[str, Any]) -> Manifest:
     spec = EmbeddingSpec.from_dict(data["spec"]) if data.get("spec") else None
     if spec is not None and spec.dim != data["full_dim"]:
         raise ValueError(f"spec.dim ({spec.dim}) differs from full_dim ({data['full_dim']})")
+    target = data.get("target_recall", DEFAULT_TARGET_RECALL)
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1):
+        raise ValueError(f"target_recall must lie in (0, 1] or be null, got {target!r}")
     return Manifest(
         full_dim=data["full_dim"],
         prefix_dim=data["prefix_dim"],
@@ -187,6 +202,8 @@ def _parse(data: dict[str, Any]) -> Manifest:
         segment_rows=segment_rows,
         ann=ann_state,
         format_version=data["format_version"],
+        target_recall=None if target is None else float(target),
+        calibration=_calibration(data.get("calibration")),
     )
 
 
@@ -221,6 +238,19 @@ def _parse_ann(ann: Any) -> AnnState:
             raise ValueError(f"ann.segments[{i}].file must be a plain .hnsw file name, got {name!r}")
         segments.append(SegmentState(**seg))
     return AnnState(epoch=ann["epoch"], prefix_dim=ann["prefix_dim"], segment_rows=ann["segment_rows"], segments=tuple(segments))
+
+
+def _calibration(data: Any) -> Calibration | None:
+    """The recorded calibration, or None when absent or unreadable: it is derived (re-measured at the
+    next checkpoint), so a damaged one must not make the store unopenable."""
+    if data is None:
+        return None
+    try:
+        return Calibration.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("ignoring an unreadable calibration in a manifest (%s: %s); it is re-measured at the next checkpoint",
+                    type(exc).__name__, exc)
+        return None
 
 
 def _is_int(value: Any) -> bool:

@@ -23,6 +23,7 @@ from ..types import EmbeddingSpec
 from . import checkpoints, maintenance
 from .coarse import CoarseIndex
 from .docstore import DOCS_NAME, DocStore
+from .effort import check_target
 from .fs import WriterLock, fsync_dir, io_errors, remove_orphan_temps
 from .search import RowChecks
 from .manifest import (
@@ -33,6 +34,7 @@ from .manifest import (
     DEFAULT_SEGMENT_ROWS,
     DEFAULT_SHORTLIST,
     FORMAT_VERSION,
+    DEFAULT_TARGET_RECALL,
     MANIFEST_NAME,
     MAX_EF_CONSTRUCTION,
     MAX_M,
@@ -67,6 +69,7 @@ class StoreState:
     checked: RowChecks = field(default_factory=RowChecks)  # rows whose checksum this handle verified
     token: tuple = ()  # the committed state this handle's index and map reflect (read-only handles)
     tomb_seq: int = 0  # tombstone-log position applied to the index (read-only handles)
+    auto_calibrate: bool = True  # checkpoints recalibrate the search effort when needed (tune pauses it)
 
     def pending_rows(self) -> int:
         """Rows not yet in any coarse-index checkpoint file."""
@@ -114,7 +117,7 @@ def release(state: StoreState) -> None:
 
 
 def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, ef, funnel_dim, M, ef_construction,
-                 segment_rows=None) -> Manifest:
+                 segment_rows=None, target_recall=None) -> Manifest:
     """Validate create() arguments into a manifest (nothing is written yet)."""
     if isinstance(full_dim, bool) or not isinstance(full_dim, int) or not 1 <= full_dim <= 65536:
         raise InvalidInputError(f"full_dim must be an integer in 1..65536, got {full_dim!r}")
@@ -136,12 +139,16 @@ def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, e
             raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if value is not None and value > maxima.get(name, value):
             raise InvalidInputError(f"{name} must be at most {maxima[name]} (what the coarse-index file format holds), got {value!r}")
+    if target_recall is not None:
+        target_recall = check_target(target_recall)
+    elif shortlist is None and ef is None:
+        target_recall = DEFAULT_TARGET_RECALL  # an explicit shortlist/ef is the expert's fixed effort
     return Manifest(
         full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, funnel_dim=funnel_dim,
         shortlist=shortlist or DEFAULT_SHORTLIST, ef=ef or DEFAULT_EF,
         exact_below=DEFAULT_EXACT_BELOW if exact_below is None else exact_below,
         M=M or DEFAULT_M, ef_construction=ef_construction or DEFAULT_EF_CONSTRUCTION,
-        segment_rows=segment_rows or DEFAULT_SEGMENT_ROWS,
+        segment_rows=segment_rows or DEFAULT_SEGMENT_ROWS, target_recall=target_recall,
     )
 
 

@@ -47,6 +47,7 @@ from . import _qdrant_collection as qc
 from . import _qdrant_filters as qf
 from ._qdrant_collection import DEFAULT_COLLECTION, META_KEY, QUANTIZATIONS, Layout
 from .validation import check_ids, check_texts
+from .effort import check_target, scaled_effort
 from .opening import new_manifest
 from .search import check_k
 
@@ -83,6 +84,9 @@ class QdrantStore:
         self._write_lock = threading.RLock()
         self._closed = False
         self._last_seq = 0
+        # The recall@10 a call without one aims for (``[store] target_recall``; None: the collection's
+        # shortlist/ef). A handle setting, not recorded in the collection.
+        self.target_recall: float | None = None
         self._finalizer = weakref.finalize(self, conn.release)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -354,13 +358,21 @@ class QdrantStore:
             if offset is None:
                 return
 
-    def search(self, vector: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None) -> list[Hit]:
+    def search(self, vector: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None,
+               target_recall: float | None = None) -> list[Hit]:
         """Top-``k`` by full-width cosine: ONE ``query_points`` call, a prefetch of ``shortlist``
         candidates on ``prefix`` (HNSW, ``hnsw_ef = max(ef, shortlist)``) rescored on ``full``.
 
+        ``target_recall`` maps onto the prefetch limit and ``hnsw_ef`` (``effort.scaled_effort``:
+        the collection's shortlist/ef scaled by sqrt(0.01 / (1 - target)), 0.5x..8x; 1.0 scans
+        exactly). It cannot adapt per query: the server runs the whole plan in one call and returns
+        only the top-k, not the shortlist's scores a per-query decision needs (docs/adaptive-effort.md).
         A filter with a substring operator first resolves its matches (see ``_qdrant_filters``).
         """
+        if self._exact(shortlist, ef, target_recall):
+            return self.search_exact(vector, k, filter)
         query = normalize(as_vector(vector, self.full_dim))
+        shortlist, ef = self._effort(shortlist, ef, target_recall)
         request = self._request(query, k, shortlist, ef, self._server_filter(filter))
         if request is None:
             return []
@@ -369,9 +381,13 @@ class QdrantStore:
                                                  limit=request.limit, with_payload=request.with_payload)
         return _hits(response.points)
 
-    def search_batch(self, vectors: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None) -> list[list[Hit]]:
+    def search_batch(self, vectors: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None,
+                     target_recall: float | None = None) -> list[list[Hit]]:
         """``search`` for each row of ``vectors``, as one ``query_batch_points`` call."""
         queries = normalize(as_matrix(vectors, self.full_dim, what="query vectors"))
+        if self._exact(shortlist, ef, target_recall):
+            return [self.search_exact(q, k, filter) for q in queries]
+        shortlist, ef = self._effort(shortlist, ef, target_recall)
         server = self._server_filter(filter)
         requests = [self._request(q, k, shortlist, ef, server) for q in queries]
         if not requests or requests[0] is None:
@@ -393,6 +409,19 @@ class QdrantStore:
             response = self._client.query_points(self._name, query=query.tolist(), using="full", limit=k, query_filter=server,
                                                  search_params=models.SearchParams(exact=True), with_payload=_PAYLOAD)
         return _hits(response.points)
+
+    def _effort(self, shortlist: Any, ef: Any, target_recall: Any) -> tuple[Any, Any]:
+        """(shortlist, ef) for a call: given ones win (the expert override), else the target's."""
+        target = self.target_recall if target_recall is None else target_recall
+        if shortlist is not None or ef is not None or target is None:
+            return shortlist, ef
+        return scaled_effort(check_target(target), self._layout.shortlist, self._layout.ef)
+
+    def _exact(self, shortlist: Any, ef: Any, target_recall: Any) -> bool:
+        if target_recall is not None and (shortlist is not None or ef is not None):
+            raise InvalidInputError("pass target_recall or shortlist/ef, not both (shortlist/ef fix the effort)")
+        target = self.target_recall if target_recall is None else target_recall
+        return target is not None and shortlist is None and ef is None and check_target(target) >= 1
 
     def _request(self, query: np.ndarray, k: Any, shortlist: Any, ef: Any, server: Any) -> Any:
         k = check_k(k)
@@ -465,6 +494,7 @@ def open_from_settings(settings: Any, *, full_dim: int | None, spec: EmbeddingSp
     if create_kwargs.pop("funnel_dim", None) is not None or settings.funnel_dim is not None:
         raise ConfigError("funnel_dim is not supported by the qdrant backend (Qdrant rescores the shortlist on the full vectors)")
     create_kwargs.pop("exact_below", None)  # Qdrant decides when to scan exactly (full_scan_threshold)
+    target_recall = create_kwargs.pop("target_recall", None) or settings.target_recall
     known = {"prefix_dim", "dtype", "shortlist", "ef", "M", "ef_construction", "quantization", "timeout"}
     if set(create_kwargs) - known:
         raise ConfigError(f"unknown options for a Qdrant store: {sorted(set(create_kwargs) - known)}; known: {sorted(known)}")
@@ -481,12 +511,15 @@ def open_from_settings(settings: Any, *, full_dim: int | None, spec: EmbeddingSp
             if full_dim is None:
                 raise
         else:
+            store.target_recall = target_recall
             return _checked(store, full_dim, spec)
     options = {"prefix_dim": settings.prefix_dim, "dtype": settings.dtype, "shortlist": settings.shortlist, "ef": settings.ef,
                "quantization": settings.quantization, **create_kwargs}
     if options["prefix_dim"] is None:  # unset: the default width, or the full width of narrower vectors
         options["prefix_dim"] = settings.prefix_dim_for(full_dim)
-    return QdrantStore.create(name, full_dim=full_dim, spec=spec, **where, **{k: v for k, v in options.items() if v is not None})
+    store = QdrantStore.create(name, full_dim=full_dim, spec=spec, **where, **{k: v for k, v in options.items() if v is not None})
+    store.target_recall = target_recall
+    return store
 
 
 def _checked(store: QdrantStore, full_dim: int | None, spec: EmbeddingSpec | None) -> QdrantStore:

@@ -6,7 +6,8 @@ facade. The caller holds the store's read lock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from ..errors import CorruptStoreError, InvalidInputError
 from ..metadata import load_metadata
 from ..mrl import normalize, prefix
 from ..types import Hit
+from . import effort
 from .ann import AnnIndex
 from .docstore import DocStore, damaged_record
 from .vectors import VectorFile, dot, row_checksums, to_float32
@@ -29,6 +31,7 @@ class SearchPlan:
     exact_below: int
     prefix_dim: int
     funnel_dim: int | None
+    policy: effort.EffortPolicy | None = None  # adaptive effort (shortlist/ef: its last level)
 
 
 def check_k(k) -> int:
@@ -150,25 +153,33 @@ def to_hits(docs: DocStore, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
 
 
 def coarse_candidates(ann: AnnIndex, query: np.ndarray, plan: SearchPlan, allowed: np.ndarray | None) -> np.ndarray | None:
-    """Shortlist rows from the coarse index, or None when the caller should scan exactly.
+    """Shortlist rows from the coarse index, or None when the caller should scan exactly."""
+    found = coarse_ranked(ann, query, plan, allowed, plan.shortlist, plan.ef)
+    return None if found is None else found[0]
+
+
+def coarse_ranked(ann: AnnIndex, query: np.ndarray, plan: SearchPlan, allowed: np.ndarray | None,
+                  shortlist: int, ef: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, prefix similarities) of a shortlist in prefix order, or None (scan exactly instead).
 
     With a filter, the shortlist is widened by the inverse of the filter's selectivity and then
     intersected with the allowed rows (hnswlib's Python filter callback costs 35-120x QPS).
     """
     live = ann.live
-    shortlist = max(plan.shortlist, plan.k)
+    shortlist = max(shortlist, plan.k)
     if allowed is not None:
         shortlist = min(live, int(np.ceil(shortlist * live / max(len(allowed), 1))))
     try:
-        rows, _ = ann.query(prefix(query, plan.prefix_dim)[None, :], shortlist, max(plan.ef, shortlist))
+        rows, sims = ann.query(prefix(query, plan.prefix_dim)[None, :], shortlist, max(ef, shortlist))
     except LookupError:
         return None
-    rows = rows[0]
+    rows, sims = rows[0], sims[0]
     if allowed is not None:
-        rows = rows[np.isin(rows, allowed, assume_unique=False)]
+        keep = np.isin(rows, allowed, assume_unique=False)
+        rows, sims = rows[keep], sims[keep]
         if len(rows) < plan.k:
             return None
-    return rows
+    return rows, sims
 
 
 class Searcher:
@@ -186,34 +197,51 @@ class Searcher:
     def invalidate(self) -> None:
         self._small = None
 
-    def plan(self, k, shortlist: int | None, ef: int | None) -> SearchPlan:
+    def plan(self, k, shortlist: int | None, ef: int | None, target_recall: float | None = None) -> SearchPlan:
         m = self.s.manifest
         for name, value in (("shortlist", shortlist), ("ef", ef)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        return SearchPlan(
+        plan = SearchPlan(
             k=check_k(k), shortlist=int(shortlist or m.shortlist), ef=int(ef or m.ef),
             exact_below=m.exact_below, prefix_dim=m.prefix_dim, funnel_dim=m.funnel_dim,
         )
+        if shortlist is not None or ef is not None:  # the expert override: a fixed search
+            if target_recall is not None:
+                raise InvalidInputError("pass target_recall or shortlist/ef, not both (shortlist/ef fix the effort)")
+            return plan
+        target = effort.check_target(target_recall) if target_recall is not None else m.target_recall
+        if target is not None and target >= 1:
+            return replace(plan, exact_below=sys.maxsize)  # only an exact scan is sure to find everything
+        policy, shortlist, ef = effort.resolve(target, m.calibration, plan.k, plan.shortlist, plan.ef, m.funnel_dim, m.prefix_dim)
+        return replace(plan, shortlist=shortlist, ef=ef, policy=policy)
 
     def one(self, query: np.ndarray, plan: SearchPlan, flt) -> list[Hit]:
         allowed = self.s.docs.rows_matching(flt) if flt is not None else None
         if allowed is not None and len(allowed) == 0:
             return []
         if not self._use_exact(plan, allowed):
-            rows = coarse_candidates(self.s.ann, query, plan, allowed)
-            if rows is not None:
-                return self._finish(query, rows, plan)
+            if plan.policy is not None:
+                found = self._climb(query, plan, allowed)
+                if found is not None:
+                    return found
+            else:
+                rows = coarse_candidates(self.s.ann, query, plan, allowed)
+                if rows is not None:
+                    return self._finish(query, rows, plan)
         return self.exact(query, allowed, plan.k)
 
     def batch(self, queries: np.ndarray, plan: SearchPlan, flt) -> list[list[Hit]]:
         if flt is not None or self._use_exact(plan, None) or len(queries) < 2:
             return [self.one(q, plan, flt) for q in queries]
-        shortlist = max(plan.shortlist, plan.k)
+        shortlist, ef = plan.policy.levels[0] if plan.policy is not None else (plan.shortlist, plan.ef)
+        shortlist = max(shortlist, plan.k)
         try:
-            rows, _ = self.s.ann.query(prefix(queries, plan.prefix_dim), shortlist, max(plan.ef, shortlist), num_threads=2)
+            rows, sims = self.s.ann.query(prefix(queries, plan.prefix_dim), shortlist, max(ef, shortlist), num_threads=2)
         except LookupError:
             return [self.one(q, plan, flt) for q in queries]
+        if plan.policy is not None:  # the first level ran as one threaded batch; each query climbs on its own
+            return [self._climb(q, plan, None, first=(rows[i], sims[i])) or self.exact(q, None, plan.k) for i, q in enumerate(queries)]
         return [self._finish(q, rows[i], plan) for i, q in enumerate(queries)]
 
     def exact(self, query: np.ndarray, rows: np.ndarray | None, k: int) -> list[Hit]:
@@ -258,6 +286,25 @@ class Searcher:
             return True
         # A selective filter: scanning the few matching rows beats a widened coarse search.
         return allowed is not None and len(allowed) <= max(plan.exact_below, 10 * plan.shortlist)
+
+    def _climb(self, query: np.ndarray, plan: SearchPlan, allowed: np.ndarray | None, first=None) -> list[Hit] | None:
+        """Adaptive effort (``effort.climb``). A query still unsure after the last level is scanned
+        exactly when its policy says so, or when its filter matches at most ``EXACT_FALLBACK`` times
+        the last level's shortlist."""
+        s = self.s
+
+        def coarse(shortlist: int, ef: int):
+            if first is not None and (shortlist, ef) == plan.policy.levels[0]:
+                return first
+            return coarse_ranked(s.ann, query, plan, allowed, shortlist, ef)
+
+        found = effort.climb(plan.policy, plan.k, coarse, lambda rows: exact_scores(s.vectors, s.docs, s.checked, rows, query))
+        if found is None:
+            return None
+        rows, scores, _level, sure = found
+        if not sure and (plan.policy.exact or allowed is not None and len(allowed) <= effort.EXACT_FALLBACK * plan.shortlist):
+            return self.exact(query, allowed, plan.k)
+        return to_hits(s.docs, *top_k(rows, scores, plan.k))
 
     def _finish(self, query: np.ndarray, rows: np.ndarray, plan: SearchPlan) -> list[Hit]:
         s = self.s

@@ -20,6 +20,12 @@ is built with ``reindex`` from the stored full vectors (no provider call). Timin
 Costs: one pass over the vector file for the truth, one coarse-index build per extra prefix width
 (minutes at 1M vectors), and ``2 x sample`` searches per setting. Takes the write lock only while
 it rebuilds and when it records the result; searches from other threads keep working.
+
+``tune`` is also the thorough version of the store's self-calibration (``calibration.py``): once it
+has chosen the prefix width and recorded the fixed defaults, it calibrates the per-query effort
+model with ``calibration_probes`` probes (4x a checkpoint's; or on ``queries``) and records it, with
+``target_recall`` as the store's target (only when tune met it: otherwise the store stays as it
+was). Checkpoints do not recalibrate while it sweeps widths.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..mrl import as_matrix, normalize
+from . import calibration
 from .search import fold_top_k
 from .vectors import to_float32
 
@@ -100,6 +107,7 @@ def tune(
     query_noise: float = DEFAULT_QUERY_NOISE,
     confidence: float = DEFAULT_CONFIDENCE,
     progress: Callable[[str], None] | None = None,
+    calibration_probes: int = 4 * calibration.DEFAULT_PROBES,
 ) -> TuneResult:
     """Measure settings on ``store`` and record the fastest one reaching ``target_recall``.
 
@@ -118,6 +126,7 @@ def tune(
         confidence: a setting meets the target when the lower bound of this one-sided confidence
             interval of its sampled recall does (0.5: the plain mean).
         progress: called with one line per measured setting.
+        calibration_probes: probes of the effort calibration that follows (0: skip it).
 
     Returns a ``TuneResult``. When no setting reaches the target, the store keeps its previous
     prefix width and defaults (``met`` and ``applied`` are False) and the result says the best seen.
@@ -150,26 +159,32 @@ def tune(
     widths = _widths(prefix_dims, store)
     grid = _grid(shortlists, efs, k, len(live))
     points: list[TunePoint] = []
-    for width in widths:
-        if width != store.prefix_dim:
-            store.reindex(width)
-        for shortlist, ef in grid:
-            point = _measure(store, vectors, truth_ids, own_ids, k, width, shortlist, ef, z)
-            points.append(point)
-            if progress:
-                progress(f"prefix {width:5d}  shortlist {shortlist:4d}  ef {ef:4d}  recall@{k} {point.recall:.4f} "
-                         f"(>= {point.recall_low:.4f})  p50 {point.p50_ms:.3f} ms")
-    best, met = _choose(points, target_recall)
-    if not met:  # keep what the store had: the grid did not find anything good enough
-        if store.prefix_dim != original[0]:
+    s.auto_calibrate = False  # each width's checkpoint would recalibrate; the result is calibrated once below
+    try:
+        for width in widths:
+            if width != store.prefix_dim:
+                store.reindex(width)
+            for shortlist, ef in grid:
+                point = _measure(store, vectors, truth_ids, own_ids, k, width, shortlist, ef, z)
+                points.append(point)
+                if progress:
+                    progress(f"prefix {width:5d}  shortlist {shortlist:4d}  ef {ef:4d}  recall@{k} {point.recall:.4f} "
+                             f"(>= {point.recall_low:.4f})  p50 {point.p50_ms:.3f} ms")
+        best, met = _choose(points, target_recall)
+        if not met and store.prefix_dim != original[0]:  # keep what the store had
             store.reindex(original[0])
+        elif met and store.prefix_dim != best.prefix_dim:
+            store.reindex(best.prefix_dim)
+    finally:
+        s.auto_calibrate = True
+    if not met:  # the grid did not find anything good enough: the store stays as it was
         return TuneResult(target_recall, k, len(rows), confidence, best.prefix_dim, best.shortlist, best.ef, best.recall,
                           best.recall_low, best.p50_ms, met=False, applied=False, seconds=time.perf_counter() - started,
                           points=points, note=f"no setting reached recall@{k} >= {target_recall} (at {confidence:.0%} "
                                               "confidence); try wider prefixes or larger shortlists")
-    if store.prefix_dim != best.prefix_dim:
-        store.reindex(best.prefix_dim)
     _record(store, best.shortlist, best.ef)
+    if calibration_probes:
+        _calibrate(store, target_recall, calibration_probes, seed, queries, progress)
     return TuneResult(target_recall, k, len(rows), confidence, best.prefix_dim, best.shortlist, best.ef, best.recall,
                       best.recall_low, best.p50_ms, met=True, applied=True, seconds=time.perf_counter() - started, points=points)
 
@@ -269,6 +284,15 @@ def _choose(points: list[TunePoint], target: float) -> tuple[TunePoint, bool]:
     fastest = min(p.p50_ms for p in meeting)
     near = [p for p in meeting if p.p50_ms <= fastest * (1 + TIE_TOLERANCE)]
     return min(near, key=lambda p: (-p.recall, p.prefix_dim, p.shortlist, p.ef)), True
+
+
+def _calibrate(store: "MRLStore", target: float, probes: int, seed: int, queries, progress) -> None:
+    result = store.calibrate(target, probes=probes, seed=seed, queries=queries, source="tune")
+    if progress:
+        met = result.policies.get(target)
+        progress(f"effort calibration ({result.probes} probes, {result.seconds:.1f} s): "
+                 + (f"{met.policy.levels} threshold {met.policy.threshold:.2f}{' + exact' if met.policy.exact else ''}, "
+                    f"recall {met.recall:.4f} (>= {met.recall_low:.4f})" if met else f"no policy reached {target}"))
 
 
 def _record(store: "MRLStore", shortlist: int, ef: int) -> None:

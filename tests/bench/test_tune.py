@@ -98,3 +98,20 @@ def test_tune_command(store, tmp_path, capsys):
     code = main(["tune", str(tmp_path / "s"), "--sample", "40", "--prefix-dims", "64", "--shortlists", "100", "--json"])
     out = capsys.readouterr().out
     assert code == 0 and '"applied": true' in out
+
+
+def test_tune_ends_with_a_thorough_calibration_and_sets_the_target(store):
+    result = tune(store, target_recall=0.98, sample=60, prefix_dims=[64], shortlists=[60, 150], seed=3, calibration_probes=128)
+    assert result.met and result.applied
+    cal = store.manifest.calibration
+    assert cal is not None and cal.source == "tune" and cal.probes == 128 and cal.prefix_dim == store.prefix_dim
+    assert store.manifest.target_recall == 0.98
+    for target, measured in cal.policies.items():
+        assert measured.recall_low >= target - 1e-9
+
+
+def test_tune_that_misses_leaves_the_calibration_and_target_alone(store):
+    before = (store.manifest.target_recall, store.manifest.calibration)
+    result = tune(store, target_recall=1.0, sample=40, prefix_dims=[2], shortlists=[11], efs=[11], seed=0, calibration_probes=64)
+    assert not result.met
+    assert (store.manifest.target_recall, store.manifest.calibration) == before

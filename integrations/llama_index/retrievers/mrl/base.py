@@ -35,6 +35,7 @@ class MRLRetriever(BaseRetriever):
         similarity_top_k: how many nodes to return (``k``).
         shortlist: coarse candidates to rerank (None: the store's default). More is slower and
             closer to exact.
+        target_recall: recall@10 to aim for (None: the store's target); not with ``shortlist``.
         filters: LlamaIndex ``MetadataFilters`` (translated with LlamaIndex semantics, or rejected).
         doc_ids / node_ids: restrict to these documents / nodes.
         mode: "default" or "mmr" (``mmr_threshold``: 1 = relevance only, 0 = diversity only).
@@ -54,6 +55,7 @@ class MRLRetriever(BaseRetriever):
         *,
         similarity_top_k: int = 4,
         shortlist: int | None = None,
+        target_recall: float | None = None,
         filters: MetadataFilters | None = None,
         doc_ids: list[str] | None = None,
         node_ids: list[str] | None = None,
@@ -72,6 +74,7 @@ class MRLRetriever(BaseRetriever):
         self._embed_model = embed_model
         self._similarity_top_k = similarity_top_k
         self._shortlist = shortlist
+        self._target_recall = target_recall
         self._filters = filters
         self._doc_ids = doc_ids
         self._node_ids = node_ids
@@ -101,7 +104,8 @@ class MRLRetriever(BaseRetriever):
         )
 
     def _kwargs(self) -> dict[str, Any]:
-        return {} if self._shortlist is None else {"shortlist": self._shortlist}
+        given = {"shortlist": self._shortlist, "target_recall": self._target_recall}
+        return {name: value for name, value in given.items() if value is not None}
 
     @with_signature
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

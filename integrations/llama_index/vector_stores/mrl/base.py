@@ -69,7 +69,8 @@ class MRLVectorStore(BasePydanticVectorStore):
     (vectors are never pickled; a temporary store, having no path, refuses to pickle).
 
     Query-time keyword arguments (``index.as_retriever(vector_store_kwargs={...})``): ``shortlist``,
-    ``ef``, ``mmr_threshold``, ``mmr_prefetch_k``, ``mmr_prefetch_factor``.
+    ``ef``, ``target_recall`` (recall@10 to aim for; not with ``shortlist``/``ef``), ``mmr_threshold``,
+    ``mmr_prefetch_k``, ``mmr_prefetch_factor``.
 
     Thread-safety: as the store's: queries run beside each other and beside writes. The ``a*``
     methods run the same code in a worker thread, so they return exactly what the sync ones do.
@@ -289,9 +290,10 @@ class MRLVectorStore(BasePydanticVectorStore):
         check = None if translation.exact else reference_matcher(query.filters)
         shortlist = kwargs.get("shortlist") or self.shortlist
         ef = kwargs.get("ef")
+        effort = {} if kwargs.get("target_recall") is None else {"target_recall": kwargs["target_recall"]}
 
         def search(n: int) -> list[Hit]:
-            return _store_call(store.search, vector, k=n, shortlist=shortlist, filter=flt, ef=ef)
+            return _store_call(store.search, vector, k=n, shortlist=shortlist, filter=flt, ef=ef, **effort)
 
         return _refined(search, fetch, check, len(store))
 

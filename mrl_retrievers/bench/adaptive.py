@@ -1,0 +1,340 @@
+"""Adaptive effort: the measurements behind ``store/effort.py`` and ``store/calibration.py``.
+
+Workloads are stores built the ordinary way (``MRLStore.create`` with no knobs, items added in
+50k batches so checkpoints calibrate as the store grows), over
+
+* seeded synthetic MRL-like vectors (``synthetic.mrl_like``) for a grid of spectrum decays and prefix
+  widths, with held-out paraphrase queries (``synthetic.queries_near``: the *generator's* spectrum
+  shapes their noise, while the store's calibration probes use the data's own spread: the two
+  procedures differ on purpose) and their exact full-width truth;
+* real text (``textcorpus``): held-out passages and first sentences as queries.
+
+Subcommands (``python -m mrl_retrievers.bench ...``):
+
+* ``adaptive-signals``: at fixed (shortlist, ef) levels, how well each per-query signal computed
+  after the coarse stage predicts "this shortlist already holds the query's true top-10" (ROC AUC,
+  and the share of queries one could stop while keeping 99.9% recall among them);
+* ``adaptive-grid``: recall@10 with no tune and no knobs (mean, worst decile, p10), the effort
+  per query, and what the store's calibration recorded;
+* ``adaptive-compare`` (``bench/adaptive_compare.py``): adaptive vs the fixed setting ``tune`` picks,
+  at equal recall, with latencies and the effort histogram.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..mrl import normalize, prefix
+from ..store import MRLStore
+from ..store import calibration, effort
+from ..store.search import coarse_ranked, exact_scores
+from . import data, textcorpus
+
+K = 10
+ADD_BLOCK = 50_000
+FIXED_DEFAULT = (200, 400)  # the store's fixed defaults before adaptive effort
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A store to build and held-out queries with their exact truth (dataset rows)."""
+
+    name: str
+    dataset: data.Dataset
+    prefix_dim: int
+    exact_below: int | None = None  # None: the store's default
+    tag: str = ""  # stores measured differently (e.g. tuned) are built apart
+    corpus: str | None = None  # workloads of one corpus (query kinds) share its store
+
+    @property
+    def store_name(self) -> str:
+        tag = ("" if self.exact_below is None else f"-eb{self.exact_below}") + (f"-{self.tag}" if self.tag else "")
+        return f"{self.corpus or self.dataset.name}-p{self.prefix_dim}{tag}"
+
+
+def synthetic_workloads(n: int, dims: Sequence[int], decays: Sequence[float], fractions: Sequence[int], *,
+                        cache: Path, nq: int, seed: int = 0) -> list[Workload]:
+    out = []
+    for dim in dims:
+        for decay in decays:
+            ds = data.synthetic(n, dim, cache=cache, nq=nq, k=K, seed=seed, decay=decay)
+            out += [Workload(f"synthetic n={n} dim={dim} decay={decay} prefix={dim // f}", ds, dim // f) for f in fractions]
+    return out
+
+
+def text_workloads(names: Sequence[str], widths: Sequence[int], *, cache: Path, exact_below: int | None = None,
+                   log: Callable[[str], None] = print) -> list[Workload]:
+    """Each corpus rotated (PCA fitted on its stored passages) and saved once as ``.npy``; one
+    dataset per query kind (held-out passages, their first sentences)."""
+    out = []
+    for name in names:
+        corpus = textcorpus.load(name, cache=cache, log=log)
+        docs, passages, sentences = corpus.rotated()
+        folder = Path(cache) / f"text-{name}-rotated-{len(docs)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for part, array in (("docs", docs), ("passages", passages), ("sentences", sentences)):
+            paths[part] = folder / f"{part}.npy"
+            if not paths[part].exists():
+                np.save(paths[part], array.astype(np.float32))
+        for kind in ("passages", "sentences"):
+            ds = data.from_npy(paths["docs"], cache=cache, k=K, queries=str(paths[kind]))
+            ds = data.Dataset(f"{ds.name}-{kind}", ds.directory, ds.n, ds.dim, ds.k, ds.nq, ds.source)
+            out += [Workload(f"{name} ({len(docs)} passages, {kind} queries) prefix={w}", ds, w, exact_below, corpus=folder.name)
+                    for w in widths]
+    return out
+
+
+def open_store(w: Workload, cache: Path, *, rebuild: bool = False, recalibrate: bool = False,
+               log: Callable[[str], None] = print) -> MRLStore:
+    """The workload's store, built once with no knobs (calibrated by its own checkpoints) and cached.
+    Text workloads share a store per corpus and width (the query kind does not change the store).
+    ``recalibrate``: measure a cached store again with the current calibration code."""
+    name = w.store_name
+    path = Path(cache) / "adaptive-stores" / name
+    if rebuild and path.exists():
+        import shutil  # noqa: PLC0415
+
+        shutil.rmtree(path)
+    if not (path / "manifest.json").exists():
+        started = time.perf_counter()
+        options = {} if w.exact_below is None else {"exact_below": w.exact_below}
+        store = MRLStore.create(path, full_dim=w.dataset.dim, prefix_dim=w.prefix_dim, **options)
+        for start, block in w.dataset.blocks(ADD_BLOCK):
+            store.add([str(i) for i in range(start, start + len(block))], block)
+        store.close()
+        log(f"built {name} in {time.perf_counter() - started:.0f} s")
+        recalibrate = False
+    store = MRLStore.open(path)
+    if recalibrate and len(store) > max(store.manifest.exact_below, calibration.MIN_LIVE):
+        store.calibrate(store.manifest.target_recall)
+        log(f"recalibrated {name} in {store.manifest.calibration.seconds:.0f} s")
+    return store
+
+
+# --- signals --------------------------------------------------------------------------------------------
+
+
+def signals(sims: np.ndarray, full: np.ndarray, rows_f32: np.ndarray, query: np.ndarray, prefix_dim: int) -> dict[str, float]:
+    """Candidate difficulty signals of one query's shortlist (prefix order); higher = safer."""
+    n = len(full)
+    order = np.argsort(-full, kind="stable")
+    top = order[:K]
+    kth = float(full[order[K - 1]])
+    slope, intercept = np.polyfit(sims.astype(np.float64), full.astype(np.float64), 1)
+    scatter = float(np.std(full - (slope * sims + intercept))) + 1e-6
+    wide = min(2 * prefix_dim, len(query))
+    funnel = normalize(rows_f32[:, :wide]) @ prefix(query, wide)
+    return {
+        "confidence (store)": effort.confidence(sims, full, K),
+        "z, whole shortlist": (kth - (slope * float(sims[-1]) + intercept)) / scatter,
+        "-depth of top-k": -float(top.max()) / n,
+        "k-th full score": kth,
+        "-(1st - k-th) score": -float(full[order[0]] - kth),
+        "last prefix score": float(sims[-1]),
+        "funnel 2x agreement": len(set(np.argsort(-funnel)[:K].tolist()) & set(top.tolist())) / K,
+    }
+
+
+def auc(scores: np.ndarray, good: np.ndarray) -> float:
+    """P(a complete query scores higher than an incomplete one) (ties count half)."""
+    n_good, n_bad = int(good.sum()), int((~good).sum())
+    if n_good == 0 or n_bad == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks, 1-based
+    return float((ranks[good].sum() - n_good * (n_good + 1) / 2) / (n_good * n_bad))
+
+
+def stoppable(scores: np.ndarray, recall: np.ndarray, keep: float = 0.999) -> float:
+    """Largest share of queries that could stop (safest first by ``scores``) with mean recall >= ``keep``."""
+    order = np.argsort(-scores, kind="stable")
+    running = np.cumsum(recall[order]) / np.arange(1, len(recall) + 1)
+    ok = np.flatnonzero(running >= keep - 1e-12)
+    return float((ok.max() + 1) / len(recall)) if len(ok) else 0.0
+
+
+def study_signals(store: MRLStore, w: Workload, levels: Sequence[tuple[int, int]], nq: int) -> list[dict[str, Any]]:
+    s = store._s  # the bench reads the store's parts directly: the same calls the search path makes
+    plan = store._searcher.plan(K, 1, 1)
+    queries, truth = w.dataset.queries()[:nq], w.dataset.truth()[:nq]
+    out = []
+    for shortlist, ef in levels:
+        feats: list[dict[str, float]] = []
+        recall = np.empty(len(queries))
+        for i, (q, t) in enumerate(zip(queries, truth)):
+            rows, sims = coarse_ranked(s.ann, q, plan, None, shortlist, ef)
+            order = np.argsort(rows)
+            stored = s.vectors.gather(rows[order])
+            rows_f32 = np.empty((len(rows), stored.shape[1]), np.float32)
+            rows_f32[order] = stored.astype(np.float32)
+            full = rows_f32 @ q
+            top = rows[np.argsort(-full, kind="stable")[:K]]
+            recall[i] = len(set(top.tolist()) & set(t.tolist())) / K
+            feats.append(signals(sims, full, rows_f32, q, w.prefix_dim))
+        good = recall >= 1.0
+        row = {"workload": w.name, "shortlist": shortlist, "ef": ef, "recall": float(recall.mean()),
+               "incomplete": float(1 - good.mean()), "signals": {}}
+        for name in feats[0]:
+            values = np.array([f[name] for f in feats])
+            row["signals"][name] = {"auc": auc(values, good), "stoppable": stoppable(values, recall)}
+        out.append(row)
+    return out
+
+
+# --- recall at the defaults --------------------------------------------------------------------------
+
+
+def effort_levels(store: MRLStore, queries: np.ndarray, k: int = K, target: float | None = None) -> list[int]:
+    """Where each query stops on the store's own plan: level index, len(levels) = exact scan,
+    -1 = a fixed (uncalibrated) search. Runs the very ``effort.climb`` the search path runs."""
+    s = store._s
+    plan = store._searcher.plan(k, None, None, target)
+    if plan.policy is None:
+        return [-1] * len(queries)
+    out = []
+    for q in queries:
+        found = effort.climb(plan.policy, k, lambda sl, ef, q=q: coarse_ranked(s.ann, q, plan, None, sl, ef),
+                             lambda rows, q=q: exact_scores(s.vectors, s.docs, s.checked, rows, q))
+        level, sure = (found[2], found[3]) if found else (len(plan.policy.levels), False)
+        out.append(level if sure or not plan.policy.exact else len(plan.policy.levels))
+    return out
+
+
+def per_query_recall(store: MRLStore, queries: np.ndarray, truth: np.ndarray, **search: Any) -> np.ndarray:
+    return np.array([len({int(h.id) for h in store.search(q, k=K, **search)} & set(t[:K].tolist())) / K
+                     for q, t in zip(queries, truth)])
+
+
+def summary(recall: np.ndarray) -> dict[str, float]:
+    worst = np.sort(recall)[: max(1, len(recall) // 10)]
+    return {"mean": float(recall.mean()), "worst_decile": float(worst.mean()), "p10": float(np.percentile(recall, 10))}
+
+
+def grid_row(store: MRLStore, w: Workload, nq: int) -> dict[str, Any]:
+    queries, truth = w.dataset.queries()[:nq], w.dataset.truth()[:nq]
+    m = store.manifest
+    cal = m.calibration
+    policy = cal.policies.get(m.target_recall) if cal and m.target_recall else None
+    levels = effort_levels(store, queries)
+    return {
+        "workload": w.name, "n": len(store), "queries": len(queries),
+        "defaults": summary(per_query_recall(store, queries, truth)),
+        "fixed_200_400": summary(per_query_recall(store, queries, truth, shortlist=FIXED_DEFAULT[0], ef=FIXED_DEFAULT[1])),
+        "effort": {str(lv): levels.count(lv) for lv in sorted(set(levels))},
+        "policy": None if policy is None else policy.to_dict(),
+        "calibration": None if cal is None else {"live": cal.live, "probes": cal.probes, "seconds": round(cal.seconds, 1),
+                                                 "source": cal.source, "met": sorted(cal.policies)},
+        "exact_below": m.exact_below,
+    }
+
+
+def format_grid(rows: list[dict[str, Any]]) -> str:
+    lines = ["| workload | recall@10 mean | worst decile | p10 | fixed 200/400: mean / worst decile | policy for 0.99 | effort per query (level: queries) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d, f, p = r["defaults"], r["fixed_200_400"], r["policy"]
+        pol = "exact scan (store < exact_below)" if r["n"] <= r["exact_below"] else (
+            "uncalibrated: fixed defaults" if p is None else
+            " -> ".join(f"{s}/{e}" for s, e in p["levels"]) + (" -> exact" if p.get("exact") else "")
+            + (f", z + {p['weight']:g} x kth >= {p['threshold']:.2f}" if p["threshold"] is not None else ""))
+        eff = ", ".join(f"{'exact' if p and int(k) == len(p['levels']) else 'fixed' if k == '-1' else k}: {v}" for k, v in r["effort"].items())
+        lines.append(f"| {r['workload']} | {d['mean']:.4f} | {d['worst_decile']:.4f} | {d['p10']:.1f} | "
+                     f"{f['mean']:.4f} / {f['worst_decile']:.4f} | {pol} | {eff} |")
+    return "\n".join(lines)
+
+
+def format_signals(rows: list[dict[str, Any]]) -> str:
+    names = list(rows[0]["signals"]) if rows else []
+    lines = ["| workload | shortlist/ef | recall | incomplete | " + " | ".join(names) + " |", "|---|---|---|---|" + "---|" * len(names)]
+    for r in rows:
+        cells = [f"{r['signals'][n]['auc']:.2f} ({r['signals'][n]['stoppable']:.0%})" for n in names]
+        lines.append(f"| {r['workload']} | {r['shortlist']}/{r['ef']} | {r['recall']:.4f} | {r['incomplete']:.1%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def _workloads(args: argparse.Namespace, log) -> list[Workload]:
+    out = []
+    if args.n:
+        out += synthetic_workloads(args.n, args.dims, args.decays, args.fractions, cache=args.cache, nq=args.queries)
+    if args.text:
+        out += text_workloads(args.text, args.text_widths, cache=args.cache, exact_below=args.text_exact_below, log=log)
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from .cli import DEFAULT_CACHE  # noqa: PLC0415
+
+    p.add_argument("--n", type=int, default=50_000, help="synthetic items (0: none)")
+    p.add_argument("--dims", type=int, nargs="+", default=[1024, 768])
+    p.add_argument("--decays", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    p.add_argument("--fractions", type=int, nargs="+", default=[16, 8, 4], help="prefix width = full width / each")
+    p.add_argument("--text", nargs="*", default=[], choices=["pydoc", "man"], help="real-text corpora")
+    p.add_argument("--text-widths", type=int, nargs="+", default=[24, 48, 96], help="prefix widths of the 384-dim text stores")
+    p.add_argument("--text-exact-below", type=int, default=None, help="text stores: exact_below (default: the store's)")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--rebuild", action="store_true", help="rebuild the cached stores")
+    p.add_argument("--recalibrate", action="store_true", help="calibrate cached stores again (current code)")
+    p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("adaptive-signals", help="which per-query signal predicts a complete shortlist (AUC vs exact truth)")
+    _common(p)
+    p.add_argument("--levels", nargs="+", default=["25/50", "50/100", "100/200"], help="shortlist/ef levels to study")
+    p.set_defaults(func=cmd_signals)
+    p = sub.add_parser("adaptive-grid", help="recall@10 with no tune and no knobs: synthetic grid and real text")
+    _common(p)
+    p.set_defaults(func=cmd_grid)
+    from .adaptive_compare import add_parser  # noqa: PLC0415
+
+    add_parser(sub)
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_signals(args: argparse.Namespace) -> int:
+    levels = [tuple(int(x) for x in level.split("/")) for level in args.levels]
+    rows = []
+    for w in _workloads(args, _log):
+        with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=_log) as store:
+            rows += study_signals(store, w, levels, args.queries)
+        _log(format_signals(rows[-len(levels):]))
+    print(format_signals(rows))
+    _save(args.out, rows)
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    rows = []
+    for w in _workloads(args, _log):
+        with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=_log) as store:
+            rows.append(grid_row(store, w, args.queries))
+        _log(format_grid(rows[-1:]))
+    print(format_grid(rows))
+    _save(args.out, rows)
+    return 0
+
+
+def _save(path: Path | None, rows: Any) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=2))
+
+
+__all__ = ["Workload", "add_parsers", "auc", "effort_levels", "grid_row", "open_store", "signals", "stoppable",
+           "study_signals", "summary", "synthetic_workloads", "text_workloads"]

@@ -1,0 +1,358 @@
+"""Self-calibration: how much effort this store's queries need to reach a target recall.
+
+The store measures itself (at checkpoint time as it grows, or when asked: ``calibrate``, ``tune``)
+and records in its manifest, for each target recall, the cheapest ``EffortPolicy`` whose measured
+recall's lower confidence bound reaches it. Searches then read the policy; nothing here runs on the
+query path.
+
+Probes are held-out style, never stored vectors as they are (a stored vector's own graph node links
+straight to its neighbours: ``tuning`` measured 0.998 on those against 0.980 on real queries). Each
+probe is a seeded sample row moved off its node by Gaussian noise shaped like the sample's own
+per-dimension spread, of a norm drawn uniformly from ``NOISE`` (from a paraphrase at cosine ~0.96
+to the row to a loose question at ~0.55), and its own row is excluded from its truth and results.
+Near, middle and far probes are three strata, and a policy meets a target only if it does in each
+(the bound over all, the mean of each): loose queries need more effort than paraphrases (with real
+man-page sentences the old fixed 200/400 fell to 0.82 at prefix 24; probes at one distance, as
+``tune`` uses, gave policies that reached only 0.978 there), and the policy must hold for any mix.
+Pass real query vectors (``queries=``) to measure on them instead.
+
+Procedure: exact full-width top-k of every probe (one pass over the vector file); then each probe
+climbs the whole ladder (shortlists ``LADDER`` x ef at 1 and 2 times the shortlist), recording
+at each level the recall of that level's own top-k and the query's ``confidence``. Policies (a ratio,
+a start, a stride, a last level, a threshold) are then simulated on these traces exactly as
+``effort.climb`` would run them (its decisions use only the level's own rows; its answer, the top-k
+of every row scored, is at least as good as the level's, so the simulated recall is a lower bound).
+The probes are split in two halves: the candidates are ranked on the first half and the cheapest one
+whose lower confidence bound also reaches the target on the second half is recorded, with the second
+half's figures (the selection does not flatter them). Cost is a deterministic model (microseconds,
+constants below), never a clock: the same store state always records the same policies.
+
+Bounded cost: one pass over the vectors (``probes`` x live x full_dim multiply-adds) plus at most
+``probes x 24`` coarse queries; at checkpoint time it reruns only when the live count has doubled (or
+halved), or the prefix width changed, since the last calibration, so over a store's growth it costs
+O(probes) work per added item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import time
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError, MRLError
+from ..mrl import normalize, prefix
+from .effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence_parts
+from .search import fold_top_k
+from .vectors import dot, to_float32
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .opening import StoreState
+
+log = logging.getLogger("mrl_retrievers.store")
+
+LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
+EF_RATIOS = (1, 2)
+STRIDES = (1, 2, 3)
+# Weights of the k-th full score in the confidence tried by the calibration (z alone: 0). z ranges
+# over ~0-10, a k-th score over ~0.3-0.9: 10 gives both a say.
+WEIGHTS = (0.0, 5.0, 10.0, 20.0, 40.0)
+TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995)
+DEFAULT_PROBES = 512
+DEFAULT_CONFIDENCE = 0.95
+# Probe distances (norm of the noise): from a paraphrase (0.3: cosine ~0.96 to the row it came
+# from) to a loose question (1.5: ~0.55), uniformly. Real text queries sit at 0.5-0.87 from their
+# nearest passage (pydoc, man pages). Tried and dropped: the store's own reach (as far as items'
+# 10th neighbours, 0.8 on the synthetic spectra): cheaper there, but queries at noise 1.0 then fell
+# to 0.92 where the old fixed defaults gave 0.99.
+NOISE = (0.3, 1.5)
+STRATA = 3  # equal-width bands of noise: near, middle and far probes
+GROWTH = 2.0
+K = 10
+MIN_LIVE = 1000
+_THRESHOLDS = np.linspace(0.02, 0.98, 25)
+_MAX_CHECKS = 5000  # candidates checked on the second half per target, cheapest first
+# Bytes of float32 rows one step of the exact pass holds: bounded memory at any size (a 10M-row
+# store's calibration must not hold more than a batch of an ingestion does).
+_BLOCK_BYTES = 2 << 20
+_QUERY_CHUNK = 32
+
+# Cost model (CPU microseconds per query), fitted on ``search`` at 200k x 1024 float16, prefix 128, on
+# one thread (docs/benchmarks.md, "Adaptive effort"): hnswlib's work grows with ef and the prefix
+# width, the rerank's with the rows it reads and the full width; each extra level pays another
+# coarse call and the confidence. Only ratios matter (every policy pays the same fixed part).
+COST_PER_EF = 1.0  # at a 128-wide prefix
+COST_PER_ROW = 1.9  # at 1024 dims
+COST_PER_LEVEL = 40.0
+# An exact scan lists the live rows in SQLite, then reads and scores every one of them, block by
+# block: 4.5 us a row at 1024 dims (1.45 at 256), against 1.9 for a reranked candidate.
+COST_PER_SCANNED_ROW = (0.5, 4.0)  # base + per 1024 dims
+
+
+def level_cost(shortlist: int, ef: int, prefix_dim: int, full_dim: int) -> float:
+    return COST_PER_EF * max(ef, shortlist) * (prefix_dim + 32) / 160 + COST_PER_ROW * shortlist * full_dim / 1024
+
+
+def needs_calibration(state: "StoreState") -> bool:
+    """Whether a checkpoint should (re)calibrate: a target is set, the store is past its exact-scan
+    size, and it has no calibration for its current width and size (within a factor ``GROWTH``)."""
+    m = state.manifest
+    live = state.ann.live
+    if m.target_recall is None or m.funnel_dim is not None or live <= max(m.exact_below, MIN_LIVE):
+        return False
+    cal = m.calibration
+    return (cal is None or cal.prefix_dim != m.prefix_dim or cal.target_recall != m.target_recall
+            or not cal.live / GROWTH < live < cal.live * GROWTH)
+
+
+def after_checkpoint(state: "StoreState") -> None:
+    """The checkpoint hook: recalibrate when needed. Derived data, so a failure is logged, not raised."""
+    if not getattr(state, "auto_calibrate", True) or not needs_calibration(state):
+        return
+    try:
+        record(state, calibrate(state, target_recall=state.manifest.target_recall, source="checkpoint"))
+    except (MRLError, OSError, LookupError) as exc:
+        log.warning("could not calibrate the search effort of %s (%s); searches use the recorded defaults", state.directory, exc)
+
+
+def record(state: "StoreState", calibration: Calibration) -> None:
+    """Write ``calibration`` into the manifest (one atomic write; caller holds the write lock)."""
+    state.set_manifest(dataclasses.replace(state.manifest, calibration=calibration))
+
+
+def calibrate(state: "StoreState", *, target_recall: float, probes: int | None = None, seed: int = 0,
+              queries: np.ndarray | None = None, confidence_level: float = DEFAULT_CONFIDENCE,
+              targets: Sequence[float] = TARGETS, source: str = "calibrate") -> Calibration:
+    """Measure the store and return its ``Calibration`` (nothing is written; see ``record``).
+
+    ``probes`` (default ``DEFAULT_PROBES``): held-out-style probes, or how many of ``queries`` to use.
+    """
+    started = time.perf_counter()
+    probes = DEFAULT_PROBES if probes is None else probes
+    _check(target_recall, probes, confidence_level)
+    m = state.manifest
+    live = state.docs.live_rows()
+    rng = np.random.default_rng(seed)
+    if queries is not None:
+        vectors = normalize(np.asarray(queries, dtype=np.float32))
+        vectors = vectors[np.sort(rng.choice(len(vectors), size=min(probes, len(vectors)), replace=False))]
+        own = np.full(len(vectors), -1, dtype=np.int64)
+        strata = np.zeros(len(vectors), dtype=np.int64)
+    else:
+        own = np.sort(rng.choice(live, size=min(probes, len(live) - K - 1), replace=False))
+        vectors, strata = off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+    truth = exact_top_rows(state, live, own, vectors, K)
+    shortlists = [s for s in LADDER if s < len(live) - 1] or [max(K, len(live) - 2)]
+    wanted = sorted(set(targets) | {target_recall})
+    # Above a level whose mean recall leaves a quarter of the strictest target's misses, no policy
+    # needs anything higher (it would meet every target there already).
+    recall, conf = trace(state, vectors, own, truth, shortlists, enough=1 - (1 - max(wanted)) / 4)
+    costs = np.array([[level_cost(s, r * s, m.prefix_dim, m.full_dim) for s in shortlists] for r in EF_RATIOS])
+    z = statistics.NormalDist().inv_cdf(confidence_level)
+    exact_cost = len(live) * (COST_PER_SCANNED_ROW[0] + COST_PER_SCANNED_ROW[1] * m.full_dim / 1024)
+    chosen, fixed = choose(recall, conf, costs, exact_cost, shortlists, wanted, z, target_recall, strata)
+    return Calibration(target_recall, K, len(live), m.prefix_dim, len(vectors), seed, confidence_level, source,
+                       time.perf_counter() - started, chosen, fixed, "probes" if queries is None else "given")
+
+
+def off_node(vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Move each unit row by Gaussian noise shaped like the sample's per-dimension spread, of a norm
+    drawn uniformly from ``NOISE``, and renormalize. Returns (probes, stratum 0..STRATA-1: equal
+    bands of that range, near to far)."""
+    shape = vectors.std(axis=0)
+    shape = shape / max(float(np.linalg.norm(shape)), 1e-12)
+    norms = rng.uniform(*NOISE, size=(len(vectors), 1)).astype(np.float32)
+    moved = vectors + norms * rng.standard_normal(vectors.shape).astype(np.float32) * shape
+    bands = np.linspace(*NOISE, STRATA + 1)[1:-1]
+    return normalize(moved.astype(np.float32)), np.digitize(norms[:, 0], bands).astype(np.int64)
+
+
+def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact full-width top-``k`` live rows of each query, never its ``own`` row (-1: none); one pass."""
+    nq = len(queries)
+    best = (np.full((nq, 0), -1, dtype=np.int64), np.full((nq, 0), -np.inf, dtype=np.float32))
+    qt = np.ascontiguousarray(queries.T)
+    block = max(256, _BLOCK_BYTES // (4 * (state.manifest.full_dim + 2 * nq)))  # rows, and their scores (folded twice)
+    for start in range(0, len(live), block):
+        part = live[start : start + block]
+        scores = to_float32(state.vectors.gather(part)) @ qt  # (block, nq)
+        pos = np.searchsorted(part, own)
+        inside = (pos < len(part)) & (part[np.minimum(pos, len(part) - 1)] == own)
+        scores[pos[inside], np.flatnonzero(inside)] = -np.inf
+        best = fold_top_k(best, part, scores, k)
+    return best[0]
+
+
+def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.ndarray,
+          shortlists: Sequence[int], enough: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Recall of each level's own top-k, and the parts of the query's confidence there: (probes,
+    ratios, levels) and (probes, ratios, levels, 2) arrays. Levels above one whose mean recall is ``enough`` are not queried (recall 1,
+    confidence +inf there: a policy stops at the first level it reaches above it)."""
+    m = state.manifest
+    nq, nl = len(queries), len(shortlists)
+    recall = np.ones((nq, len(EF_RATIOS), nl))
+    conf = np.full((nq, len(EF_RATIOS), nl, 2), np.inf)  # (z, k-th score)
+    pq = prefix(queries, m.prefix_dim)
+    truth_sets = [set(t[t >= 0].tolist()) for t in truth]
+    for b, ratio in enumerate(EF_RATIOS):
+        scored = [ScoredRows() for _ in range(nq)]  # each probe's rows scored so far (shared by this ratio's levels)
+        for level, shortlist in enumerate(shortlists):
+            for i in range(nq):
+                if i % _QUERY_CHUNK == 0:  # the coarse queries in chunks: bounded memory at the top levels
+                    rows, sims = state.ann.query(pq[i : i + _QUERY_CHUNK], shortlist + 1, ratio * shortlist + 1, num_threads=-1)
+                keep = rows[i % _QUERY_CHUNK] != own[i]
+                r, s = rows[i % _QUERY_CHUNK][keep][:shortlist], sims[i % _QUERY_CHUNK][keep][:shortlist]
+                f = scored[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
+                top = r[np.argsort(-f, kind="stable")[:K]]
+                recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
+                conf[i, b, level] = confidence_parts(s, f, K)
+            if recall[:, b, level].mean() >= enough:
+                break  # every target is met here already: higher levels would never be chosen
+    return recall, conf
+
+
+def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: float, shortlists: Sequence[int],
+           targets: Sequence[float], z: float, store_target: float,
+           strata: np.ndarray | None = None) -> tuple[dict[float, Measured], Measured | None]:
+    """The cheapest policy per target: ranked on the first half of the probes, recorded with the
+    figures of the first candidate whose bound also holds on the second half. A policy meets a
+    target when the lower confidence bound of its recall over all probes does, and the mean of each
+    stratum (near, middle and far probes) does too, so it holds for a mix of such queries."""
+    nq = recall.shape[0]
+    strata = np.zeros(nq, dtype=np.int64) if strata is None else np.asarray(strata)
+    half = np.arange(nq) % 2 == 0  # interleaved: the probe sample is sorted by row
+    table = _Candidates(_candidates(recall, conf, costs, exact_cost, shortlists, half, z, strata))
+
+    def first_that_holds(order: np.ndarray, target: float) -> Measured | None:
+        for i in order[:_MAX_CHECKS].tolist():
+            measured = _measure(recall, conf, costs, exact_cost, shortlists, ~half, z, strata, *table.key(i))
+            if measured.recall_low >= target - 1e-12:
+                return measured
+        return None
+
+    chosen: dict[float, Measured] = {}
+    for target in targets:
+        found = first_that_holds(table.ranked(table.low >= target - 1e-12, levels_last=True), target)
+        if found is not None:
+            chosen[target] = found
+    one_level = (table.levels == 1) & ~table.exact & (table.low >= store_target - 1e-12)
+    fixed = first_that_holds(table.ranked(one_level), store_target)
+    return chosen, fixed
+
+
+class _Candidates:
+    """Every candidate policy's first-half figures as flat arrays (tens of thousands of them: tuples
+    would cost ~20 MB at each checkpoint's calibration), with the key that rebuilds each policy."""
+
+    def __init__(self, groups) -> None:
+        self._groups: list[tuple] = []
+        cost, mean, low, levels, group, tau = [], [], [], [], [], []
+        for key, taus, c, m, lo, n in groups:
+            group.append(np.full(len(taus), len(self._groups), dtype=np.int32))
+            self._groups.append(key)
+            tau.append(taus); cost.append(c); mean.append(m); low.append(lo)  # noqa: E702
+            levels.append(np.full(len(taus), n, dtype=np.int16))
+        self.cost, self.mean, self.low = np.concatenate(cost), np.concatenate(mean), np.concatenate(low)
+        self.levels, self.group, self.tau = np.concatenate(levels), np.concatenate(group), np.concatenate(tau)
+        self.exact = np.array([key[2] for key in self._groups], dtype=bool)[self.group]
+
+    def ranked(self, mask: np.ndarray, levels_last: bool = False) -> np.ndarray:
+        """Indexes under ``mask``: cheapest first, then the higher mean (then fewer levels)."""
+        idx = np.flatnonzero(mask)
+        keys = (self.levels[idx],) if levels_last else ()
+        return idx[np.lexsort((*keys, -self.mean[idx], self.cost[idx]))]
+
+    def key(self, i: int) -> tuple:
+        b, visited, exact, weight = self._groups[int(self.group[i])]
+        return b, visited, float(self.tau[i]), exact, weight
+
+
+def _combined(conf: np.ndarray, weight: float) -> np.ndarray:
+    """The confidence ``effort.confidence`` computes, from its recorded parts (..., 2)."""
+    z, kth = conf[..., 0], conf[..., 1]
+    return np.where(np.isinf(z), np.inf, z + weight * np.where(np.isinf(kth), 0.0, kth))
+
+
+def _candidates(recall, conf, costs, exact_cost, shortlists, rows, z, strata):
+    """Per policy shape on the probes ``rows``: ((ratio, levels, exact, weight), thresholds, mean
+    cost, mean recall and its lower bound (the lowest of the strata's) per threshold, level count)."""
+    nl = len(shortlists)
+    rec, groups = recall[rows], strata[rows]
+    for weight in WEIGHTS:
+        cf = _combined(conf[rows], weight)
+        for b in range(len(EF_RATIOS)):
+            for start in range(nl):
+                plans = [list(range(start, last + 1, stride)) for stride in STRIDES for last in range(start + stride, nl, stride)]
+                if weight == WEIGHTS[0]:
+                    plans.insert(0, [start])  # a single level judges nothing: once is enough
+                for visited, exact in ((v, e) for v in plans for e in (False, True)):
+                    judged = visited if exact else visited[:-1]
+                    taus = np.array(_thresholds(cf[:, b, judged]) if judged else [np.inf])
+                    cost, got, _ = _simulate(rec, cf, costs, exact_cost, b, visited, exact, taus)
+                    yield ((b, tuple(visited), exact, weight), taus, cost.mean(axis=0), got.mean(axis=0),
+                           _bound(got, groups, z), len(visited) + exact)
+
+
+def _thresholds(values: np.ndarray) -> list[float]:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return [float("inf")]
+    return sorted({float(x) for x in np.quantile(finite, _THRESHOLDS)})
+
+
+def _simulate(recall, conf, costs, exact_cost, b, visited, exact, taus):
+    """Per probe and threshold: modeled cost, recall where it stops, and the stop (len(visited):
+    the exact scan), for one ladder; (probes, thresholds) arrays."""
+    levels = np.array(visited)
+    passed = conf[:, b, levels][:, :, None] >= np.asarray(taus, dtype=float)[None, None, :]
+    if not exact:
+        passed[:, -1, :] = True  # the last level stops everyone
+    stop = np.where(passed.any(axis=1), np.argmax(passed, axis=1), len(levels))
+    cumulative = np.cumsum(costs[b, levels] + COST_PER_LEVEL) - COST_PER_LEVEL
+    cumulative = np.append(cumulative, cumulative[-1] + COST_PER_LEVEL + exact_cost)
+    reached = np.append(recall[:, b, levels], np.ones((len(recall), 1)), axis=1)  # the exact scan finds all
+    got = np.take_along_axis(reached, stop, axis=1)
+    return cumulative[stop], got, stop
+
+
+def _measure(recall, conf, costs, exact_cost, shortlists, rows, z, strata, b, visited, tau, exact, weight) -> Measured:
+    cf = _combined(conf[rows], weight)
+    cost, rec, stop = (a[:, 0] for a in _simulate(recall[rows], cf, costs, exact_cost, b, visited, exact, [tau]))
+    groups = strata[rows]
+    ratio = EF_RATIOS[b]
+    policy = EffortPolicy(tuple((shortlists[v], ratio * shortlists[v]) for v in visited), float(tau), exact, float(weight))
+    worst = np.sort(rec)[: max(1, len(rec) // 10)]
+    low = float(_bound(rec[:, None], groups, z)[0])
+    return Measured(policy, float(rec.mean()), low, float(worst.mean()), float(cost.mean()),
+                    tuple(int(x) for x in np.bincount(stop, minlength=len(visited) + exact)))
+
+
+def _bound(values: np.ndarray, groups: np.ndarray, z: float) -> np.ndarray:
+    """Per column of ``values`` (probes, n): the lower confidence bound of the mean over all probes,
+    but no higher than the lowest stratum's plain mean (a far stratum below the target fails the
+    policy; bounding each stratum apart would ask ~2x the probes for the same tightness)."""
+    worst_stratum = np.min([values[groups == g].mean(axis=0) for g in np.unique(groups)], axis=0)
+    return np.minimum(_lows(values, z), worst_stratum)
+
+
+def _lows(values: np.ndarray, z: float) -> np.ndarray:
+    """One-sided lower confidence bound of the mean of each column of ``values`` (probes, n)."""
+    n = len(values)
+    means = values.mean(axis=0)
+    return means - z * values.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else means
+
+
+def _check(target_recall, probes, confidence_level) -> None:
+    if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+        raise InvalidInputError(f"target_recall must lie in (0, 1], got {target_recall!r}")
+    if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 4:
+        raise InvalidInputError(f"probes must be an integer >= 4, got {probes!r}")
+    if not 0.5 <= confidence_level < 1:
+        raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
+
+
+__all__ = ["DEFAULT_PROBES", "LADDER", "TARGETS", "after_checkpoint", "calibrate", "check_target", "exact_top_rows",
+           "level_cost", "needs_calibration", "off_node", "record"]
