@@ -371,8 +371,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         store = self._lazy.verified or self._lazy.checked(len(vector), self._spec(len(vector)))
         if store is None or check_count("k", k) == 0:
             return []
-        hits = store.search(vector, k=k, shortlist=options.shortlist, filter=options.filter, ef=options.ef,
-                            **options.effort())
+        hits = store.search(vector, k=k, shortlist=options.shortlist, filter=options.filter, ef=options.ef, **options.effort())
         if options.score_threshold is not None:
             hits = [h for h in hits if h.score >= options.score_threshold]
         return hits
