@@ -36,7 +36,8 @@ from mrl_retrievers.errors import (
     RateLimitError,
 )
 from mrl_retrievers.providers import from_config
-from mrl_retrievers.providers.base import HostedProvider, RetryPolicy
+from mrl_retrievers.providers.base import RetryPolicy
+from mrl_retrievers.providers.hosted import HostedProvider
 from tests.providers.servers.fixtures import record_waits
 
 CANARY = "sk-canary-reliability-5d1e93b7a2c4f0"
