@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .errors import FilterError
-from .filters import And, Condition, Node, Or, _operator, json_equal
+from .filter_ast import And, Condition, Node, Or, json_equal, operator_for
 
 Sql = tuple[str, list[Any]]
 
@@ -54,7 +54,7 @@ def register(conn: sqlite3.Connection) -> None:
 def compile_node(node: Node, column: str) -> Sql:
     """The SQL for one AST node over ``column`` (already checked)."""
     if isinstance(node, Condition):
-        return _operator(_LEAVES, node)(column, '$."' + node.key + '"', node.operand)
+        return operator_for(_LEAVES, node)(column, '$."' + node.key + '"', node.operand)
     parts = [compile_node(child, column) for child in node.children]
     if isinstance(node, And):
         return _balanced("AND", parts)

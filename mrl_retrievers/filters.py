@@ -49,18 +49,27 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Union
+from typing import Any
 
+from . import _filter_sql
 from .errors import FilterError, UnsupportedFilterError
+from .filter_ast import (
+    COMBINATORS,
+    NODE_TYPES,
+    OPERATORS,
+    And,
+    Condition,
+    Node,
+    Not,
+    Or,
+    is_list,
+    is_number,
+    json_equal,
+    operator_for,
+)
 
-OPERATORS = (
-    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin",
-    "$contains", "$any", "$all", "$text", "$itext", "$exists", "$empty",
-)  # fmt: skip
-COMBINATORS = ("$and", "$or", "$not")
 # Levels of the AST (a condition is 1; each $and/$or/$not, and each dict holding several conditions,
 # adds 1). SQLite's parser (YYSTACKDEPTH 100) overflows on the compiled SQL at 24 levels here.
 MAX_FILTER_DEPTH = 16
@@ -71,44 +80,6 @@ __all__ = [
     "COMBINATORS", "OPERATORS", "And", "Condition", "Node", "Not", "Or",
     "json_equal", "matches", "parse_filter", "register_sql_functions", "to_sql",
 ]  # fmt: skip
-
-
-# --- the AST ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``key <op> operand`` on one top-level key. List operands are tuples, object operands are
-    read-only mappings, so a parsed filter cannot change under a caller."""
-
-    key: str
-    op: str
-    operand: Any
-
-
-@dataclass(frozen=True)
-class And:
-    """All children hold."""
-
-    children: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class Or:
-    """At least one child holds."""
-
-    children: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    """None of the children holds (one child: plain negation)."""
-
-    children: tuple[Node, ...]
-
-
-Node = Union[Condition, And, Or, Not]
-_NODE_TYPES = (Condition, And, Or, Not)
 
 
 # --- public API ------------------------------------------------------------------------------
@@ -123,7 +94,7 @@ def parse_filter(spec: Mapping[str, Any] | Node | None) -> Node | None:
     """
     if spec is None:
         return None
-    if isinstance(spec, _NODE_TYPES):  # trusted as built by parse_filter (only the depth is checked)
+    if isinstance(spec, NODE_TYPES):  # trusted as built by parse_filter (only the depth is checked)
         node = spec
     elif not isinstance(spec, Mapping):
         raise FilterError(f"a filter must be a dict, got {type(spec).__name__}: {_short(spec)}")
@@ -159,8 +130,6 @@ def to_sql(flt: Node | Mapping[str, Any] | None, column: str = "metadata") -> tu
     functions from ``register_sql_functions``: call it on the connection first. No filter gives
     ``("1", [])``. The expression is never NULL, so it can be negated or combined freely.
     """
-    from . import _filter_sql  # deferred: _filter_sql imports this module's AST
-
     node = parse_filter(flt)
     _filter_sql.check_column(column)
     return ("1", []) if node is None else _filter_sql.compile_node(node, column)
@@ -168,26 +137,7 @@ def to_sql(flt: Node | Mapping[str, Any] | None, column: str = "metadata") -> tu
 
 def register_sql_functions(conn: Any) -> None:
     """Register the deterministic SQL functions ``to_sql`` output needs on a sqlite3 connection."""
-    from . import _filter_sql
-
     _filter_sql.register(conn)
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """JSON-value equality: numbers by value, bool is not a number, containers recursively."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if _is_number(a) and _is_number(b):
-        return a == b
-    if isinstance(a, str) and isinstance(b, str):
-        return a == b
-    if a is None or b is None:
-        return a is None and b is None
-    if _is_list(a) and _is_list(b):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return False
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -287,7 +237,7 @@ def _json_operand(value: Any, where: str, depth: int) -> Any:
         return _scalar(value, where)
     if depth > _MAX_OPERAND_DEPTH:
         raise FilterError(f"{where}: operand nested deeper than {_MAX_OPERAND_DEPTH} levels")
-    if _is_list(value):
+    if is_list(value):
         return tuple(_json_operand(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
     if isinstance(value, Mapping):
         for k in value:
@@ -320,7 +270,7 @@ def _check_operand(op: str, value: Any, where: str) -> Any:
     _expect(op, value, where, what, accepts)
     if op in ("$eq", "$ne"):
         return _json_operand(value, where, 1)
-    if _is_list(value):  # $in $nin $any $all: a list of scalars
+    if is_list(value):  # $in $nin $any $all: a list of scalars
         items = []
         for i, item in enumerate(value):
             here = f"{where}[{i}]"
@@ -344,16 +294,8 @@ def _check_string(text: str, where: str) -> None:
         raise FilterError(f"{where}: {_short(text)} contains U+0000")
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_list(v: Any) -> bool:
-    return isinstance(v, (list, tuple))
-
-
 def _is_orderable(v: Any) -> bool:
-    return _is_number(v) or isinstance(v, str)
+    return is_number(v) or isinstance(v, str)
 
 
 def _is_scalar(v: Any) -> bool:
@@ -364,7 +306,7 @@ _SCALAR = ("a scalar (str, number, bool or None)", _is_scalar)
 _OPERAND_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     **dict.fromkeys(("$eq", "$ne"), ("a JSON value", lambda v: True)),
     **dict.fromkeys(("$gt", "$gte", "$lt", "$lte"), ("a number (int or float) or a string", _is_orderable)),
-    **dict.fromkeys(("$in", "$nin", "$any", "$all"), ("a list of scalars", _is_list)),
+    **dict.fromkeys(("$in", "$nin", "$any", "$all"), ("a list of scalars", is_list)),
     "$contains": _SCALAR,
     **dict.fromkeys(("$text", "$itext"), ("a string", lambda v: isinstance(v, str))),
     **dict.fromkeys(("$exists", "$empty"), ("true or false", lambda v: isinstance(v, bool))),
@@ -378,20 +320,12 @@ _MISSING: Any = object()  # the value of a key the document does not have
 
 def _evaluate(node: Node, md: Mapping[str, Any]) -> bool:
     if isinstance(node, Condition):
-        return _operator(_PY_OPS, node)(md.get(node.key, _MISSING), node.operand)
+        return operator_for(_PY_OPS, node)(md.get(node.key, _MISSING), node.operand)
     if isinstance(node, And):
         return all(_evaluate(child, md) for child in node.children)
     if isinstance(node, Or):
         return any(_evaluate(child, md) for child in node.children)
     return not any(_evaluate(child, md) for child in node.children)
-
-
-def _operator(table: dict[str, Any], node: Condition) -> Any:
-    """The table entry for a condition's operator; a hand-built Condition may carry any op."""
-    try:
-        return table[node.op]
-    except KeyError:
-        raise UnsupportedFilterError(f"unsupported operator {node.op!r}; supported: {', '.join(OPERATORS)}") from None
 
 
 def _eq(v: Any, x: Any) -> bool:
@@ -403,7 +337,7 @@ def _in(v: Any, xs: tuple[Any, ...]) -> bool:
 
 
 def _has_element(v: Any, x: Any) -> bool:
-    return _is_list(v) and any(json_equal(e, x) for e in v)
+    return is_list(v) and any(json_equal(e, x) for e in v)
 
 
 def _contains(v: Any, x: Any) -> bool:
@@ -412,11 +346,11 @@ def _contains(v: Any, x: Any) -> bool:
 
 def _comparable(v: Any, x: Any) -> bool:
     """A range operand orders values of its own kind only: numbers with numbers, strings with strings."""
-    return _is_number(v) if _is_number(x) else isinstance(v, str)
+    return is_number(v) if is_number(x) else isinstance(v, str)
 
 
 def _empty(v: Any) -> bool:
-    return v is _MISSING or v is None or (_is_list(v) and len(v) == 0)
+    return v is _MISSING or v is None or (is_list(v) and len(v) == 0)
 
 
 _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -430,7 +364,7 @@ _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "$nin": lambda v, xs: not _in(v, xs),
     "$contains": _contains,
     "$any": lambda v, xs: any(_has_element(v, x) for x in xs),
-    "$all": lambda v, xs: _is_list(v) and all(_has_element(v, x) for x in xs),
+    "$all": lambda v, xs: is_list(v) and all(_has_element(v, x) for x in xs),
     "$text": lambda v, x: isinstance(v, str) and x in v,
     "$itext": lambda v, x: isinstance(v, str) and x.casefold() in v.casefold(),
     "$exists": lambda v, x: (v is not _MISSING) == x,

@@ -37,6 +37,7 @@ from ..store import MRLStore
 from ..store import calibration, effort
 from ..store.search import coarse_ranked, exact_scores
 from . import data, textcorpus
+from .data import DEFAULT_CACHE
 
 K = 10
 ADD_BLOCK = 50_000
@@ -274,7 +275,6 @@ def _workloads(args: argparse.Namespace, log) -> list[Workload]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .cli import DEFAULT_CACHE  # noqa: PLC0415
 
     p.add_argument("--n", type=int, default=50_000, help="synthetic items (0: none)")
     p.add_argument("--dims", type=int, nargs="+", default=[1024, 768])
@@ -298,9 +298,6 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("adaptive-grid", help="recall@10 with no tune and no knobs: synthetic grid and real text")
     _common(p)
     p.set_defaults(func=cmd_grid)
-    from .adaptive_compare import add_parser  # noqa: PLC0415
-
-    add_parser(sub)
 
 
 def _log(line: str) -> None:

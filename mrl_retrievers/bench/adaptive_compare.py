@@ -31,6 +31,7 @@ import numpy as np
 
 from ..store.tuning import tune
 from . import data
+from .data import DEFAULT_CACHE
 from .adaptive import K, Workload, effort_levels, open_store, summary
 
 FIXED_GRID = [(s, r * s) for s in (25, 50, 100, 200, 400) for r in (1, 2, 3)] + [(600, 1200), (800, 1600)]
@@ -224,7 +225,6 @@ def plot(rep: dict[str, Any], path: Path) -> Path:
 
 
 def add_parser(sub) -> None:
-    from .cli import DEFAULT_CACHE  # noqa: PLC0415
 
     p = sub.add_parser("adaptive-compare", help="adaptive effort vs tune's best fixed shortlist/ef, at equal recall")
     p.add_argument("--n", type=int, default=200_000)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..store.manifest import DEFAULT_EF_CONSTRUCTION
+from .data import DEFAULT_CACHE
 
-DEFAULT_CACHE = Path(os.environ.get("MRL_BENCH_CACHE", Path.home() / ".cache" / "mrl-retrievers" / "bench"))
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
@@ -217,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_scale_parser(sub)
     from .adaptive import add_parsers as add_adaptive_parsers  # noqa: PLC0415 - argparse only; heavy work runs inside
+    from .adaptive_compare import add_parser as add_adaptive_compare_parser  # noqa: PLC0415
 
     add_adaptive_parsers(sub)
+    add_adaptive_compare_parser(sub)
     return parser
 
 

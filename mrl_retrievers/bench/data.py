@@ -27,6 +27,9 @@ import numpy as np
 from ..store.search import fold_top_k
 from .synthetic import mrl_like, queries_near
 
+# Where datasets and built indexes are kept between runs (``--cache`` overrides it).
+DEFAULT_CACHE = Path(os.environ.get("MRL_BENCH_CACHE", Path.home() / ".cache" / "mrl-retrievers" / "bench"))
+
 BLOCK = 65536
 
 

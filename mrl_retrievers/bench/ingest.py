@@ -8,7 +8,7 @@ plain sequential OpenAI-SDK loop, and the result says so).
 
 Each client runs in its own subprocess against a fresh emulator subprocess (so the rate-limit
 window starts empty and the server's CPU does not share a GIL with the client). The emulator is
-``tests/providers/servers/openai_server.py``: it answers 429 with ``Retry-After`` beyond ``rpm`` /
+``mrl_retrievers/emulators/openai_server.py``: it answers 429 with ``Retry-After`` beyond ``rpm`` /
 ``tpm`` and counts what it answered. It ships with the source tree (not the wheel): run this from a
 checkout.
 """
@@ -185,7 +185,7 @@ def _serve(latency_ms: float, rpm: int, tpm: int, texts_path: str | None = None)
     every text during the run would bill the client (that sends strings) for the server's work.
     """
     try:
-        from tests.providers.servers.openai_server import OpenAIServer  # noqa: PLC0415
+        from mrl_retrievers.emulators.openai_server import OpenAIServer  # noqa: PLC0415
     except ImportError as exc:
         raise SystemExit(f"the ingestion benchmark needs the source tree's tests/ (the OpenAI emulator): {exc}") from None
 

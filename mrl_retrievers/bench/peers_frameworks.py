@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .data import Dataset
-from .peers import Peer
+from .peer_base import Peer
 
 
 def _vectors_as_lists(ds: Dataset, start: int, stop: int) -> list[list[float]]:

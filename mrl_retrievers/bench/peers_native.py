@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .data import Dataset
-from .peers import COARSE_TO_FINE_GRID, HNSW_EF_GRID, Peer
+from .peer_base import COARSE_TO_FINE_GRID, HNSW_EF_GRID, Peer
 
 # DiskANN's search list L (its ef): the same range as the HNSW peers' ef, from 16 (L >= k).
 DISKANN_L_GRID = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from ..config import DEFAULT_PROVIDER, EmbedderSettings, Settings, load_config
 from ..errors import ConfigError, MissingDependencyError, SpecMismatchError
 from ..types import EmbeddingSpec
-from .base import HostedProvider, Provider, RetryPolicy, require
+from .base import Provider, RetryPolicy, require
+from .hosted import HostedProvider
 
 _PACKAGE = __name__
 

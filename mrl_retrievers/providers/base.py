@@ -22,7 +22,7 @@ Contract (stable; changes are additive only, flagged ``# CONTRACT CHANGE:`` here
       A multimodal adapter's ``_embed_batch(items, kind)`` gets ``str``, ``Image`` and ``Content``
       items; the spec records ``modalities``.
 
-``HostedProvider(Provider)`` (defined in ``hosted.py``, imported from here) adds, for API-backed
+``HostedProvider(Provider)`` (in ``hosted.py``, which builds on this module) adds, for API-backed
 providers:
     * batching by count (``batch_size``) and by estimated tokens (``max_batch_tokens``; override
       ``_estimate_tokens`` for a better count);
@@ -404,16 +404,6 @@ class Provider(abc.ABC):
         return f"{self.name}/{self.model}"
 
 
-def __getattr__(name: str) -> Any:
-    # HostedProvider lives in hosted.py (which imports this module); re-exported lazily so that
-    # ``from .base import HostedProvider`` keeps working without an import cycle.
-    if name == "HostedProvider":
-        from .hosted import HostedProvider  # noqa: PLC0415
-
-        return HostedProvider
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # --- input checks --------------------------------------------------------------------------------
 
 
@@ -445,7 +435,6 @@ def _check_positive(name: str, value: Any) -> None:
 
 
 __all__ = [
-    "HostedProvider",
     "KINDS",
     "Kind",
     "Provider",

@@ -38,7 +38,8 @@ from ..errors import ProviderTimeoutError
 from ..media import Content, Image
 from ._clients import ClientPool
 from .hosted import checked_batch_size
-from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require
+from .base import Kind, error_for_status, make_error, parse_retry_after, require
+from .hosted import HostedProvider
 from .models import DEFAULT_MODELS, ModelInfo, lookup, resolve_width
 from .multimodal import apply_capabilities, item_tokens
 

@@ -31,7 +31,8 @@ from ..config import Secret
 from ..errors import AuthenticationError, EmbeddingResponseError, ProviderConnectionError, ProviderTimeoutError
 from ..media import Image
 from ._clients import ClientPool
-from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require
+from .base import Kind, error_for_status, make_error, parse_retry_after, require
+from .hosted import HostedProvider
 from .hosted import checked_batch_size
 from .models import DEFAULT_MODELS, lookup, resolve_width
 from .multimodal import apply_capabilities, item_tokens

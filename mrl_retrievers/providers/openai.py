@@ -24,7 +24,8 @@ from ..errors import AuthenticationError, ConfigError, EmbeddingResponseError, P
 from ..errors import ProviderTimeoutError
 from ._clients import ClientPool
 from .hosted import checked_batch_size
-from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require, resolve_api_key
+from .base import Kind, error_for_status, make_error, parse_retry_after, require, resolve_api_key
+from .hosted import HostedProvider
 from .models import DEFAULT_MODELS, lookup, resolve_width
 
 PROVIDER = "openai"

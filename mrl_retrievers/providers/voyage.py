@@ -30,7 +30,8 @@ from ..errors import AuthenticationError, EmbeddingResponseError, ProviderConnec
 from ..errors import ProviderError, ProviderTimeoutError
 from . import voyage_multimodal
 from .hosted import checked_batch_size
-from .base import HostedProvider, Kind, error_for_status, make_error, parse_retry_after, require
+from .base import Kind, error_for_status, make_error, parse_retry_after, require
+from .hosted import HostedProvider
 from .models import DEFAULT_MODELS, lookup, resolve_width
 from .multimodal import apply_capabilities, image_transport, split_where
 

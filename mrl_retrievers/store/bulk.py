@@ -10,6 +10,10 @@ checkpoint (``store/checkpoints.py``; the segments that were complete are loaded
 The next batch is read and prepared on a second thread while the current one is written and
 inserted (numpy, SQLite and hnswlib release the GIL), so a 2-core machine keeps both cores busy.
 
+The checkpoints taken during a load do not recalibrate the search effort (``store/calibration.py``);
+the load calibrates once at its end if the store needs it, so a 10M build pays for one calibration,
+not one per doubling.
+
 Memory: two batches at a time (``2 x batch_rows x full_dim`` float32 plus their file-dtype copies)
 beside the coarse index itself.
 """
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
+from . import calibration
 
 if TYPE_CHECKING:  # pragma: no cover
     from .local import MRLStore, PreparedBatch
@@ -95,6 +100,9 @@ def bulk_add(store: "MRLStore", source: Source, *, ids: Sequence[str] | Callable
     worker = threading.Thread(target=prepare, name="mrl-bulk-prepare", daemon=True)
     worker.start()
     rows = 0
+    # The checkpoints a load takes must not each recalibrate the search effort (at every doubling of
+    # a 10M build: twice the work of one calibration at the end); the load calibrates once, below.
+    calibrating, store._s.auto_calibrate = store._s.auto_calibrate, False
     try:
         while True:
             item = prepared.get()
@@ -114,7 +122,10 @@ def bulk_add(store: "MRLStore", source: Source, *, ids: Sequence[str] | Callable
             except queue.Empty:
                 pass
             worker.join(timeout=0.05)
+        store._s.auto_calibrate = calibrating
         report_progress(None)
+    if rows and calibrating and calibration.needs_calibration(store._s):
+        store.calibrate(source="bulk_add")
     return LoadReport(name, done, rows, time.perf_counter() - started, total)
 
 

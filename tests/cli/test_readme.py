@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.providers.servers import OpenAIServer
+from mrl_retrievers.emulators import OpenAIServer
 from tests.providers.servers.fixtures import KEY
 
 ROOT = Path(__file__).resolve().parents[2]

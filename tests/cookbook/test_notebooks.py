@@ -134,7 +134,7 @@ def test_notebook_runs_offline(notebook: Path, kernel_env: Path) -> None:
 @pytest.fixture
 def emulators() -> Iterator[dict[str, str]]:
     """Loopback OpenAI, Gemini and Voyage APIs: provider name -> base URL."""
-    from tests.providers.servers import GeminiServer, OpenAIServer, VoyageServer
+    from mrl_retrievers.emulators import GeminiServer, OpenAIServer, VoyageServer
 
     servers = {"openai": OpenAIServer(api_key="k"), "gemini": GeminiServer(api_key="k"), "voyage": VoyageServer(api_key="k")}
     for server in servers.values():
@@ -170,7 +170,7 @@ def test_swap_providers_runs_its_hosted_cells_when_keys_are_set(kernel_env: Path
 
 
 def test_multimodal_runs_its_hosted_cells_when_keys_are_set(kernel_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.providers.servers import GeminiServer, JinaServer, VoyageServer
+    from mrl_retrievers.emulators import GeminiServer, JinaServer, VoyageServer
 
     servers = {"voyage": VoyageServer(api_key="k"), "gemini": GeminiServer(api_key="k"), "jina": JinaServer(api_key="k")}
     for var in ("VOYAGE_API_KEY", "GEMINI_API_KEY", "JINA_API_KEY"):

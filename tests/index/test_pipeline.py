@@ -27,7 +27,7 @@ from mrl_retrievers.cache import EmbeddingCache
 from mrl_retrievers.errors import InvalidInputError, ProviderError, StoreIOError
 from mrl_retrievers.providers.cached import CachedProvider
 from mrl_retrievers.providers.fake import FakeProvider
-from tests.providers.servers import Fault, OpenAIServer, RateLimiter
+from mrl_retrievers.emulators import Fault, OpenAIServer, RateLimiter
 from tests.providers.servers.fixtures import KEY, record_waits
 
 TEXTS = [f"passage {i} about topic {i % 11} and the coarse to fine index" for i in range(200)]

@@ -230,7 +230,7 @@ _HOSTED_WORKER = textwrap.dedent(
 def test_sigkill_counted_at_the_loopback_server(tmp_path):
     """The issue's criterion: texts re-requested after a kill are counted at the server."""
     pytest.importorskip("openai")
-    from tests.providers.servers import OpenAIServer
+    from mrl_retrievers.emulators import OpenAIServer
 
     n = 1200
     cache_path = tmp_path / "cache.sqlite"

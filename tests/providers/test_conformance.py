@@ -28,7 +28,7 @@ from mrl_retrievers.errors import (
 from mrl_retrievers.providers.base import RetryPolicy
 from mrl_retrievers.providers.fake import FakeProvider
 from mrl_retrievers.types import EmbeddingSpec
-from tests.providers.servers import Fault
+from mrl_retrievers.emulators import Fault
 from tests.providers.servers.fixtures import HOSTED_CASES, KEY, hosted_case, record_waits
 
 TEXTS = ["the cat sat on the mat", "a dog barked at the mailman", "prefixes of MRL vectors carry meaning",

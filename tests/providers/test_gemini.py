@@ -25,7 +25,7 @@ from mrl_retrievers.providers.gemini import (  # noqa: E402
     parse_response,
     retry_info_delay,
 )
-from tests.providers.servers import Fault, RateLimiter  # noqa: E402
+from mrl_retrievers.emulators import Fault, RateLimiter  # noqa: E402
 from tests.providers.servers.fixtures import FAST_RETRY, GEMINI2_PREFIX, KEY, record_waits  # noqa: E402
 
 TEXTS = ["the cat sat on the mat", "a dog barked", "mrl prefixes carry meaning"]

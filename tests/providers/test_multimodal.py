@@ -25,7 +25,7 @@ from mrl_retrievers.providers.cached import CachedProvider
 from mrl_retrievers.providers.fake import FakeProvider
 from mrl_retrievers.types import EmbeddingSpec
 from tests.providers.images import jpeg, png
-from tests.providers.servers import Fault
+from mrl_retrievers.emulators import Fault
 from tests.providers.servers.fixtures import KEY, record_waits
 
 RED, GREEN, BLUE = png("red"), png("green"), jpeg("blue")
@@ -111,7 +111,7 @@ def test_the_rate_limiter_charges_images(voyage_server):
     PNG (charged as 50k pixels = 90 tokens), then answers 429 with Retry-After."""
     pytest.importorskip("voyageai")
     from mrl_retrievers.providers.voyage import VoyageProvider
-    from tests.providers.servers import VoyageServer
+    from mrl_retrievers.emulators import VoyageServer
 
     with VoyageServer(api_key=KEY, tpm=100) as server:
         emb = VoyageProvider(model="voyage-multimodal-3.5", dim=256, api_key=KEY, base_url=server.base_url,

@@ -158,7 +158,7 @@ def test_gemini_embedding_2_request_body(gemini_server):
     text, image = items[2]["content"]["parts"]
     assert text == {"text": GEMINI2_PREFIX["document"] + "rainfall by month"}
     assert _inline(image) == ("image/jpeg", blue)
-    from tests.providers.servers.gemini_server import image_identity
+    from mrl_retrievers.emulators.gemini_server import image_identity
 
     identities = [GEMINI2_PREFIX["document"] + "a bar chart", image_identity(red),
                   GEMINI2_PREFIX["document"] + "rainfall by month\n" + image_identity(blue)]

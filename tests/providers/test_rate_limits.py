@@ -18,7 +18,7 @@ import pytest
 from mrl_retrievers.providers._retry import PauseGate, RateBudget
 from mrl_retrievers.providers.openai import OpenAIProvider
 from tests.providers.servers.fixtures import KEY
-from tests.providers.servers.openai_server import OpenAIServer
+from mrl_retrievers.emulators.openai_server import OpenAIServer
 
 
 class Clock:

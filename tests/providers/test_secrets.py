@@ -31,7 +31,7 @@ MODELS = {"openai": ("text-embedding-3-small", 64), "gemini": ("gemini-embedding
 
 
 def _server(name: str, key: str):
-    servers = pytest.importorskip("tests.providers.servers")
+    servers = pytest.importorskip("mrl_retrievers.emulators")
     cls = {"openai": servers.OpenAIServer, "gemini": servers.GeminiServer, "voyage": servers.VoyageServer,
            "jina": servers.JinaServer}[name]
     return cls(api_key=key)
@@ -61,7 +61,7 @@ def _files_text(root: Path) -> bytes:
 @pytest.mark.parametrize("source", ["argument", "env"])
 def test_canary_never_leaks_from_hosted_providers(name, source, tmp_path, monkeypatch, debug_logs, capfd):
     pytest.importorskip({"openai": "openai", "gemini": "google.genai", "voyage": "voyageai", "jina": "httpx"}[name])
-    from tests.providers.servers import Fault
+    from mrl_retrievers.emulators import Fault
 
     for var in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "VOYAGE_API_KEY", "JINA_API_KEY",
                 "JINAAI_API_KEY"):

@@ -18,7 +18,7 @@ from mrl_retrievers.errors import (  # noqa: E402
 )
 from mrl_retrievers.providers import get_provider  # noqa: E402
 from mrl_retrievers.providers.voyage import VoyageProvider, build_request, parse_response  # noqa: E402
-from tests.providers.servers import Fault  # noqa: E402
+from mrl_retrievers.emulators import Fault  # noqa: E402
 from tests.providers.servers.fixtures import FAST_RETRY, KEY, record_waits  # noqa: E402
 
 TEXTS = ["the cat sat on the mat", "a dog barked", "mrl prefixes carry meaning"]

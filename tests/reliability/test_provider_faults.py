@@ -39,7 +39,7 @@ from mrl_retrievers.errors import (
 )
 from mrl_retrievers.providers.base import RetryPolicy
 from mrl_retrievers.providers.cached import CachedProvider
-from tests.providers.servers import Fault
+from mrl_retrievers.emulators import Fault
 from tests.providers.servers.fixtures import (
     FAST_RETRY,
     HOSTED_CASES,

@@ -36,7 +36,8 @@ from mrl_retrievers.errors import (
     RateLimitError,
 )
 from mrl_retrievers.providers import from_config
-from mrl_retrievers.providers.base import HostedProvider, RetryPolicy
+from mrl_retrievers.providers.base import RetryPolicy
+from mrl_retrievers.providers.hosted import HostedProvider
 from tests.providers.servers.fixtures import record_waits
 
 CANARY = "sk-canary-reliability-5d1e93b7a2c4f0"
@@ -117,7 +118,7 @@ def _echo(server, status: int):
     """A fault whose error body and a response header repeat the key back (some gateways do).
     Regression (issue 13, failure 14): the header reached httpcore's DEBUG records and the SDK
     exception kept as ``__context__`` of ours."""
-    from tests.providers.servers import Fault
+    from mrl_retrievers.emulators import Fault
 
     reply = server.error_reply(status, f"the key {CANARY} was refused by the upstream (status {status})")
     return Fault.http(status, body=reply.body, headers={"x-upstream-authorization": f"Bearer {CANARY}"})
@@ -136,7 +137,7 @@ def _toml(path: Path, name: str, server, store: Path, cache: Path, with_key: boo
 
 def run_everything(name: str, tmp_path: Path, monkeypatch, capsys) -> tuple[Leaks, list[object]]:
     """Drive the key through every path; return the leaks found outside logs/files and what was seen."""
-    from tests.providers.servers import Fault
+    from mrl_retrievers.emulators import Fault
 
     _, model, dim, env_var, _ = PROVIDERS[name]
     leaks, seen = Leaks(), []

@@ -54,6 +54,28 @@ def test_generators_and_start_callables_with_their_own_ids_and_texts(tmp_path):
             store.bulk_add(data[:10], batch_rows=0)
 
 
+def test_a_load_calibrates_once_at_its_end_not_at_each_checkpoint(tmp_path, monkeypatch):
+    from mrl_retrievers.store import calibration, checkpoints
+
+    data = dataset(12_000, 32, seed=5)
+    sources, saved = [], []
+    real = calibration.calibrate
+    monkeypatch.setattr(calibration, "DEFAULT_PROBES", 48)
+    monkeypatch.setattr(calibration, "calibrate", lambda state, **kw: sources.append(kw["source"]) or real(state, **kw))
+    real_checkpoint = checkpoints.checkpoint
+    monkeypatch.setattr(checkpoints, "checkpoint", lambda state, *a, **kw: saved.append(state.rows) or real_checkpoint(state, *a, **kw))
+    with MRLStore.create(tmp_path / "s", full_dim=32, prefix_dim=8) as store:
+        store._s.checkpoint_due = lambda min_rows: True  # a checkpoint after every batch, as a long build takes them
+        assert store.bulk_add(data, batch_rows=1500).rows == 12_000
+        assert len(saved) >= 6  # the load checkpointed as it grew past 2x, 4x ... the first calibration's size
+        assert sources == ["bulk_add"]
+        assert store.manifest.calibration.live == 12_000 and store.manifest.calibration.source == "bulk_add"
+        store.add(["one more"], data[:1])
+        store.checkpoint()
+        assert sources == ["bulk_add"]  # 12,001 live: within 2x of the calibrated size
+        assert store._s.auto_calibrate  # checkpoints outside a load calibrate again
+
+
 def test_memory_stays_bounded_by_the_batch_not_the_source(tmp_path):
     n, dim = 60_000, 256
     source = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float16, shape=(n, dim))

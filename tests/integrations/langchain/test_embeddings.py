@@ -12,7 +12,7 @@ import pytest
 from langchain_mrl import MRLEmbeddings, MRLVectorStore
 from mrl_retrievers import get_provider
 from mrl_retrievers.errors import ConfigError
-from tests.providers.servers import OpenAIServer
+from mrl_retrievers.emulators import OpenAIServer
 
 KEY = "test-key-0123456789"
 

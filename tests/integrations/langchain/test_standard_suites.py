@@ -23,7 +23,7 @@ from langchain_tests.integration_tests import (
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from langchain_mrl import MRLEmbeddings, MRLRetriever, MRLVectorStore
-from tests.providers.servers import OpenAIServer
+from mrl_retrievers.emulators import OpenAIServer
 
 KEY = "test-key-0123456789"
 OPENAI_PARAMS = {"provider": "openai", "model": "text-embedding-3-large", "dim": 256, "api_key": KEY, "max_retries": 0}

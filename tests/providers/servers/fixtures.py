@@ -21,7 +21,7 @@ import pytest
 
 from mrl_retrievers.providers.base import RetryPolicy
 
-from . import GeminiServer, JinaServer, LoopbackServer, OpenAIServer, VoyageServer, unit
+from mrl_retrievers.emulators import GeminiServer, JinaServer, LoopbackServer, OpenAIServer, VoyageServer, unit
 
 KEY = "test-key-0123456789"
 GEMINI2_PREFIX = {"query": "task: search result | query: ", "document": "title: none | text: "}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.providers.images import jpeg, png, webp
-from tests.providers.servers import GeminiServer, JinaServer, OpenAIServer, RateLimiter, VoyageServer
+from mrl_retrievers.emulators import GeminiServer, JinaServer, OpenAIServer, RateLimiter, VoyageServer
 from tests.providers.servers.fixtures import KEY
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -229,7 +229,7 @@ def test_rate_limited_server_answers_429_with_retry_after():
 
 def test_command_line_entry_point():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.providers.servers.voyage_server", "--port", "0", "--latency-ms", "5",
+        [sys.executable, "-m", "mrl_retrievers.emulators.voyage_server", "--port", "0", "--latency-ms", "5",
          "--api-key", KEY],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )
@@ -266,8 +266,8 @@ def test_openai_base64_answer_is_byte_for_byte_what_json_dumps_sends(openai):
 
 
 def test_text_vectors_match_the_per_text_definition():
-    from tests.providers.servers import text_vector, unit
-    from tests.providers.servers._base import text_vectors
+    from mrl_retrievers.emulators import text_vector, unit
+    from mrl_retrievers.emulators._base import text_vectors
 
     texts = ["one", "two", "three" * 40]
     batch = text_vectors(texts, 1536, salt="m", width=100)

@@ -17,7 +17,7 @@ Speaks, per Jina's API docs:
 * schema errors are 422 with FastAPI's ``{"detail": [{"loc", "msg", "type"}]}``, other refusals 400
   ``{"detail": ".."}``.
 
-Run standalone: ``python -m tests.providers.servers.jina_server --port 8003``.
+Run standalone: ``python -m mrl_retrievers.emulators.jina_server --port 8003``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Speaks, per FACTS.md:
 * ``POST /v1/multimodalembeddings`` for voyage-multimodal-3.5 and -3 (interleaved text and image
   segments): see ``voyage_multimodal.py``. Each endpoint refuses the other's models.
 
-Run standalone: ``python -m tests.providers.servers.voyage_server --port 8002 --tpm 1000000``.
+Run standalone: ``python -m mrl_retrievers.emulators.voyage_server --port 8002 --tpm 1000000``.
 """
 
 from __future__ import annotations

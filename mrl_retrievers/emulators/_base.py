@@ -11,7 +11,7 @@ What is shared here:
 * the request flow that applies a scripted ``Fault`` and the optional ``RateLimiter`` (both in
   ``_faults.py``) before the API answers;
 * ``text_vector``: deterministic, MRL-like vectors derived from the text, so tests can predict them.
-* ``serve_main``: the ``python -m tests.providers.servers.<api>_server`` entry point.
+* ``serve_main``: the ``python -m mrl_retrievers.emulators.<api>_server`` entry point.
 
 Subclasses implement the API: ``authenticate``, ``count_tokens``, ``texts_of``, ``respond`` and the
 API's error body format (``error_reply``).

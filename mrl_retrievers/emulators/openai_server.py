@@ -14,7 +14,7 @@ Speaks, per FACTS.md:
 
 Tokens are estimated (~4 bytes a token), not counted with tiktoken.
 
-Run standalone: ``python -m tests.providers.servers.openai_server --port 8000 --latency-ms 100``.
+Run standalone: ``python -m mrl_retrievers.emulators.openai_server --port 8000 --latency-ms 100``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ Speaks, per FACTS.md:
   does: not 401); 429 RESOURCE_EXHAUSTED carries the delay in a ``google.rpc.RetryInfo`` detail
   (``retryDelay``), not in a Retry-After header.
 
-Run standalone: ``python -m tests.providers.servers.gemini_server --port 8001 --rpm 60``.
+Run standalone: ``python -m mrl_retrievers.emulators.gemini_server --port 8001 --rpm 60``.
 """
 
 from __future__ import annotations
