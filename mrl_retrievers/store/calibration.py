@@ -62,6 +62,10 @@ STRIDES = (1, 2, 3)
 WEIGHTS = (0.0, 5.0, 10.0, 20.0, 40.0)
 TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995)
 DEFAULT_PROBES = 512
+# Small stores take fewer probes (one per 16 live items, at least MIN_PROBES): their searches are
+# cheap whatever effort is chosen, and the looser bound only makes the policy more careful, while a
+# full calibration would cost a 3,000-item store seconds at every doubling.
+MIN_PROBES = 128
 DEFAULT_CONFIDENCE = 0.95
 # Probe distances (norm of the noise): from a paraphrase (0.3: cosine ~0.96 to the row it came
 # from) to a loose question (1.5: ~0.55), uniformly. Real text queries sit at 0.5-0.87 from their
@@ -128,13 +132,13 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
               targets: Sequence[float] = TARGETS, source: str = "calibrate") -> Calibration:
     """Measure the store and return its ``Calibration`` (nothing is written; see ``record``).
 
-    ``probes`` (default ``DEFAULT_PROBES``): held-out-style probes, or how many of ``queries`` to use.
+    ``probes`` (default ``default_probes(live)``): held-out-style probes, or how many of ``queries`` to use.
     """
     started = time.perf_counter()
-    probes = DEFAULT_PROBES if probes is None else probes
-    _check(target_recall, probes, confidence_level)
     m = state.manifest
     live = state.docs.live_rows()
+    probes = default_probes(len(live)) if probes is None else probes
+    _check(target_recall, probes, confidence_level)
     rng = np.random.default_rng(seed)
     if queries is not None:
         vectors = normalize(np.asarray(queries, dtype=np.float32))
@@ -156,6 +160,11 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
     chosen, fixed = choose(recall, conf, costs, exact_cost, shortlists, wanted, z, target_recall, strata)
     return Calibration(target_recall, K, len(live), m.prefix_dim, len(vectors), seed, confidence_level, source,
                        time.perf_counter() - started, chosen, fixed, "probes" if queries is None else "given")
+
+
+def default_probes(live: int) -> int:
+    """Probes a calibration takes by default: ``DEFAULT_PROBES``, fewer for small stores."""
+    return min(DEFAULT_PROBES, max(MIN_PROBES, live // 16))
 
 
 def off_node(vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -354,5 +363,5 @@ def _check(target_recall, probes, confidence_level) -> None:
         raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
 
 
-__all__ = ["DEFAULT_PROBES", "LADDER", "TARGETS", "after_checkpoint", "calibrate", "check_target", "exact_top_rows",
+__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "TARGETS", "after_checkpoint", "calibrate", "check_target", "exact_top_rows",
            "level_cost", "needs_calibration", "off_node", "record"]
