@@ -139,7 +139,8 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         out["open_read_only_s"] = None
         m = store.manifest
         out["store"] = {"prefix_dim": m.prefix_dim, "shortlist": m.shortlist, "ef": m.ef, "segment_rows": m.segment_rows,
-                        "segments": len(store._s.ann.segments), "count": len(store)}
+                        "segments": len(store._s.ann.segments), "count": len(store), "target_recall": m.target_recall,
+                        "calibration": m.calibration.to_dict() if m.calibration else None}
         queries = _queries(store, args.n, args.queries, args.dim, args.decay, seed=args.seed + 1)
         truth_path = args.out / f"truth-{args.queries}-k{args.k}.json"
         if truth_path.exists():
