@@ -50,7 +50,7 @@ from .search import fold_top_k
 from .vectors import dot, to_float32
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .opening import StoreState
+    from .state import StoreState
 
 log = logging.getLogger("mrl_retrievers.store")
 

@@ -28,7 +28,7 @@ from .manifest import AnnState, Manifest, SegmentState
 from .vectors import VectorFile, to_float32
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .opening import StoreState
+    from .state import StoreState
 
 log = logging.getLogger("mrl_retrievers.store")
 
@@ -141,6 +141,18 @@ def pending(state: "StoreState") -> tuple[int, int]:
     return missing, dirty
 
 
+def pending_rows(state: "StoreState") -> int:
+    """Rows not yet in any coarse-index checkpoint file."""
+    return pending(state)[0]
+
+
+def checkpoint_due(state: "StoreState", min_rows: int) -> bool:
+    """Whether enough rows are unsaved to pay for a checkpoint: at least ``min_rows``, and at least a
+    third of the rows it would write (bounds a long build's rewrites to ~3x its size)."""
+    missing, dirty = pending(state)
+    return missing >= max(min_rows, dirty // 3)
+
+
 def checkpoint(state: "StoreState", manifest: Manifest | None = None, index: CoarseIndex | None = None) -> None:
     """Save the segments that changed under new names, then point the manifest at them (atomic),
     then delete the files they replace. A crash anywhere leaves the previous checkpoint valid.
@@ -176,5 +188,5 @@ def checkpoint(state: "StoreState", manifest: Manifest | None = None, index: Coa
     calibration.after_checkpoint(state)  # re-measures the search effort when the store has grown
 
 
-__all__ = ["INDEX_SAMPLE", "VERIFY_INDEX_SAMPLE", "build_ann", "check_index_sample", "checkpoint", "empty_index",
-           "insert_prefixes", "load_or_rebuild_ann", "pending"]
+__all__ = ["INDEX_SAMPLE", "VERIFY_INDEX_SAMPLE", "build_ann", "check_index_sample", "checkpoint", "checkpoint_due", "empty_index",
+           "insert_prefixes", "load_or_rebuild_ann", "pending", "pending_rows"]

@@ -30,7 +30,7 @@ from .vectors import VectorFile
 
 if TYPE_CHECKING:  # pragma: no cover
     from .handles import SharedStore
-    from .opening import StoreState
+    from .state import StoreState
 
 log = logging.getLogger("mrl_retrievers.store")
 

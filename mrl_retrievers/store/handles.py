@@ -23,6 +23,7 @@ from typing import Callable
 from . import opening
 from .rwlock import ReadWriteLock
 from .search import Searcher
+from .state import StoreState
 
 _registry: "weakref.WeakValueDictionary[tuple[str, bool], SharedStore]" = weakref.WeakValueDictionary()
 registry_lock = threading.RLock()
@@ -31,7 +32,7 @@ registry_lock = threading.RLock()
 class SharedStore:
     """The open state of one store in this process, shared by all its handles."""
 
-    def __init__(self, state: opening.StoreState) -> None:
+    def __init__(self, state: StoreState) -> None:
         self.state = state
         self.rw = ReadWriteLock()
         self.searcher = Searcher(state)

@@ -35,10 +35,11 @@ from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
 from .crashpoints import crash_point
 from .fs import io_errors
-from . import calibration, maintenance, tuning
+from . import calibration, checkpoints, maintenance, tuning
 from .effort import Calibration
 from .maintenance import VerifyReport
 from .handles import SharedStore
+from .state import StoreState
 from .manifest import DEFAULT_TARGET_RECALL, Manifest
 from .rwlock import ReadWriteLock
 from .search import Searcher, check_k
@@ -93,7 +94,7 @@ class MRLStore:
 
     # The shared parts, under the names the store's own modules use.
     @property
-    def _s(self) -> opening.StoreState:
+    def _s(self) -> StoreState:
         return self._shared.state
 
     @property
@@ -178,8 +179,8 @@ class MRLStore:
     def _final_checkpoint(self) -> None:
         shared = self._shared
         with shared.rw.write(), io_errors("writing", self.path):
-            if not shared.read_only and shared.state.pending_rows():
-                shared.state.checkpoint()
+            if not shared.read_only and checkpoints.pending_rows(shared.state):
+                checkpoints.checkpoint(shared.state)
 
     def __enter__(self) -> "MRLStore":
         return self
@@ -292,7 +293,7 @@ class MRLStore:
             s.ann.mark_deleted(superseded)
             self._searcher.invalidate()
             crash_point("add:ann-updated")
-            if s.checkpoint_due(CHECKPOINT_ROWS):
+            if checkpoints.checkpoint_due(s, CHECKPOINT_ROWS):
                 self._background_checkpoint()
 
     def bulk_add(self, source: Any, *, ids: Any = None, texts: Sequence[str | None] | None = None, name: str | None = None,
@@ -337,13 +338,13 @@ class MRLStore:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        self._s.checkpoint()
+        checkpoints.checkpoint(self._s)
 
     def _background_checkpoint(self) -> None:
         """A checkpoint ``add`` takes on its own: the batch is already durable, and the index is
         derived (re-added from the vector file on open), so a failure here is logged, not raised."""
         try:
-            self._s.checkpoint()
+            checkpoints.checkpoint(self._s)
         except (MRLError, OSError) as exc:
             log.warning("could not checkpoint the coarse index of %s (%s); it will be caught up on open", self.path, exc)
 
@@ -437,7 +438,7 @@ class MRLStore:
             raise InvalidInputError(f"funnel_dim must lie between prefix_dim ({width}) and full_dim ({self.full_dim})")
         with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
-            self._s.reindex(width, funnel_dim)
+            maintenance.reindex(self._s, width, funnel_dim)
 
     def tune(self, target_recall: float = 0.99, **options: Any) -> "tuning.TuneResult":
         """Measure prefix width x shortlist x ef on this store's own vectors and record the fastest
@@ -474,13 +475,13 @@ class MRLStore:
         self._check_writable()
         with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
-            reclaimed = self._s.compact()
+            reclaimed = maintenance.compact(self._s)
             self._searcher.invalidate()
         return reclaimed
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes for ``info``: live items, rows, widths, dtype, bytes on disk."""
-        return self._read(lambda: self._s.stats())
+        return self._read(lambda: maintenance.stats(self._s))
 
     @classmethod
     def verify(cls, path: str | os.PathLike[str]) -> VerifyReport:

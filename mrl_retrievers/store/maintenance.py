@@ -22,7 +22,7 @@ from .docstore import damaged_record
 from .vectors import VectorFile, row_checksums, vector_file_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .opening import StoreState
+    from .state import StoreState
 
 log = logging.getLogger("mrl_retrievers.store")
 

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +19,12 @@ import numpy as np
 from ..errors import CorruptStoreError, InvalidInputError, ReadOnlyStoreError, StoreExistsError, StoreNotFoundError
 from ..mrl import check_width
 from ..types import EmbeddingSpec
-from . import checkpoints, maintenance
+from . import checkpoints
 from .coarse import CoarseIndex
 from .docstore import DOCS_NAME, DocStore
 from .effort import check_target
 from .fs import WriterLock, fsync_dir, io_errors, remove_orphan_temps
-from .search import RowChecks
+from .state import StoreState
 from .manifest import (
     DEFAULT_EF,
     DEFAULT_EF_CONSTRUCTION,
@@ -48,57 +47,6 @@ log = logging.getLogger("mrl_retrievers.store")
 
 LOCK_NAME = "lock"
 _OUR_FILE = re.compile(r"^(manifest\.json|docs\.sqlite(-wal|-shm|-journal)?|lock|vectors\.\d{6}\.f(16|32)|prefix\.[0-9a-f.]+\.hnsw)(\.tmp-mrl)?$")
-
-
-@dataclass
-class StoreState:
-    """Everything an open store holds. Never references the MRLStore (so GC can finalize it)."""
-
-    directory: Path
-    read_only: bool
-    temporary: bool
-    manifest: Manifest
-    docs: DocStore
-    vectors: VectorFile
-    ann: CoarseIndex
-    epoch: int
-    rows: int
-    lock: WriterLock | None = None
-    released: bool = field(default=False)
-    ann_note: str | None = None  # why the coarse index was rebuilt on open, if it was
-    checked: RowChecks = field(default_factory=RowChecks)  # rows whose checksum this handle verified
-    token: tuple = ()  # the committed state this handle's index and map reflect (read-only handles)
-    tomb_seq: int = 0  # tombstone-log position applied to the index (read-only handles)
-    auto_calibrate: bool = True  # checkpoints recalibrate the search effort when needed (tune pauses it)
-
-    def pending_rows(self) -> int:
-        """Rows not yet in any coarse-index checkpoint file."""
-        return checkpoints.pending(self)[0]
-
-    def checkpoint_due(self, min_rows: int) -> bool:
-        """Whether enough rows are unsaved to pay for a checkpoint: at least ``min_rows``, and at
-        least a third of the rows it would write (bounds a long build's rewrites to ~3x its size)."""
-        missing, dirty = checkpoints.pending(self)
-        return missing >= max(min_rows, dirty // 3)
-
-    def set_manifest(self, manifest: Manifest) -> None:
-        """Replace the manifest (atomic); SQLite's copy follows when the store's settings changed."""
-        manifest.save(self.directory)
-        if manifest.copy_text() != self.manifest.copy_text():
-            self.docs.save_manifest_copy(manifest.copy_text())
-        self.manifest = manifest
-
-    def checkpoint(self) -> None:
-        checkpoints.checkpoint(self)
-
-    def reindex(self, prefix_dim: int, funnel_dim: int | None) -> None:
-        maintenance.reindex(self, prefix_dim, funnel_dim)
-
-    def compact(self) -> int:
-        return maintenance.compact(self)
-
-    def stats(self) -> dict:
-        return maintenance.stats(self)
 
 
 def release(state: StoreState) -> None:

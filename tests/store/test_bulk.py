@@ -64,8 +64,8 @@ def test_a_load_calibrates_once_at_its_end_not_at_each_checkpoint(tmp_path, monk
     monkeypatch.setattr(calibration, "calibrate", lambda state, **kw: sources.append(kw["source"]) or real(state, **kw))
     real_checkpoint = checkpoints.checkpoint
     monkeypatch.setattr(checkpoints, "checkpoint", lambda state, *a, **kw: saved.append(state.rows) or real_checkpoint(state, *a, **kw))
+    monkeypatch.setattr(checkpoints, "checkpoint_due", lambda state, min_rows: True)  # after every batch, as a long build
     with MRLStore.create(tmp_path / "s", full_dim=32, prefix_dim=8) as store:
-        store._s.checkpoint_due = lambda min_rows: True  # a checkpoint after every batch, as a long build takes them
         assert store.bulk_add(data, batch_rows=1500).rows == 12_000
         assert len(saved) >= 6  # the load checkpointed as it grew past 2x, 4x ... the first calibration's size
         assert sources == ["bulk_add"]
