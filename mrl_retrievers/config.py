@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -268,36 +270,48 @@ def _build_block(block: str, cls: type, values: dict[str, Any]) -> Any:
     unknown = set(values) - set(fields)
     if unknown:
         raise ConfigError(f"unknown settings in [{block}]: {sorted(unknown)}; known: {sorted(fields)}")
-    coerced = {name: _coerce(block, fields[name], value) for name, value in values.items()}
+    hints = typing.get_type_hints(cls)
+    coerced = {name: _coerce(block, name, _held_type(hints[name]), value) for name, value in values.items()}
     try:
         return cls(**coerced)
     except TypeError as exc:  # pragma: no cover - defensive: dataclass signature mismatch
         raise ConfigError(f"[{block}]: {exc}") from None
 
 
-def _coerce(block: str, f: dataclasses.Field, value: Any) -> Any:
-    """Env vars arrive as strings; TOML gives real types. Convert to what the field declares."""
+def _held_type(annotation: Any) -> type | None:
+    """The class a field holds, Optional aside: ``int | None`` -> int, ``dict[str, Any]`` -> dict;
+    None for anything else (a union of several types, ``Any``, ``Literal``): no coercion."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        held = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(held) != 1:
+            return None
+        annotation = held[0]
+    base = typing.get_origin(annotation) or annotation
+    return base if isinstance(base, type) else None
+
+
+def _coerce(block: str, name: str, held: type | None, value: Any) -> Any:
+    """Env vars arrive as strings; TOML gives real types. Convert to the class the field holds."""
     if value is None:
         return None
-    if f.name in _SECRET_FIELDS:
+    if name in _SECRET_FIELDS:
         return value if isinstance(value, Secret) else Secret(str(value))
-    declared = str(f.type)
-    if declared.startswith("float") and not isinstance(value, bool):
+    if held is float and not isinstance(value, bool):
         try:
             return float(str(value).strip()) if isinstance(value, str) else float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"[{block}] {f.name} must be a number, got {value!r}") from None
-    if "int" in declared and not isinstance(value, bool):
+            raise ConfigError(f"[{block}] {name} must be a number, got {value!r}") from None
+    if held is int and not isinstance(value, bool):
         if isinstance(value, int):
             return value
         try:
             return int(str(value).strip())
         except ValueError:
-            raise ConfigError(f"[{block}] {f.name} must be an integer, got {value!r}") from None
-    if declared.startswith("dict") and not isinstance(value, Mapping):
-        raise ConfigError(f"[{block}] {f.name} must be a table, got {value!r}")
-    if declared.startswith("str") and not isinstance(value, str):
-        raise ConfigError(f"[{block}] {f.name} must be a string, got {value!r}")
+            raise ConfigError(f"[{block}] {name} must be an integer, got {value!r}") from None
+    if held is dict and not isinstance(value, Mapping):
+        raise ConfigError(f"[{block}] {name} must be a table, got {value!r}")
+    if held is str and not isinstance(value, str):
+        raise ConfigError(f"[{block}] {name} must be a string, got {value!r}")
     return value
 
 

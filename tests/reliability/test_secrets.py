@@ -109,7 +109,7 @@ def debug_everything(caplog, monkeypatch):
 
 
 def _server(name: str, key: str):
-    from tests.providers import servers
+    from mrl_retrievers import emulators as servers
 
     return getattr(servers, PROVIDERS[name][0])(api_key=key)
 
