@@ -29,12 +29,12 @@ from mrl_retrievers.errors import (
     RateLimitError,
 )
 from mrl_retrievers.providers.base import (
-    HostedProvider,
     RetryPolicy,
     error_for_status,
     parse_retry_after,
 )
 from mrl_retrievers.providers.fake import FakeProvider
+from mrl_retrievers.providers.hosted import HostedProvider
 
 POLICY = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=4.0, max_retry_after=60.0, jitter=0.5)
 

@@ -131,7 +131,7 @@ def _gemini_case(server: GeminiServer, model: str) -> HostedCase:
         return unit(server.expected_vector(text, model=model, dim=dim, task_type=GEMINI_TASK[kind]))
 
     def expected_input(parts: tuple[Any, ...], kind: str) -> np.ndarray:
-        from .gemini_server import image_identity  # noqa: PLC0415
+        from mrl_retrievers.emulators.gemini_server import image_identity  # noqa: PLC0415
 
         texts = [i for i, p in enumerate(parts) if isinstance(p, str)]
         pieces = [(GEMINI2_PREFIX[kind] if texts and i == texts[0] else "") + p if isinstance(p, str)
