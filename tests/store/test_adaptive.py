@@ -137,6 +137,23 @@ def test_exact_rung_is_chosen_for_the_few_queries_no_shortlist_serves():
     assert m.policy.exact and m.recall == 1.0 and m.stops[-1] > 0
 
 
+def test_neighbours_deep_in_the_prefix_ranking_are_reached_by_the_ladder_not_the_exact_scan(tmp_path):
+    """Issue 18, observed at 10M x 1024, prefix 96: the true top-10 sat beyond the 768th prefix rank
+    so often that the 0.99 policy sent 85% of its probes to the exact scan (~45 s a query there).
+    Here a 4-wide prefix of 64 dims puts them as deep at 12k items: with the ladder ending at 768,
+    45 of 48 held-out probes went to the exact scan; it must reach the target on shortlists."""
+    n = 12_000
+    data = dataset(n, 64, seed=5, decay=0.5)
+    with MRLStore.create(tmp_path / "deep", full_dim=64, prefix_dim=4) as s:
+        s._s.auto_calibrate = False
+        s.add([str(i) for i in range(n)], data)
+        measured = s.calibrate(probes=96, seed=3).policies[0.99]
+    assert measured.recall_low >= 0.99
+    assert max(sl for sl, _ in measured.policy.levels) > 768
+    exact_share = measured.stops[-1] / sum(measured.stops) if measured.policy.exact else 0.0
+    assert exact_share <= 0.25
+
+
 def test_checkpoint_recalibrates_only_after_growth_with_bounded_work(tmp_path, corpus, monkeypatch):
     data, _ = corpus
     monkeypatch.setattr(calibration, "DEFAULT_PROBES", 48)
