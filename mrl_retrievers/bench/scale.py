@@ -51,6 +51,7 @@ def add_scale_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--batch-rows", type=int, default=65_536)
     p.add_argument("--build-only", action="store_true")
+    p.add_argument("--measure-only", action="store_true", help="measure the store as it is (no build or resume step)")
     p.set_defaults(func=cmd_scale)
     return p
 
@@ -156,6 +157,7 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         for q in warm:
             store.search(q, k=args.k)
         out["warm_s"] = time.perf_counter() - started
+        log(f"warm: {len(warm)} queries in {out['warm_s']:.0f} s")
         found, times = [], []
         for q in queries:
             t0 = time.perf_counter()
@@ -166,6 +168,7 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         out["recall"] = recall_at_k(found, truth, args.k)
         out["recall_worst_decile"] = float(np.mean(sorted(per_query)[: max(1, len(per_query) // 10)]))
         out["p50_ms"], out["p99_ms"] = float(np.median(times)) * 1e3, float(np.percentile(times, 99)) * 1e3
+        log(f"timed: recall {out['recall']:.4f}, p50 {out['p50_ms']:.2f} ms, p99 {out['p99_ms']:.2f} ms")
         cold = []
         for q in queries[: args.cold]:
             _evict(store)
@@ -174,6 +177,7 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             cold.append(time.perf_counter() - t0)
         if cold:
             out["cold_p50_ms"], out["cold_p99_ms"] = float(np.median(cold)) * 1e3, float(np.percentile(cold, 99)) * 1e3
+            log(f"cold: p50 {out['cold_p50_ms']:.2f} ms, p99 {out['cold_p99_ms']:.2f} ms")
         for threads in (1, 2):
             out[f"qps_{threads}_threads"] = _qps(store, queries, args.k, threads, args.qps_seconds)
         out["disk_bytes"] = sum(p.stat().st_size for p in args.store.iterdir() if p.is_file())
@@ -204,12 +208,12 @@ def cmd_scale(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    entry = build(args, log)
+    entry = None if args.measure_only else build(args, log)
     if args.build_only:
         return 0
     result = measure(args, log)
     result["build_runs"] = [json.loads(line) for line in (args.out / "build-log.jsonl").read_text().splitlines()]
-    result["last_build"] = entry
+    result["last_build"] = entry  # None with --measure-only
     result["command"] = " ".join(["python -m mrl_retrievers.bench", *sys.argv[1:]])
     (args.out / "scale.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

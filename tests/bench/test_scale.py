@@ -19,3 +19,6 @@ def test_scale_builds_resumes_and_measures(tmp_path, capsys):
     assert result["store"]["count"] == 3000 and 0.0 <= result["recall"] <= 1.0
     assert result["p50_ms"] > 0 and result["qps_2_threads"] > 0 and result["serving_rss_anon_bytes"] > 0
     assert (tmp_path / "out" / "truth-50-k10.json").exists()
+    assert main([*argv, "--measure-only"]) == 0  # no third build entry: the store is measured as it is
+    again = json.loads((tmp_path / "out" / "scale.json").read_text())
+    assert len(again["build_runs"]) == 2 and again["last_build"] is None and again["recall"] == result["recall"]
