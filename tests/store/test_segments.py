@@ -41,6 +41,20 @@ def test_checkpoints_rewrite_only_the_segments_that_grew(tmp_path):
         assert store.search(data[700], k=1)[0].id == "d700"
 
 
+def test_an_upsert_whose_old_rows_span_segments_out_of_order_tombstones_each_in_its_own_segment(tmp_path):
+    """Seen in CI (the state machine): with 5-row segments, replacing rows 0, 5 and 2 (in the order
+    the ids came) left row 5 live in segment 1 -- the routing took a batch whose first and last rows
+    share a segment for a one-segment batch -- so ``len`` said 7 for 6 items."""
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal((6, 16)).astype(np.float32)
+    with MRLStore.create(tmp_path / "s", full_dim=16, prefix_dim=4, exact_below=0, segment_rows=5) as store:
+        store.add(["id0", "id1", "id3", "id4", "id5", "id2"], first)  # rows 0-4 in segment 0, row 5 in segment 1
+        store.add(["id0", "id2", "id3"], rng.standard_normal((3, 16)).astype(np.float32))  # old rows 0, 5, 2
+        assert len(store) == 6 and store._s.ann.live == 6
+    with MRLStore.open(tmp_path / "s") as store:
+        assert len(store) == 6
+
+
 def test_search_over_segments_keeps_recall(tmp_path):
     data = dataset(8000, DIM, seed=4)
     queries = queries_near(data, 200, seed=5)
