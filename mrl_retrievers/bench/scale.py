@@ -8,7 +8,7 @@ up to what the disk holds: the 10M-vector scenario and the growth curve 100k -> 
 * **Truth**: exact top-k of held-out-style queries (stored rows moved off their node by
   spectrum-shaped noise) over the whole vector file, one pass, out of core
   (``MRLStore.search_exact_batch``); cached in the output folder.
-* **Measure** at the store's own default effort: recall@k (mean and worst decile), p50/p99 latency
+* **Measure** at the store's own default effort (or a fixed ``--shortlist``/``--ef``): recall@k (mean and worst decile), p50/p99 latency
   after ``--warm`` other queries, cold latency (the vector file evicted from the page cache before
   each query; the coarse index stays in RAM), QPS at 1 and 2 threads, anonymous RSS while serving,
   bytes on disk.
@@ -51,6 +51,8 @@ def add_scale_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--batch-rows", type=int, default=65_536)
     p.add_argument("--build-only", action="store_true")
+    p.add_argument("--shortlist", type=int, help="fixed effort for the measured searches (default: the store's own)")
+    p.add_argument("--ef", type=int, help="fixed coarse ef for the measured searches (with --shortlist)")
     p.add_argument("--measure-only", action="store_true", help="measure the store as it is (no build or resume step)")
     p.set_defaults(func=cmd_scale)
     return p
@@ -136,6 +138,8 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     from ..store import MRLStore  # noqa: PLC0415
 
     out: dict[str, Any] = {"n": args.n, "dim": args.dim, "k": args.k}
+    effort = {name: value for name, value in (("shortlist", args.shortlist), ("ef", args.ef)) if value is not None}
+    out["effort"] = effort or "the store's default"
     with PeakRss() as rss, MRLStore.open(args.store, read_only=True) as store:
         out["open_read_only_s"] = None
         m = store.manifest
@@ -155,13 +159,13 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         warm = _queries(store, args.n, args.warm, args.dim, args.decay, seed=args.seed + 2) if args.warm else queries[:0]
         started = time.perf_counter()
         for q in warm:
-            store.search(q, k=args.k)
+            store.search(q, k=args.k, **effort)
         out["warm_s"] = time.perf_counter() - started
         log(f"warm: {len(warm)} queries in {out['warm_s']:.0f} s")
         found, times = [], []
         for q in queries:
             t0 = time.perf_counter()
-            hits = store.search(q, k=args.k)
+            hits = store.search(q, k=args.k, **effort)
             times.append(time.perf_counter() - t0)
             found.append([h.id for h in hits])
         per_query = [len(set(f) & set(t)) / max(1, len(t)) for f, t in zip(found, truth)]
@@ -173,27 +177,27 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         for q in queries[: args.cold]:
             _evict(store)
             t0 = time.perf_counter()
-            store.search(q, k=args.k)
+            store.search(q, k=args.k, **effort)
             cold.append(time.perf_counter() - t0)
         if cold:
             out["cold_p50_ms"], out["cold_p99_ms"] = float(np.median(cold)) * 1e3, float(np.percentile(cold, 99)) * 1e3
             log(f"cold: p50 {out['cold_p50_ms']:.2f} ms, p99 {out['cold_p99_ms']:.2f} ms")
         for threads in (1, 2):
-            out[f"qps_{threads}_threads"] = _qps(store, queries, args.k, threads, args.qps_seconds)
+            out[f"qps_{threads}_threads"] = _qps(store, queries, args.k, threads, args.qps_seconds, effort)
         out["disk_bytes"] = sum(p.stat().st_size for p in args.store.iterdir() if p.is_file())
     out["serving_rss_anon_bytes"] = rss.peak
     out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
 
 
-def _qps(store, queries: np.ndarray, k: int, threads: int, seconds: float) -> float:
+def _qps(store, queries: np.ndarray, k: int, threads: int, seconds: float, effort: dict[str, int]) -> float:
     stop = time.perf_counter() + seconds
     counts = [0] * threads
 
     def worker(i: int) -> None:
         j = i
         while time.perf_counter() < stop:
-            store.search(queries[j % len(queries)], k=k)
+            store.search(queries[j % len(queries)], k=k, **effort)
             counts[i] += 1
             j += threads
 

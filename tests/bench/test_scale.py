@@ -22,3 +22,6 @@ def test_scale_builds_resumes_and_measures(tmp_path, capsys):
     assert main([*argv, "--measure-only"]) == 0  # no third build entry: the store is measured as it is
     again = json.loads((tmp_path / "out" / "scale.json").read_text())
     assert len(again["build_runs"]) == 2 and again["last_build"] is None and again["recall"] == result["recall"]
+    assert main([*argv, "--measure-only", "--shortlist", "40", "--ef", "80"]) == 0  # the expert's fixed effort
+    fixed = json.loads((tmp_path / "out" / "scale.json").read_text())
+    assert fixed["effort"] == {"shortlist": 40, "ef": 80} and again["effort"] == "the store's default"
