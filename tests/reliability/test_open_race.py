@@ -54,7 +54,9 @@ OPENER = textwrap.dedent(
 def test_open_races_never_undo_an_acknowledged_reindex(tmp_path):
     path = tmp_path / "s"
     data = np.random.default_rng(3).standard_normal((3000, 32)).astype(np.float32)
-    with MRLStore.create(path, full_dim=32, prefix_dim=8, exact_below=0) as store:
+    # A fixed effort (shortlist): no self-calibration at each of the 30 reindexes, which on a loaded
+    # 2-core machine took the test past its timeout (6 s a reindex); the race is in open, not there.
+    with MRLStore.create(path, full_dim=32, prefix_dim=8, exact_below=0, shortlist=200) as store:
         store.add([f"d{i}" for i in range(3000)], data)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     reindexer = subprocess.Popen([sys.executable, "-c", OPENER, str(path), "30", "4,8,12,16"],
