@@ -222,3 +222,49 @@ def test_a_handle_opened_before_an_upsert_finds_the_new_version(tmp_path, rng):
             assert reader.search(new, k=1)[0].id == "x"
             assert len(reader) == 3001
         reader.close()
+
+
+
+def _open_read_only_while_a_writer_commits(path, monkeypatch, rng):
+    """Open ``path`` read-only; a writer commits 10 items between the open's first read of the
+    committed state and the rest of its checks."""
+    from mrl_retrievers.store.docstore import DocStore
+
+    state, fired = DocStore.state, []
+
+    def state_then_a_commit(self):
+        committed = state(self)
+        if self.read_only and not fired:
+            fired.append(True)
+            with MRLStore.open(path) as writer:  # another handle commits between the open's two reads
+                writer.add([f"late{i}" for i in range(10)], rng.standard_normal((10, DIM)).astype(np.float32))
+        return committed
+
+    monkeypatch.setattr(DocStore, "state", state_then_a_commit)
+    reader = MRLStore.open(path, read_only=True)
+    assert fired
+    return reader
+
+
+def _fifty(path, rng):
+    with MRLStore.create(path, full_dim=DIM, prefix_dim=8) as store:
+        store.add([f"d{i}" for i in range(50)], rng.standard_normal((50, DIM)).astype(np.float32))
+
+
+def test_a_read_only_open_while_a_writer_commits_sees_one_committed_state(tmp_path, monkeypatch, rng):
+    """Seen once in CI's soak: a read-only open read the committed row count, a writer committed,
+    and the open then read the new highest row: "meta says 652 rows are committed, but the highest
+    row in use is 662" (CorruptStoreError on a healthy store). Here the writer commits at exactly
+    that moment; the open must succeed and then follow the writer."""
+    _fifty(tmp_path / "s", rng)
+    with _open_read_only_while_a_writer_commits(tmp_path / "s", monkeypatch, rng) as reader:
+        assert len(list(reader.ids())) == 60
+
+
+@pytest.mark.xfail(strict=True, reason="open loads the coarse checkpoint the writer wrote after the open's SQLite "
+                   "snapshot (60 rows) and then catches up from the snapshot's 50, counting rows 50-59 twice")
+def test_a_read_only_open_while_a_writer_commits_counts_each_item_once(tmp_path, monkeypatch, rng):
+    """Found while writing the test above: the same open reports len 70 for 60 items."""
+    _fifty(tmp_path / "s", rng)
+    with _open_read_only_while_a_writer_commits(tmp_path / "s", monkeypatch, rng) as reader:
+        assert len(reader) == 60
