@@ -187,33 +187,35 @@ def _recover(directory: Path, manifest: Manifest, *, read_only: bool, temporary:
     hint = REPAIR_HINT.format(path=directory)
     docs = _connect(directory, read_only)
     try:
-        # One read transaction: a read-only open beside a writer that commits between reading the
-        # row count and the highest row saw "meta says 652 rows, highest row 662" and called a
-        # healthy store damaged (seen in CI, test_readers_beside_writer).
+        # One read transaction for the whole open (a no-op for writers, who hold the lock): a
+        # read-only open beside a committing writer must see one state. Reading the row count and
+        # then the highest row called a healthy store damaged ("meta says 652 rows, highest row
+        # 662", seen in CI); building the index from SQLite after the snapshot counted the rows
+        # committed meanwhile twice (once in the index, again in the first read's catch-up).
         with docs.snapshot() as committed:
             docs.check_rows(committed.rows)
-        expected = vector_file_name(committed.epoch, manifest.dtype)
-        if committed.vector_file != expected:
-            raise CorruptStoreError(f"{directory / DOCS_NAME} names vector file {committed.vector_file!r}, expected "
-                                    f"{expected!r} for a {manifest.dtype} store; {hint}")
-        vector_path = directory / committed.vector_file
-        if not vector_path.is_file() or vector_path.is_symlink():
-            raise CorruptStoreError(f"{vector_path} is missing; {hint}")
-        vectors = VectorFile(vector_path, dim=manifest.full_dim, dtype=manifest.dtype, writable=not read_only)
-        try:
-            _check_vector_file(vectors, docs, committed.rows, hint)
-            if not read_only:
-                vectors.cut_to(committed.rows)  # the tail of a batch that crashed before its commit
-                _remove_orphans(directory, manifest, committed.vector_file)
-                _upgrade(directory, docs, manifest)
-        except BaseException:
-            vectors.close()
-            raise
-        state = StoreState(directory, read_only, temporary, manifest, docs, vectors, None, committed.epoch, committed.rows, lock)  # type: ignore[arg-type]
-        state.token = committed.token
-        state.tomb_seq = docs.tombstone_seq()
-        state.ann = checkpoints.load_or_rebuild_ann(state)
-        return state
+            expected = vector_file_name(committed.epoch, manifest.dtype)
+            if committed.vector_file != expected:
+                raise CorruptStoreError(f"{directory / DOCS_NAME} names vector file {committed.vector_file!r}, expected "
+                                        f"{expected!r} for a {manifest.dtype} store; {hint}")
+            vector_path = directory / committed.vector_file
+            if not vector_path.is_file() or vector_path.is_symlink():
+                raise CorruptStoreError(f"{vector_path} is missing; {hint}")
+            vectors = VectorFile(vector_path, dim=manifest.full_dim, dtype=manifest.dtype, writable=not read_only)
+            try:
+                _check_vector_file(vectors, docs, committed.rows, hint)
+                if not read_only:
+                    vectors.cut_to(committed.rows)  # the tail of a batch that crashed before its commit
+                    _remove_orphans(directory, manifest, committed.vector_file)
+                    _upgrade(directory, docs, manifest)
+            except BaseException:
+                vectors.close()
+                raise
+            state = StoreState(directory, read_only, temporary, manifest, docs, vectors, None, committed.epoch, committed.rows, lock)  # type: ignore[arg-type]
+            state.token = committed.token
+            state.tomb_seq = docs.tombstone_seq()
+            state.ann = checkpoints.load_or_rebuild_ann(state)
+            return state
     except BaseException:
         docs.close(checkpoint=False)
         raise
