@@ -1,4 +1,4 @@
-"""Adaptive effort: the measurements behind ``store/effort.py`` and ``store/calibration.py``.
+"""Adaptive effort: the measurements behind ``store/effort.py`` and ``store/local/calibration.py``.
 
 Workloads are stores built the ordinary way (``MRLStore.create`` with no knobs, items added in
 50k batches so checkpoints calibrate as the store grows), over
@@ -34,8 +34,9 @@ import numpy as np
 
 from ..mrl import normalize, prefix
 from ..store import MRLStore
-from ..store import calibration, effort
-from ..store.search import coarse_ranked, exact_scores
+from ..store import effort
+from ..store.local import calibration
+from ..store.local.search import coarse_ranked, exact_scores
 from . import data, textcorpus
 from .data import DEFAULT_CACHE
 

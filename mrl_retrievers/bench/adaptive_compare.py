@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..store.tuning import tune
+from ..store.local.tuning import tune
 from . import data
 from .data import DEFAULT_CACHE
 from .adaptive import K, Workload, effort_levels, open_store, summary

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..store.manifest import DEFAULT_EF_CONSTRUCTION
+from ..store.defaults import DEFAULT_EF_CONSTRUCTION
 from .data import DEFAULT_CACHE
 
 
@@ -162,7 +162,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..store import MRLStore  # noqa: PLC0415
-    from ..store.tuning import tune  # noqa: PLC0415
+    from ..store.local.tuning import tune  # noqa: PLC0415
 
     import numpy as np  # noqa: PLC0415
 

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..store.search import fold_top_k
+from ..store.local.search import fold_top_k
 from .synthetic import mrl_like, queries_near
 
 # Where datasets and built indexes are kept between runs (``--cache`` overrides it).

@@ -85,7 +85,7 @@ def rerank_cold(peer, queries: np.ndarray, k: int, candidates: int = 200) -> dic
     """Cold-cache rerank of ``candidates`` shortlisted rows per query (gather + checksum + score),
     with the vector file evicted from the page cache before each query."""
     from ..mrl import normalize  # noqa: PLC0415
-    from ..store.search import coarse_candidates, rerank  # noqa: PLC0415
+    from ..store.local.search import coarse_candidates, rerank  # noqa: PLC0415
 
     store = peer.store
     s = store._s  # the bench times one stage of the search: it needs the store's parts

@@ -41,7 +41,7 @@ class Ours(Peer):
 
     def _ef_construction(self) -> int:
         # Ours builds its coarse graph with its own default unless told otherwise (see --ours-ef-construction).
-        from ..store.manifest import DEFAULT_EF_CONSTRUCTION  # noqa: PLC0415
+        from ..store.defaults import DEFAULT_EF_CONSTRUCTION  # noqa: PLC0415
 
         return self.options.get("ours_ef_construction") or DEFAULT_EF_CONSTRUCTION
 
@@ -60,7 +60,7 @@ class Ours(Peer):
         store.checkpoint()
         extra: dict[str, Any] = {}
         if o.get("tune"):
-            from ..store.tuning import tune  # noqa: PLC0415
+            from ..store.local.tuning import tune  # noqa: PLC0415
 
             started = time.perf_counter()
             result = tune(store, target_recall=o.get("target_recall", 0.99), sample=o.get("tune_sample", 200),

@@ -4,15 +4,15 @@ Run: ``OPENBLAS_NUM_THREADS=1 python -m mrl_retrievers.bench.profile_search DATA
 DATASET_DIR is a bench dataset folder whose ``ours-p128-M16-efc200-tuned200/store`` was built by
 ``bench`` (``ro``: open the store read-only). The stages add up to the whole call (a timestamp
 costs ~0.1 us); tight loop over the 1000 queries, 3 passes, medians, beside a plain
-``store.search`` loop. It copies the search path as of issue 16 (store/search.py): when that
+``store.search`` loop. It copies the search path as of issue 16 (store/local/search.py): when that
 path changes, this copy must follow it.
 """
 import sys, time, statistics
 import numpy as np
 from pathlib import Path
 from mrl_retrievers.store import MRLStore
-from mrl_retrievers.store import search as S
-from mrl_retrievers.store.vectors import dot
+from mrl_retrievers.store.local import search as S
+from mrl_retrievers.store.local.vectors import dot
 from mrl_retrievers.mrl import normalize, prefix, as_vector
 from mrl_retrievers.metadata import load_metadata
 from mrl_retrievers.types import Hit

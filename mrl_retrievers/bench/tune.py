@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..store import MRLStore
-from ..store.tuning import tune
+from ..store.local.tuning import tune
 from . import data
 
 

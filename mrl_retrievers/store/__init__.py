@@ -3,7 +3,7 @@
 from .factory import StoreLike, create_store, open_existing, open_store, store_exists
 from .lazy import LazyStore
 from .local import MRLStore
-from .maintenance import VerifyReport
+from .local.maintenance import VerifyReport
 from .protocol import VectorStore
 from .qdrant import QdrantStore  # qdrant-client itself is imported only when a QdrantStore is opened
 

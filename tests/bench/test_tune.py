@@ -10,7 +10,7 @@ from mrl_retrievers import MRLStore
 from mrl_retrievers.bench.cli import main
 from mrl_retrievers.bench.synthetic import dataset, queries_near
 from mrl_retrievers.errors import InvalidInputError, ReadOnlyStoreError
-from mrl_retrievers.store.tuning import tune
+from mrl_retrievers.store.local.tuning import tune
 
 N, DIM = 5_000, 256
 

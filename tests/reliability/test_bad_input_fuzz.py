@@ -38,7 +38,7 @@ from mrl_retrievers.errors import (
     StoreExistsError,
     StoreNotFoundError,
 )
-from mrl_retrievers.store.docstore import DocStore
+from mrl_retrievers.store.local.docstore import DocStore
 
 SEED = int(os.environ.get("MRL_TEST_SEED", "1234"))
 DIM = 16
@@ -455,7 +455,7 @@ def _set_meta(path: Path, key: str, value: str) -> None:
 
 
 def _set_ann_file(path: Path, name: str) -> None:
-    from mrl_retrievers.store.manifest import _checksum
+    from mrl_retrievers.store.local.manifest import _checksum
 
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["ann"]["segments"][0]["file"] = name
@@ -553,7 +553,7 @@ def test_planted_pickles_are_never_loaded(tmp_path):
 
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["ann"]["segments"][0].update(size=len(payload), crc32=zlib.crc32(payload))
-    from mrl_retrievers.store.manifest import _checksum
+    from mrl_retrievers.store.local.manifest import _checksum
 
     manifest["checksum"] = _checksum(manifest)  # the manifest's checksum is no secret: an attacker re-seals it
     (path / "manifest.json").write_text(json.dumps(manifest))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mrl_retrievers import MRLStore
-from mrl_retrievers.store.crashpoints import POINTS
+from mrl_retrievers.store.local.crashpoints import POINTS
 
 DIM = 24
 
@@ -27,13 +27,13 @@ WRITER = textwrap.dedent(
     import os, sys
     import numpy as np
     from mrl_retrievers import MRLStore
-    from mrl_retrievers.store import crashpoints
+    from mrl_retrievers.store.local import crashpoints
 
     crashpoints.arm(sys.argv[2], int(sys.argv[3]))  # the test driver says where to die
 
     if os.environ.get("MRL_TEST_BREAK") == "lose-vectors":
         # Canary: pretend the vector rows never reached the disk (a missing write/fsync).
-        from mrl_retrievers.store.vectors import VectorFile
+        from mrl_retrievers.store.local.vectors import VectorFile
         VectorFile.append = lambda self, start_row, rows, durable=True: os.ftruncate(self._fd, start_row * self.row_bytes)
 
     def vec(seed):

@@ -206,7 +206,7 @@ def test_7_damage_to_a_sqlite_index_is_repaired_by_rebuild(tmp_path):
 
 
 def test_8_verify_and_open_refuse_a_coarse_index_of_other_vectors(tmp_path):
-    from mrl_retrievers.store.manifest import _checksum
+    from mrl_retrievers.store.local.manifest import _checksum
 
     a, b = tmp_path / "a", tmp_path / "b"
     data = _store(a, n=3000)

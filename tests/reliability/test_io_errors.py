@@ -83,7 +83,7 @@ DRIVER = textwrap.dedent(
 
     if os.environ.get("MRL_TEST_BREAK") == "swallow-vector-errors":
         # Canary: a broken build that logs and continues when the vector rows fail to write.
-        from mrl_retrievers.store.vectors import VectorFile
+        from mrl_retrievers.store.local.vectors import VectorFile
         _append = VectorFile.append
         def append(self, *args, **kwargs):
             try:

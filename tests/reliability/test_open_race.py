@@ -26,7 +26,7 @@ OPENER = textwrap.dedent(
     import sys, time
     from mrl_retrievers import MRLStore
     from mrl_retrievers.errors import StoreLockedError
-    from mrl_retrievers.store import opening
+    from mrl_retrievers.store.local import opening
     path, rounds, widths = sys.argv[1], int(sys.argv[2]), [int(w) for w in sys.argv[3].split(",")] if sys.argv[3] else []
     if len(sys.argv) > 4:  # a slow reader of the manifest: widens the window the race needs (a busy disk, preemption)
         read = opening.load_manifest

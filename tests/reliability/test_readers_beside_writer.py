@@ -228,7 +228,7 @@ def test_a_handle_opened_before_an_upsert_finds_the_new_version(tmp_path, rng):
 def _open_read_only_while_a_writer_commits(path, monkeypatch, rng, delete=False):
     """Open ``path`` read-only; a writer commits 10 items (or deletes 10) between the open's first
     read of the committed state and the rest of its checks."""
-    from mrl_retrievers.store.docstore import DocStore
+    from mrl_retrievers.store.local.docstore import DocStore
 
     state, fired = DocStore.state, []
 

@@ -18,10 +18,11 @@ from mrl_retrievers import MRLStore
 from mrl_retrievers.bench.synthetic import dataset, queries_near
 from mrl_retrievers.config import load_config
 from mrl_retrievers.errors import ConfigError, InvalidInputError
-from mrl_retrievers.store import calibration, effort, open_store
+from mrl_retrievers.store import effort, open_store
+from mrl_retrievers.store.local import calibration
 from mrl_retrievers.store.effort import Calibration, EffortPolicy, Measured
-from mrl_retrievers.store.manifest import MANIFEST_NAME
-from mrl_retrievers.store.manifest import _checksum as _manifest_checksum
+from mrl_retrievers.store.local.manifest import MANIFEST_NAME
+from mrl_retrievers.store.local.manifest import _checksum as _manifest_checksum
 
 N, DIM, PREFIX = 6000, 128, 16
 PROBES = 96  # calibrations in these tests: enough to exercise every path, cheap

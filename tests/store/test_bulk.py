@@ -1,4 +1,4 @@
-"""Bulk loads (store/bulk.py): every source kind, bounded memory, and a load killed part-way that
+"""Bulk loads (store/local/bulk.py): every source kind, bounded memory, and a load killed part-way that
 resumes after its last committed batch without sending it again (issue 18, small scale)."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_generators_and_start_callables_with_their_own_ids_and_texts(tmp_path):
 
 
 def test_a_load_calibrates_once_at_its_end_not_at_each_checkpoint(tmp_path, monkeypatch):
-    from mrl_retrievers.store import calibration, checkpoints
+    from mrl_retrievers.store.local import calibration, checkpoints
 
     data = dataset(12_000, 32, seed=5)
     sources, saved = [], []
@@ -98,7 +98,7 @@ KILLED_LOAD = textwrap.dedent(
     """
     import sys, numpy as np
     from mrl_retrievers import MRLStore
-    from mrl_retrievers.store import crashpoints
+    from mrl_retrievers.store.local import crashpoints
     if len(sys.argv) > 3:
         crashpoints.arm(sys.argv[3], int(sys.argv[4]))
     store = MRLStore.open(sys.argv[1])

@@ -34,7 +34,7 @@ from tests.helpers import unit_rows
 qdrant_client = pytest.importorskip("qdrant_client")
 from qdrant_client import models
 
-from mrl_retrievers.store import _qdrant_filters as qf
+from mrl_retrievers.store.qdrant import filters as qf
 from mrl_retrievers.store.migrate import migrate, migrate_uris, parse_store_uri
 from mrl_retrievers.store.qdrant import ID_NAMESPACE, QdrantStore, point_id
 
@@ -212,7 +212,7 @@ def test_secrets_never_show(monkeypatch):
             made.update(kwargs)
 
     monkeypatch.setattr(qdrant_client, "QdrantClient", FakeClient)
-    from mrl_retrievers.store._qdrant_collection import Connection
+    from mrl_retrievers.store.qdrant.collection import Connection
 
     conn = Connection.make(url="https://user:pw@qdrant.example:6333/", api_key=Secret("canary-key-123"), path=None,
                             location=None, client=None, timeout=None)
@@ -375,7 +375,7 @@ def test_unreachable_server_is_a_typed_error():
         thread.join(timeout=10)
 
 
-@pytest.mark.parametrize("name", ["mrl_retrievers.store.qdrant", "mrl_retrievers.store.migrate"])
+@pytest.mark.parametrize("name", ["mrl_retrievers.store.qdrant.store", "mrl_retrievers.store.migrate"])
 def test_docstring_examples_run(name):
     import doctest
     import importlib

@@ -1,4 +1,4 @@
-"""The coarse index in segments (store/coarse.py, store/checkpoints.py): a checkpoint rewrites only
+"""The coarse index in segments (store/local/coarse.py, store/local/checkpoints.py): a checkpoint rewrites only
 the segments that grew, searches over several segments keep their recall, deletions in sealed
 segments survive reopen without a rewrite, and indexes written as one file (format 1) still load."""
 

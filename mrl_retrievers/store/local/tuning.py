@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..mrl import as_matrix, normalize
+from ...errors import InvalidInputError
+from ...mrl import as_matrix, normalize
 from . import calibration
 from .search import fold_top_k
 from .vectors import to_float32

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CorruptStoreError, MRLError, ReadOnlyStoreError, StoreIOError, StoreLockedError
+from ...errors import CorruptStoreError, MRLError, ReadOnlyStoreError, StoreIOError, StoreLockedError
 from .crashpoints import crash_point
 
 TEMP_SUFFIX = ".tmp-mrl"

@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from .. import filters
-from ..errors import (
+from ... import filters
+from ...errors import (
     CorruptStoreError,
     MRLError,
     InvalidInputError,
@@ -28,22 +28,23 @@ from ..errors import (
     StoreClosedError,
     StoreLockedError,
 )
-from ..metadata import load_metadata, validate_metadatas
-from ..mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix
-from ..types import EmbeddingSpec, Hit, Record
+from ...metadata import load_metadata, validate_metadatas
+from ...mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix
+from ...types import EmbeddingSpec, Hit, Record
 from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
 from .crashpoints import crash_point
 from .fs import io_errors
 from . import calibration, checkpoints, maintenance, tuning
-from .effort import Calibration
+from ..effort import Calibration
 from .maintenance import VerifyReport
 from .handles import SharedStore
 from .state import StoreState
-from .manifest import DEFAULT_TARGET_RECALL, Manifest
+from ..defaults import DEFAULT_TARGET_RECALL
+from .manifest import Manifest
 from .rwlock import ReadWriteLock
-from .search import Searcher, check_k
-from .validation import check_ids, check_texts
+from .search import Searcher
+from ..validation import check_ids, check_k, check_texts
 from .vectors import row_checksums, to_float32
 
 # A batch at least this large is inserted into hnswlib on all cores (under the write lock, as

@@ -11,12 +11,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import CorruptStoreError, InvalidInputError
-from ..metadata import load_metadata
-from ..mrl import normalize, prefix
-from ..types import Hit
-from . import effort
+from ...errors import CorruptStoreError, InvalidInputError
+from ...metadata import load_metadata
+from ...mrl import normalize, prefix
+from ...types import Hit
+from .. import effort
 from .ann import AnnIndex
+from ..validation import check_k
 from .docstore import DocStore, damaged_record
 from .vectors import VectorFile, dot, row_checksums, to_float32
 
@@ -32,12 +33,6 @@ class SearchPlan:
     prefix_dim: int
     funnel_dim: int | None
     policy: effort.EffortPolicy | None = None  # adaptive effort (shortlist/ef: its last level)
-
-
-def check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 def exact_scores(vf: VectorFile, docs: DocStore, checked: "RowChecks", rows: np.ndarray, query: np.ndarray, block: int = 32768) -> np.ndarray:

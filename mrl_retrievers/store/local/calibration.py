@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError, MRLError
-from ..mrl import normalize, prefix
-from .effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence_parts
+from ...errors import InvalidInputError, MRLError
+from ...mrl import normalize, prefix
+from ..effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence_parts
 from .search import fold_top_k
 from .vectors import dot, to_float32
 

@@ -29,9 +29,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .. import filters
-from ..config import Secret
-from ..errors import (
+from ... import filters
+from ...config import Secret
+from ...errors import (
     ConfigError,
     InvalidInputError,
     SpecMismatchError,
@@ -40,16 +40,14 @@ from ..errors import (
     StoreExistsError,
     StoreNotFoundError,
 )  # fmt: skip
-from ..metadata import load_metadata, validate_metadatas
-from ..mrl import as_matrix, as_vector, check_width, normalize, prefix
-from ..types import EmbeddingSpec, Hit, Record
-from . import _qdrant_collection as qc
-from . import _qdrant_filters as qf
-from ._qdrant_collection import DEFAULT_COLLECTION, META_KEY, QUANTIZATIONS, Layout
-from .validation import check_ids, check_texts
-from .effort import check_target, scaled_effort
-from .opening import new_manifest
-from .search import check_k
+from ...metadata import load_metadata, validate_metadatas
+from ...mrl import as_matrix, as_vector, check_width, normalize, prefix
+from ...types import EmbeddingSpec, Hit, Record
+from . import collection as qc
+from . import filters as qf
+from .collection import DEFAULT_COLLECTION, META_KEY, QUANTIZATIONS, Layout
+from ..validation import check_create_args, check_ids, check_k, check_texts
+from ..effort import check_target, scaled_effort
 
 ID_NAMESPACE = uuid.UUID("6f1c3a52-2d0e-5b8e-9a43-0c6a8f7e1d29")  # fixed forever: ids map to points by it
 _PAYLOAD = ["id", "text", "metadata", "seq"]  # what reads fetch (not the match fields)
@@ -104,13 +102,14 @@ class QdrantStore:
         ``exact_below`` is accepted for interface parity and ignored (Qdrant picks exact scans itself
         below its ``full_scan_threshold``). Raises ``StoreExistsError`` if the collection exists.
         """
-        m = new_manifest(full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, exact_below=exact_below,
-                         shortlist=shortlist, ef=ef, funnel_dim=None, M=M, ef_construction=ef_construction)
+        m = check_create_args(full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, exact_below=exact_below,
+                              shortlist=shortlist, ef=ef, funnel_dim=None, M=M, ef_construction=ef_construction)
         if quantization not in QUANTIZATIONS:
             raise InvalidInputError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
         qc.check_collection_name(collection)
-        layout = Layout(full_dim=m.full_dim, prefix_dim=m.prefix_dim, dtype=m.dtype, spec=m.spec, shortlist=m.shortlist,
-                        ef=m.ef, M=m.M, ef_construction=m.ef_construction, quantization=quantization)
+        layout = Layout(full_dim=m["full_dim"], prefix_dim=m["prefix_dim"], dtype=m["dtype"], spec=m["spec"],
+                        shortlist=m["shortlist"], ef=m["ef"], M=m["M"], ef_construction=m["ef_construction"],
+                        quantization=quantization)
         conn = qc.Connection.make(url=url, api_key=api_key, path=path, location=location, client=client, timeout=timeout)
         try:
             with conn.io():

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import CorruptStoreError
+from ...errors import CorruptStoreError
 from .checkpoints import VERIFY_INDEX_SAMPLE, build_ann, check_index_sample, checkpoint
 from .crashpoints import crash_point
 from .fs import fsync_dir

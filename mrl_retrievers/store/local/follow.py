@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
-from ..errors import CorruptStoreError, StoreIOError
+from ...errors import CorruptStoreError, StoreIOError
 from .docstore import CommittedState
 from .manifest import load_manifest
 from .vectors import VectorFile

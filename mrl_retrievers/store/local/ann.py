@@ -20,7 +20,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from ..errors import CorruptStoreError, StoreIOError
+from ...errors import CorruptStoreError, StoreIOError
 from .fs import commit_temp_file, file_crc32, temp_path
 
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswalg.h saveIndex(), fields in order

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from ..config import Secret
-from ..errors import (
+from ...config import Secret
+from ...errors import (
     ConfigError,
     CorruptStoreError,
     MissingDependencyError,
@@ -23,8 +23,8 @@ from ..errors import (
     StoreNotFoundError,
     UnsupportedFormatError,
 )
-from ..types import EmbeddingSpec
-from . import _qdrant_filters as qf
+from ...types import EmbeddingSpec
+from . import filters as qf
 
 FORMAT_VERSION = 1
 META_KEY = "mrl_retrievers"  # key of our record in the collection's metadata

@@ -16,31 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptStoreError, InvalidInputError, ReadOnlyStoreError, StoreExistsError, StoreNotFoundError
-from ..mrl import check_width
-from ..types import EmbeddingSpec
+from ...errors import CorruptStoreError, InvalidInputError, ReadOnlyStoreError, StoreExistsError, StoreNotFoundError
+from ...mrl import check_width
+from ...types import EmbeddingSpec
 from . import checkpoints
 from .coarse import CoarseIndex
 from .docstore import DOCS_NAME, DocStore
-from .effort import check_target
+from ..effort import check_target
 from .fs import WriterLock, fsync_dir, io_errors, remove_orphan_temps
 from .state import StoreState
-from .manifest import (
-    DEFAULT_EF,
-    DEFAULT_EF_CONSTRUCTION,
-    DEFAULT_EXACT_BELOW,
-    DEFAULT_M,
-    DEFAULT_SEGMENT_ROWS,
-    DEFAULT_SHORTLIST,
-    FORMAT_VERSION,
-    DEFAULT_TARGET_RECALL,
-    MANIFEST_NAME,
-    MAX_EF_CONSTRUCTION,
-    MAX_M,
-    REPAIR_HINT,
-    Manifest,
-    load_manifest,
-)
+from ..validation import check_create_args
+from .manifest import FORMAT_VERSION, MANIFEST_NAME, REPAIR_HINT, Manifest, load_manifest
 from .vectors import VectorFile, row_checksums, vector_file_name
 
 log = logging.getLogger("mrl_retrievers.store")
@@ -64,40 +50,9 @@ def release(state: StoreState) -> None:
             shutil.rmtree(state.directory, ignore_errors=True)
 
 
-def new_manifest(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, ef, funnel_dim, M, ef_construction,
-                 segment_rows=None, target_recall=None) -> Manifest:
-    """Validate create() arguments into a manifest (nothing is written yet)."""
-    if isinstance(full_dim, bool) or not isinstance(full_dim, int) or not 1 <= full_dim <= 65536:
-        raise InvalidInputError(f"full_dim must be an integer in 1..65536, got {full_dim!r}")
-    prefix_dim = check_width("prefix_dim", prefix_dim, full_dim=full_dim)
-    if dtype not in ("float16", "float32"):
-        raise InvalidInputError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
-    if spec is not None and not isinstance(spec, EmbeddingSpec):
-        raise InvalidInputError(f"spec must be an EmbeddingSpec, got {type(spec).__name__}")
-    if spec is not None and spec.dim != full_dim:
-        raise InvalidInputError(f"spec.dim ({spec.dim}) differs from full_dim ({full_dim})")
-    if funnel_dim is not None and not prefix_dim < check_width("funnel_dim", funnel_dim, full_dim=full_dim) < full_dim:
-        raise InvalidInputError(f"funnel_dim must lie strictly between prefix_dim ({prefix_dim}) and full_dim ({full_dim})")
-    values = {"exact_below": exact_below, "shortlist": shortlist, "ef": ef, "M": M, "ef_construction": ef_construction,
-              "segment_rows": segment_rows}
-    maxima = {"M": MAX_M, "ef_construction": MAX_EF_CONSTRUCTION}
-    for name, value in values.items():
-        minimum = 0 if name == "exact_below" else 2 if name == "M" else 1
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if value is not None and value > maxima.get(name, value):
-            raise InvalidInputError(f"{name} must be at most {maxima[name]} (what the coarse-index file format holds), got {value!r}")
-    if target_recall is not None:
-        target_recall = check_target(target_recall)
-    elif shortlist is None and ef is None:
-        target_recall = DEFAULT_TARGET_RECALL  # an explicit shortlist/ef is the expert's fixed effort
-    return Manifest(
-        full_dim=full_dim, prefix_dim=prefix_dim, dtype=dtype, spec=spec, funnel_dim=funnel_dim,
-        shortlist=shortlist or DEFAULT_SHORTLIST, ef=ef or DEFAULT_EF,
-        exact_below=DEFAULT_EXACT_BELOW if exact_below is None else exact_below,
-        M=M or DEFAULT_M, ef_construction=ef_construction or DEFAULT_EF_CONSTRUCTION,
-        segment_rows=segment_rows or DEFAULT_SEGMENT_ROWS, target_recall=target_recall,
-    )
+def new_manifest(**create_args) -> Manifest:
+    """Validate create() arguments (the checks both backends share) into a manifest; nothing is written yet."""
+    return Manifest(**check_create_args(**create_args))
 
 
 def initialize(directory: Path, manifest: Manifest) -> None:

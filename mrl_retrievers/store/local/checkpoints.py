@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import CorruptStoreError
-from ..mrl import prefix
+from ...errors import CorruptStoreError
+from ...mrl import prefix
 from . import calibration
 from .ann import AnnIndex
 from .coarse import CoarseIndex

@@ -33,8 +33,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .. import filters
-from ..errors import CorruptStoreError, FilterError, ReadOnlyStoreError, StoreIOError, UnsupportedFormatError
+from ... import filters
+from ...errors import CorruptStoreError, FilterError, ReadOnlyStoreError, StoreIOError, UnsupportedFormatError
 from .crashpoints import crash_point
 
 DOCS_NAME = "docs.sqlite"

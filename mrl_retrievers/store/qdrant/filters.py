@@ -56,9 +56,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .. import filters
-from ..errors import UnsupportedFilterError
-from ..filters import And, Condition, Node, Not, Or
+from ... import filters
+from ...errors import UnsupportedFilterError
+from ...filters import And, Condition, Node, Not, Or
 
 MATCH = "match"  # payload key of the derived match fields
 _SAFE_RANGE = 2**53  # |operand| below this: the server's f64 comparison agrees with Python's exact one

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptStoreError
+from ...errors import CorruptStoreError
 from .docstore import DOCS_NAME, DocStore, _SCHEMA, damaged_record
 from .fs import WriterLock, fsync_dir, io_errors
 from .maintenance import VerifyReport
