@@ -38,7 +38,7 @@ def command() -> list[str]:
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in NO_KEYS and not k.startswith("MRL_")}
     # The checkout under test wins over an installed copy of the package.
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "integrations"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *(str(p) for p in sorted((ROOT / "integrations").iterdir()) if p.is_dir()), env.get("PYTHONPATH", "")])
     env["HF_HUB_OFFLINE"] = "1"
     env.update(extra or {})
     return env

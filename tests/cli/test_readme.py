@@ -139,7 +139,7 @@ def test_snippet_runs_as_written(tmp_path, snippet):
     """In this environment (it has every extra): the default suite's guard against README drift."""
     work = _workdir(tmp_path, snippet)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "integrations"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *(str(p) for p in sorted((ROOT / "integrations").iterdir()) if p.is_dir()), env.get("PYTHONPATH", "")])
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     with OpenAIServer(api_key=KEY) as server:
         proc = _run(snippet, work, sys.executable, _environment(env, server if "openai" in snippet.extras else None))

@@ -54,7 +54,7 @@ def kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if var.startswith("MRL_") or var in KEY_VARS:  # MRL_* would override the notebooks' configs
             monkeypatch.delenv(var)
     # The kernel imports the package from this checkout even when it is not installed.
-    paths = [str(ROOT), str(ROOT / "integrations"), os.environ.get("PYTHONPATH", "")]
+    paths = [str(ROOT), *(str(p) for p in sorted((ROOT / "integrations").iterdir()) if p.is_dir()), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
     # A "python3" kernelspec that launches this interpreter, first on JUPYTER_PATH: it wins over a
     # user's or the system's "python3" (which may belong to another Python), and a fresh venv needs

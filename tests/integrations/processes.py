@@ -1,6 +1,6 @@
 """A Python process the test drives line by line: a web worker or an indexing job beside the test.
 
-``Worker`` starts ``python`` with the repository (and ``integrations/``) on its path and evaluates
+``Worker`` starts ``python`` with the repository (and each distribution under ``integrations/``) on its path and evaluates
 what the test sends it in one namespace, so a test can hold a writer open in one process while it
 constructs framework objects in another (the "many workers, one writer" deployments).
 
@@ -51,7 +51,7 @@ class Worker:
     """A child Python process evaluating the test's code; closed (and killed if stuck) on exit."""
 
     def __init__(self, timeout: float = 120.0) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "integrations")])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *(str(p) for p in sorted((ROOT / "integrations").iterdir()) if p.is_dir())])}
         self.timeout = timeout
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _LOOP], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
