@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .checks import positive_int
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -107,9 +108,9 @@ class StoreSettings:
             raise ConfigError(f"[store] dtype must be one of {DTYPES}, got {self.dtype!r}")
         for name in ("prefix_dim", "shortlist", "ef", "funnel_dim"):
             if getattr(self, name) is not None:
-                _positive_int("store", name, getattr(self, name))
+                object.__setattr__(self, name, positive_int(f"[store] {name}", getattr(self, name), error=ConfigError))
         if self.exact_below is not None:
-            _positive_int("store", "exact_below", self.exact_below, minimum=0)
+            object.__setattr__(self, "exact_below", positive_int("[store] exact_below", self.exact_below, minimum=0, error=ConfigError))
         if self.target_recall is not None and (isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float))
                                                or not 0 < self.target_recall <= 1):
             raise ConfigError(f"[store] target_recall must be a number in (0, 1], got {self.target_recall!r}")
@@ -168,9 +169,10 @@ class EmbedderSettings:
             raise ConfigError(f"[embedder] provider must be a non-empty string, got {self.provider!r}")
         for name in ("dim", "max_concurrency", "batch_size"):
             if getattr(self, name) is not None:
-                _positive_int("embedder", name, getattr(self, name))
+                object.__setattr__(self, name, positive_int(f"[embedder] {name}", getattr(self, name), error=ConfigError))
         if self.max_retries is not None:
-            _positive_int("embedder", "max_retries", self.max_retries, minimum=0)
+            object.__setattr__(self, "max_retries", positive_int("[embedder] max_retries", self.max_retries, minimum=0,
+                                                                  error=ConfigError))
         if self.timeout is not None and (
             isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0
         ):
@@ -313,11 +315,6 @@ def _coerce(block: str, name: str, held: type | None, value: Any) -> Any:
     if held is str and not isinstance(value, str):
         raise ConfigError(f"[{block}] {name} must be a string, got {value!r}")
     return value
-
-
-def _positive_int(block: str, name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"[{block}] {name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _dump_value(value: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ._writes import Progress, StepWriter, check_batch, check_text
+from .checks import positive_int
 from .config import EmbedderSettings, Settings, load_config
 from .errors import ConfigError, InvalidInputError, StoreNotFoundError
 from .media import Content, media_metadata
@@ -318,11 +319,7 @@ class MRLIndex:
         return int(min(MAX_DEFAULT_STEP, max(DEFAULT_STEP, round_size)))
 
     def _spans(self, n: int, step: int | None) -> list[tuple[int, int]]:
-        if step is None:
-            step = self.default_step()
-        elif isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-            raise InvalidInputError(f"step must be an integer >= 1, got {step!r}")
-        step = int(step)
+        step = self.default_step() if step is None else positive_int("step", step)
         return [(start, min(n, start + step)) for start in range(0, n, step)]
 
     def delete(self, ids: Sequence[str]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .checks import positive_int
 from .errors import DimensionMismatchError, InvalidInputError, InvalidVectorError
 
 # Rows whose norm is below this are treated as all-zero: they have no direction to compare.
@@ -120,9 +121,7 @@ def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
 
 def check_width(name: str, value: Any, *, full_dim: int) -> int:
     """Validate a width setting (prefix or funnel) against the full width."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= full_dim:
-        raise InvalidInputError(f"{name} must be an integer in 1..{full_dim}, got {value!r}")
-    return int(value)
+    return positive_int(name, value, maximum=full_dim)
 
 
 __all__ = ["as_matrix", "as_vector", "check_width", "normalize", "prefix", "truncate"]

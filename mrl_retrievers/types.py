@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .checks import positive_int
 from .errors import ConfigError
 
 
@@ -54,8 +55,7 @@ class EmbeddingSpec:
             raise ConfigError(f"EmbeddingSpec.provider must be a non-empty string, got {self.provider!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"EmbeddingSpec.model must be a non-empty string, got {self.model!r}")
-        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
-            raise ConfigError(f"EmbeddingSpec.dim must be a positive integer, got {self.dim!r}")
+        object.__setattr__(self, "dim", positive_int("EmbeddingSpec.dim", self.dim, error=ConfigError))
         if isinstance(self.extra, Mapping):  # accept a dict for convenience, store a hashable form
             object.__setattr__(self, "extra", tuple(sorted((str(k), str(v)) for k, v in self.extra.items())))
         modalities = (self.modalities,) if isinstance(self.modalities, str) else self.modalities

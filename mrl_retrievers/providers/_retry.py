@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..checks import positive_int
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -125,8 +126,7 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ConfigError(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
+        positive_int("max_attempts", self.max_attempts, error=ConfigError)
         for name in ("base_delay", "max_delay", "max_retry_after"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")

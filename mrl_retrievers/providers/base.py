@@ -70,6 +70,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterator, Literal, Sequence
 
 import numpy as np
 
+from ..checks import positive_int
 from ..config import Secret
 from ..media import MEDIA_TYPES
 from ..errors import (
@@ -159,9 +160,9 @@ class Provider(abc.ABC):
             max_concurrency: most batches in flight at once.
             query_prompt / document_prompt: how each side is marked, recorded in the spec.
         """
-        _check_positive("dim", dim)
-        _check_positive("batch_size", batch_size)
-        _check_positive("max_concurrency", max_concurrency)
+        dim = positive_int("dim", dim, error=ConfigError)
+        batch_size = positive_int("batch_size", batch_size, error=ConfigError)
+        max_concurrency = positive_int("max_concurrency", max_concurrency, error=ConfigError)
         if response_dim is not None and response_dim < dim:
             raise ConfigError(f"response_dim {response_dim} is smaller than dim {dim}")
         self.model = model
@@ -427,11 +428,6 @@ def _check_texts(texts: Sequence[str], reject_empty: bool) -> list[str]:
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise InvalidInputError(f"kind must be one of {KINDS}, got {kind!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 __all__ = [

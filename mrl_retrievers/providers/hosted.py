@@ -19,10 +19,11 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from ..checks import positive_int
 from ..config import Secret
 from ..errors import AuthenticationError, ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError, RateLimitError
 from ._retry import Charge, PauseGate, RateBudget, RetryPolicy, make_error
-from .base import Kind, Provider, _check_positive, resolve_api_key
+from .base import Kind, Provider, resolve_api_key
 
 logger = logging.getLogger("mrl_retrievers.providers")
 
@@ -152,11 +153,10 @@ class HostedProvider(Provider):
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if max_batch_tokens is not None:
-            _check_positive("max_batch_tokens", max_batch_tokens)
+            max_batch_tokens = positive_int("max_batch_tokens", max_batch_tokens, error=ConfigError)
         policy = retry or RetryPolicy()
         if max_retries is not None:
-            if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-                raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+            max_retries = positive_int("max_retries", max_retries, minimum=0, error=ConfigError)
             policy = RetryPolicy(max_attempts=max_retries + 1, base_delay=policy.base_delay,
                                  max_delay=policy.max_delay, max_retry_after=policy.max_retry_after,
                                  jitter=policy.jitter)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from ..checks import positive_int
 from ..errors import ConfigError, UnsupportedDimensionError
 from . import models
 from .base import Kind, Provider, require
@@ -97,9 +98,8 @@ class LocalProvider(Provider):
     # -- setup --
 
     def _check_dim(self, name: str, dim: int, native: int) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= native:
-            raise UnsupportedDimensionError(f"dim must be an integer in 1..{native} for this model, got {dim!r}",
-                                            provider=self.name, model=name)
+        positive_int("dim", dim, maximum=native,
+                     error=lambda message: UnsupportedDimensionError(message, provider=self.name, model=name))
         if self.info is not None and self._rotation is None and not self.info.allows(dim):
             raise UnsupportedDimensionError(
                 f"{name} was trained for widths {self.info.describe_widths()}, not {dim} "

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..checks import positive_int
 from ..errors import ConfigError, UnsupportedDimensionError
 
 Marking = Literal["none", "task_type", "input_type", "prefix", "task"]
@@ -241,8 +242,8 @@ def resolve_width(
         UnsupportedDimensionError: the model cannot produce ``dim`` (before any request).
         ConfigError: an unknown model and no width to go by.
     """
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-        raise ConfigError(f"dim must be a positive integer, got {dim!r}")
+    if dim is not None:
+        dim = positive_int("dim", dim, error=ConfigError)
     info = lookup(provider, model)
     if info is None or native_dim is not None:
         return _resolve_unknown(provider, model, dim, info, native_dim, native_shortening)
@@ -266,8 +267,8 @@ def _resolve_unknown(
     native_dim: int | None,
     native_shortening: bool | None,
 ) -> Width:
-    if native_dim is not None and (isinstance(native_dim, bool) or not isinstance(native_dim, int) or native_dim < 1):
-        raise ConfigError(f"native_dim must be a positive integer, got {native_dim!r}")
+    if native_dim is not None:
+        native_dim = positive_int("native_dim", native_dim, error=ConfigError)
     if dim is None and native_dim is None:
         known = ", ".join(i.name for i in models_for(provider)) or "none"
         raise ConfigError(

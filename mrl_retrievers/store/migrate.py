@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..config import Secret, StoreSettings
+from ..checks import positive_int
 from ..errors import ConfigError, SpecMismatchError
 
 DEFAULT_BATCH = 512
@@ -51,8 +52,7 @@ def migrate(src: Any, dst: Any, *, batch_size: int = DEFAULT_BATCH, progress: Ca
     Costs one ``get`` and one ``add`` per batch; no provider call. Items written to ``src`` while
     this runs may or may not be copied; stop writers for an exact copy.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = positive_int("batch_size", batch_size, error=ConfigError)
     if src.full_dim != dst.full_dim:
         raise ConfigError(f"source holds {src.full_dim}-wide vectors, destination {dst.full_dim}-wide: nothing copied")
     if src.spec is not None:

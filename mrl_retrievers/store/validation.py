@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
-
+from ..checks import positive_int
 from ..errors import DuplicateIdError, InvalidInputError
 from ..mrl import check_width
 from ..types import EmbeddingSpec
@@ -73,17 +72,14 @@ def check_utf8(value: str, what: str) -> None:
 
 
 def check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+    return positive_int("k", k)
 
 
 def check_create_args(*, full_dim, prefix_dim, dtype, spec, exact_below, shortlist, ef, funnel_dim, M, ef_construction,
                       segment_rows=None, target_recall=None) -> dict[str, Any]:
     """create()'s settings checked and completed with the defaults (the local store writes them into
     its manifest, the Qdrant store into its collection's metadata)."""
-    if isinstance(full_dim, bool) or not isinstance(full_dim, int) or not 1 <= full_dim <= 65536:
-        raise InvalidInputError(f"full_dim must be an integer in 1..65536, got {full_dim!r}")
+    full_dim = positive_int("full_dim", full_dim, maximum=65536)
     prefix_dim = check_width("prefix_dim", prefix_dim, full_dim=full_dim)
     if dtype not in ("float16", "float32"):
         raise InvalidInputError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
@@ -97,11 +93,12 @@ def check_create_args(*, full_dim, prefix_dim, dtype, spec, exact_below, shortli
               "segment_rows": segment_rows}
     maxima = {"M": MAX_M, "ef_construction": MAX_EF_CONSTRUCTION}
     for name, value in values.items():
-        minimum = 0 if name == "exact_below" else 2 if name == "M" else 1
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if value is not None and value > maxima.get(name, value):
+        if value is None:
+            continue
+        values[name] = value = positive_int(name, value, minimum=0 if name == "exact_below" else 2 if name == "M" else 1)
+        if value > maxima.get(name, value):
             raise InvalidInputError(f"{name} must be at most {maxima[name]} (what the coarse-index file format holds), got {value!r}")
+    exact_below, shortlist, ef, M, ef_construction, segment_rows = values.values()  # as plain ints
     if target_recall is not None:
         target_recall = check_target(target_recall)
     elif shortlist is None and ef is None:

@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
+    "mrl_retrievers.checks",
     "mrl_retrievers.config",
     "mrl_retrievers.types",
     "mrl_retrievers.mrl",

@@ -11,6 +11,7 @@ import numpy as np
 
 from mrl_retrievers import Settings
 from mrl_retrievers import VectorStore as StoreProtocol
+from mrl_retrievers.checks import positive_int
 from mrl_retrievers.config import StoreSettings
 from mrl_retrievers.errors import ConfigError, InvalidInputError
 
@@ -30,9 +31,7 @@ def cosine_relevance(cosine: float) -> float:
 
 def check_count(name: str, value: Any) -> int:
     """A non-negative integer (``k=0`` is a valid request for nothing, as reference stores treat it)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
+    return positive_int(name, value, minimum=0)
 
 
 def mmr_select(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -> list[int]:
@@ -87,8 +86,8 @@ def prepare_add(
     ids = [i if i is not None else str(uuid.uuid4()) for i in ids] if ids is not None else [str(uuid.uuid4()) for _ in range(n)]
     if len(ids) != n:
         raise InvalidInputError(f"got {len(ids)} ids for {n} texts")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None:
+        batch_size = positive_int("batch_size", batch_size)
     step = batch_size or max(n, 1)
     return texts, metas, ids, [slice(i, min(i + step, n)) for i in range(0, n, step)]
 

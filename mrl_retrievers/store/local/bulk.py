@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ...checks import positive_int
 from ...errors import InvalidInputError
 from . import calibration
 
@@ -66,8 +67,7 @@ def bulk_add(store: "MRLStore", source: Source, *, ids: Sequence[str] | Callable
              texts: Sequence[str | None] | None = None, name: str | None = None, total: int | None = None,
              batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool | Progress = False) -> LoadReport:
     """Load ``source`` into ``store`` batch by batch (see the module docstring)."""
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise InvalidInputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    batch_rows = positive_int("batch_rows", batch_rows)
     if name is not None and (not isinstance(name, str) or not name):
         raise InvalidInputError(f"name must be a non-empty string, got {name!r}")
     started = time.perf_counter()

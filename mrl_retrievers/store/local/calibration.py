@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ...checks import positive_int
 from ...errors import InvalidInputError, MRLError
 from ...mrl import normalize, prefix
 from ..effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence_parts
@@ -362,8 +363,7 @@ def _lows(values: np.ndarray, z: float) -> np.ndarray:
 def _check(target_recall, probes, confidence_level) -> None:
     if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
         raise InvalidInputError(f"target_recall must lie in (0, 1], got {target_recall!r}")
-    if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 4:
-        raise InvalidInputError(f"probes must be an integer >= 4, got {probes!r}")
+    positive_int("probes", probes, minimum=4)
     if not 0.5 <= confidence_level < 1:
         raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...checks import positive_int
 from ...errors import ConfigError, CorruptStoreError, UnsupportedFormatError
 from ...types import EmbeddingSpec
 from ..defaults import (
@@ -164,9 +165,7 @@ def _parse(data: dict[str, Any]) -> Manifest:
     ann_state = _parse_ann(data.get("ann") or {})
     if data["M"] > MAX_M or data["ef_construction"] > MAX_EF_CONSTRUCTION:
         raise ValueError(f"M={data['M']} / ef_construction={data['ef_construction']} beyond what the index format holds")
-    segment_rows = data.get("segment_rows", DEFAULT_SEGMENT_ROWS)
-    if not _is_int(segment_rows) or segment_rows < 1:
-        raise ValueError(f"segment_rows must be a positive integer, got {segment_rows!r}")
+    segment_rows = positive_int("segment_rows", data.get("segment_rows", DEFAULT_SEGMENT_ROWS), error=ValueError)
     spec = EmbeddingSpec.from_dict(data["spec"]) if data.get("spec") else None
     if spec is not None and spec.dim != data["full_dim"]:
         raise ValueError(f"spec.dim ({spec.dim}) differs from full_dim ({data['full_dim']})")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ...checks import positive_int
 from ...errors import CorruptStoreError, InvalidInputError
 from ...metadata import load_metadata
 from ...mrl import normalize, prefix
@@ -195,8 +196,8 @@ class Searcher:
     def plan(self, k, shortlist: int | None, ef: int | None, target_recall: float | None = None) -> SearchPlan:
         m = self.s.manifest
         for name, value in (("shortlist", shortlist), ("ef", ef)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+            if value is not None:
+                positive_int(name, value)
         plan = SearchPlan(
             k=check_k(k), shortlist=int(shortlist or m.shortlist), ef=int(ef or m.ef),
             exact_below=m.exact_below, prefix_dim=m.prefix_dim, funnel_dim=m.funnel_dim,

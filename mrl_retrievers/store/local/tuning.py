@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from ...checks import positive_int
 from ...errors import InvalidInputError
 from ...mrl import as_matrix, normalize
 from . import calibration
@@ -207,8 +208,7 @@ def _check_args(target_recall: float, sample: int, k: int) -> None:
     if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
         raise InvalidInputError(f"target_recall must lie in (0, 1], got {target_recall!r}")
     for name, value in (("sample", sample), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(name, value)
 
 
 def _widths(prefix_dims: Sequence[int] | None, store: "MRLStore") -> list[int]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ... import filters
 from ...config import Secret
+from ...checks import positive_int
 from ...errors import (
     ConfigError,
     InvalidInputError,
@@ -425,8 +426,8 @@ class QdrantStore:
     def _request(self, query: np.ndarray, k: Any, shortlist: Any, ef: Any, server: Any) -> Any:
         k = check_k(k)
         for name, value in (("shortlist", shortlist), ("ef", ef)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+            if value is not None:
+                positive_int(name, value)
         self._check_open()
         if server is _NEVER:
             return None

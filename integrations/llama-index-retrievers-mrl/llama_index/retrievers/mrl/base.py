@@ -20,7 +20,7 @@ from llama_index.embeddings.mrl.base import with_signature
 from llama_index.vector_stores.mrl import MRLVectorStore
 
 from mrl_retrievers import MRLStore, Provider
-from mrl_retrievers.errors import InvalidInputError
+from mrl_retrievers.checks import positive_int
 
 __all__ = ["MRLRetriever"]
 
@@ -64,8 +64,7 @@ class MRLRetriever(BaseRetriever):
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
-        if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
-            raise InvalidInputError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
+        similarity_top_k = positive_int("similarity_top_k", similarity_top_k)
         if not isinstance(vector_store, MRLVectorStore):
             vector_store = MRLVectorStore(vector_store)
         if isinstance(embed_model, Provider):

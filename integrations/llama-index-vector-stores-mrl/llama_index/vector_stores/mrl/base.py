@@ -22,6 +22,7 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from mrl_retrievers import EmbeddingSpec, Hit, MRLStore, Settings
 from mrl_retrievers import VectorStore as StoreProtocol
+from mrl_retrievers.checks import positive_int
 from mrl_retrievers.config import StoreSettings
 from mrl_retrievers.errors import ConfigError, DimensionMismatchError, FilterError, InvalidInputError, UnsupportedFilterError
 from mrl_retrievers.store import LazyStore
@@ -403,6 +404,4 @@ def _to_node(node_id: str, text: str | None, metadata: Mapping[str, Any]) -> Bas
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"similarity_top_k must be a positive integer, got {k!r}")
-    return k
+    return positive_int("similarity_top_k", k)
