@@ -48,13 +48,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from . import _filter_sql
 from .errors import FilterError, UnsupportedFilterError
+from .json_values import json_scalar, json_text, short as _short, unwrap_numpy as _unwrap_numpy
 from .filter_ast import (
     COMBINATORS,
     NODE_TYPES,
@@ -74,7 +74,6 @@ from .filter_ast import (
 # adds 1). SQLite's parser (YYSTACKDEPTH 100) overflows on the compiled SQL at 24 levels here.
 MAX_FILTER_DEPTH = 16
 _MAX_OPERAND_DEPTH = 32  # as metadata's nesting limit: a deeper $eq operand could never match
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 __all__ = [
     "COMBINATORS", "OPERATORS", "And", "Condition", "Node", "Not", "Or",
@@ -250,18 +249,7 @@ def _json_operand(value: Any, where: str, depth: int) -> Any:
 
 def _scalar(value: Any, where: str) -> Any:
     """Validate one JSON scalar (None, bool, int, float, str) and return it as a plain type."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise FilterError(f"{where}: integer {value} is outside signed 64-bit, which metadata cannot hold")
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise FilterError(f"{where}: {value!r} is not a JSON number (NaN/inf)")
-        return float(value)
-    _check_string(value, where)
-    return str(value)
+    return json_scalar(value, where, FilterError)
 
 
 def _check_operand(op: str, value: Any, where: str) -> Any:
@@ -286,12 +274,7 @@ def _expect(op: str, value: Any, where: str, what: str, accepts: Callable[[Any],
 
 
 def _check_string(text: str, where: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FilterError(f"{where}: {_short(text)} is not valid Unicode (lone surrogate)") from None
-    if "\x00" in text:  # metadata cannot hold U+0000 (SQLite's json_extract truncates there)
-        raise FilterError(f"{where}: {_short(text)} contains U+0000")
+    json_text(text, where, FilterError)  # metadata cannot hold it: no filter may ask for it
 
 
 def _is_orderable(v: Any) -> bool:
@@ -375,13 +358,3 @@ _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _unwrap_numpy(value: Any) -> Any:
-    # Duck-typed so this module stays stdlib-only: numpy scalars (and 0-d arrays) have ndim 0.
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-        return value.item()
-    return value
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

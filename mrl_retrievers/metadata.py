@@ -32,16 +32,15 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidMetadataError
+from .json_values import json_scalar, json_text, short as _short, unwrap_numpy
 from .media import check_reserved
 
 MAX_METADATA_BYTES = 1 << 20  # 1 MiB of UTF-8 JSON per item
 MAX_METADATA_DEPTH = 32  # the top-level object is depth 1
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 __all__ = [
     "MAX_METADATA_BYTES",
@@ -116,22 +115,11 @@ def validate_metadatas(metadatas: Iterable[Mapping[str, Any] | None] | None, n: 
 
 def _clean(value: Any, where: str, depth: int) -> Any:
     """Return a plain-JSON copy of ``value`` (dict/list/str/int/float/bool/None) or raise."""
-    value = _unwrap_numpy(value)
-    if value is None or isinstance(value, bool):  # bool first: it is an int subclass
-        return value
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise InvalidMetadataError(
-                f"{where}: integer {value} is outside signed 64-bit; store it as a string"
-            )
-        return int(value)  # plain int: the canonical text must not depend on subclasses (IntEnum...)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidMetadataError(f"{where}: {value!r} is not a JSON number (NaN/inf are not allowed)")
-        return float(value)
+    value = unwrap_numpy(value)
     if isinstance(value, str):
-        _check_text(value, where)
-        return str(value)
+        return _check_text(value, where)
+    if value is None or isinstance(value, (bool, int, float)):
+        return json_scalar(value, where, InvalidMetadataError)
     if isinstance(value, (Mapping, list, tuple)):
         if depth > MAX_METADATA_DEPTH:
             raise InvalidMetadataError(
@@ -149,32 +137,15 @@ def _check_key(key: Any, where: str) -> str:
             f"{where}: key {key!r} is a {type(key).__name__}; JSON object keys must be strings "
             "(convert it with str() if that is what you mean)"
         )
-    _check_text(key, f"{where} key {key!r}")
-    return str(key)
+    return _check_text(key, f"{where} key {key!r}")
 
 
-def _check_text(text: str, where: str) -> None:
+def _check_text(text: str, where: str) -> str:
     if len(text) > MAX_METADATA_BYTES:  # cheap early exit: each char is at least one byte
         raise InvalidMetadataError(
             f"{where}: a string of {len(text):,} characters exceeds MAX_METADATA_BYTES ({MAX_METADATA_BYTES:,})"
         )
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidMetadataError(
-            f"{where}: string {_short(text)} is not valid Unicode ({exc.reason} at {exc.start})"
-        ) from None
-    if "\x00" in text:
-        raise InvalidMetadataError(
-            f"{where}: string {_short(text)} contains U+0000, which SQLite's JSON functions truncate at"
-        )
-
-
-def _unwrap_numpy(value: Any) -> Any:
-    # Duck-typed so this module needs no numpy import: numpy scalars (and 0-d arrays) have ndim 0.
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-        return value.item()
-    return value
+    return json_text(text, where, InvalidMetadataError)
 
 
 def _type_hint(value: Any) -> str:
@@ -188,10 +159,3 @@ def _type_hint(value: Any) -> str:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    if isinstance(value, (str, bytes)) and len(value) > limit:
-        value = value[:limit]  # do not repr a megabyte just to cut it
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "mrl_retrievers.checks",
+    "mrl_retrievers.json_values",
     "mrl_retrievers.config",
     "mrl_retrievers.types",
     "mrl_retrievers.mrl",

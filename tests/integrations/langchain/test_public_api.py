@@ -10,8 +10,8 @@ import mrl_retrievers
 
 PACKAGE = Path(langchain_mrl.__file__).parent
 # What the integration may import from the core: exported names, plus these plain modules.
-ALLOWED_MODULES = {"mrl_retrievers.errors", "mrl_retrievers.checks", "mrl_retrievers.config", "mrl_retrievers.types",
-                   "mrl_retrievers.media"}
+ALLOWED_MODULES = {"mrl_retrievers.errors", "mrl_retrievers.checks", "mrl_retrievers.json_values", "mrl_retrievers.config",
+                   "mrl_retrievers.types", "mrl_retrievers.media"}
 ALLOWED_FROM = {"mrl_retrievers.providers": {"from_config"}, "mrl_retrievers.store": {"LazyStore"}}
 
 

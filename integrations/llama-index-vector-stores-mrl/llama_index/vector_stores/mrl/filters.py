@@ -70,11 +70,12 @@ from typing import Any
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
 
 from mrl_retrievers.errors import UnsupportedFilterError
+from mrl_retrievers.json_values import json_scalar, json_text
+from mrl_retrievers.json_values import short as _short
 
 __all__ = ["Translation", "translate_filters"]
 
 Filter = dict  # one filter dict in the store's syntax
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 MAX_EQ_ALTERNATIVES = 64  # EQ on a list holding many 0/1 values expands to 2**n alternatives
 _ANY_KEY = "_"  # any key will do for "everything": $nin [] matches missing keys too
 # The ASCII characters that some special case-folding produces (ß -> ss, ﬁ -> fi, ẖ -> h, ...).
@@ -339,19 +340,7 @@ def _eq_alternatives(x: Any) -> list[Any]:
 
 def _scalar(value: Any, where: str) -> Any:
     """Check a scalar operand the store can hold (str, finite number in int64, bool, None)."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise UnsupportedFilterError(f"{where}: integer {value} is outside signed 64-bit, which metadata cannot hold")
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise UnsupportedFilterError(f"{where}: {value!r} is not supported (NaN and infinities cannot be stored)")
-        return float(value)
-    if isinstance(value, str):
-        return _check_text(value, where)
-    raise UnsupportedFilterError(f"{where}: unsupported operand {type(value).__name__} {_short(value)}")
+    return json_scalar(value, where, UnsupportedFilterError)
 
 
 def _string(value: Any, where: str, op: str) -> str:
@@ -361,13 +350,7 @@ def _string(value: Any, where: str, op: str) -> str:
 
 
 def _check_text(text: str, where: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UnsupportedFilterError(f"{where}: {_short(text)} is not valid Unicode") from None
-    if "\x00" in text:
-        raise UnsupportedFilterError(f"{where}: {_short(text)} contains U+0000, which metadata cannot hold")
-    return str(text)
+    return json_text(text, where, UnsupportedFilterError)
 
 
 def _check_key(key: Any, where: str) -> str:
@@ -385,6 +368,3 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, (list, tuple))
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
