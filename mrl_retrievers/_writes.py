@@ -4,6 +4,7 @@ then writes its steps in order on one worker thread while the next step is embed
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Mapping
@@ -25,6 +26,9 @@ class StepWriter:
     starts this one and returns, so the caller embeds the next step meanwhile. Leaving the block
     waits for the last write; leaving it with an error still waits for the write in flight, so it
     commits (or fails) before the error propagates. ``threaded=False`` writes inline (one step).
+
+    The one pipelined writer under both ``add_texts`` (``with`` / ``put``) and ``aadd_texts``
+    (``async with`` / ``aput``: the same worker thread and order, awaited instead of blocked on).
     """
 
     def __init__(self, store: Callable[[], VectorStore | None], progress: Progress | None, total: int, *,
@@ -41,11 +45,22 @@ class StepWriter:
         else:
             self._pending = (self._pool.submit(self._store().add, ids, vectors, texts=texts, metadatas=metadatas), stop)
 
+    async def aput(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[Any], stop: int) -> None:
+        await self._adrain()
+        self.put(ids, vectors, texts, metadatas, stop)  # nothing pending now: put only submits
+
     def _drain(self) -> None:
         if self._pending is not None:
             future, stop = self._pending
             self._pending = None
             future.result()
+            self._report(stop)
+
+    async def _adrain(self) -> None:
+        if self._pending is not None:
+            future, stop = self._pending
+            self._pending = None
+            await asyncio.wrap_future(future)
             self._report(stop)
 
     def _report(self, stop: int) -> None:
@@ -66,11 +81,33 @@ class StepWriter:
                 future, _ = self._pending
                 self._pending = None
                 wait([future])
-                if future.exception() is not None:
-                    raise future.exception()
+                self._raise_failed(future)
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            self._close()
+
+    async def __aenter__(self) -> "StepWriter":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                await self._adrain()
+            elif self._pending is not None:  # as __exit__, awaited
+                future, _ = self._pending
+                self._pending = None
+                await asyncio.wait([asyncio.wrap_future(future)])
+                self._raise_failed(future)
+        finally:
+            self._close()
+
+    @staticmethod
+    def _raise_failed(future: Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            raise future.exception()
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # nothing is in flight any more: returns at once
 
 
 def check_text(text: Any) -> str:

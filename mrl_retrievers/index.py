@@ -214,34 +214,15 @@ class MRLIndex:
         """``add_texts`` with the provider's real async path; store writes run in a worker thread,
         pipelined the same way (step N is written while step N+1 is embedded)."""
         texts, metadatas, ids = check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
-        pending: tuple[asyncio.Future, int] | None = None
         fresh = False
-
-        async def drain() -> None:
-            nonlocal pending
-            if pending is not None:
-                future, stop = pending
-                pending = None
-                await future
-                if progress:
-                    progress(stop, len(texts))
-
         try:
-            for start, stop in self._spans(len(texts), step):
-                vectors = await self.embedder.aembed_documents(texts[start:stop])
-                await drain()
-                if self._store is None:
-                    fresh = await asyncio.to_thread(self._create, vectors.shape[1])
-                write = asyncio.to_thread(self._store.add, ids[start:stop], vectors, texts[start:stop], metadatas[start:stop])
-                pending = (asyncio.ensure_future(write), stop)
-            await drain()
+            async with StepWriter(lambda: self._store, progress, len(texts), threaded=True) as writer:
+                for start, stop in self._spans(len(texts), step):
+                    vectors = await self.embedder.aembed_documents(texts[start:stop])
+                    if self._store is None:
+                        fresh = await asyncio.to_thread(self._create, vectors.shape[1])
+                    await writer.aput(ids[start:stop], vectors, texts[start:stop], metadatas[start:stop], stop)
         except BaseException:
-            if pending is not None:
-                # Let the step being written commit (or fail) before the error propagates: a
-                # re-run then finds every step before the failing one stored.
-                await asyncio.wait([pending[0]])
-                if not pending[0].cancelled() and pending[0].exception() is not None:
-                    raise pending[0].exception()  # noqa: B904 - the earlier step failed first
             if fresh and self._store is not None and len(self._store) == 0:
                 self._discard_new_store()
             raise
