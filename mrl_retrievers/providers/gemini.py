@@ -37,11 +37,10 @@ from ..errors import AuthenticationError, EmbeddingResponseError, ProviderConnec
 from ..errors import ProviderTimeoutError
 from ..media import Content, Image
 from ._clients import ClientPool
-from .hosted import checked_batch_size
 from .base import Kind, error_for_status, make_error, parse_retry_after, require
 from .hosted import HostedProvider
-from .models import DEFAULT_MODELS, ModelInfo, lookup, resolve_width
-from .multimodal import apply_capabilities, item_tokens
+from .models import ModelInfo, lookup
+from .multimodal import item_tokens
 
 PROVIDER = "gemini"
 _QUERY_PREFIX = "task: search result | query: "
@@ -200,6 +199,7 @@ class GeminiProvider(HostedProvider):
     """
 
     name: ClassVar[str] = PROVIDER
+    api_label: ClassVar[str] = "Gemini"
     api_key_env: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
     def __init__(
@@ -217,20 +217,15 @@ class GeminiProvider(HostedProvider):
         native_shortening: bool | None = None,
         **options: Any,
     ) -> None:
-        model = model or DEFAULT_MODELS[PROVIDER]
         # Fail at construction, not at the first request, when the SDK is missing.
         require("google.genai", package="google-genai", extra="gemini", purpose="the Gemini provider")
-        width = resolve_width(PROVIDER, model, dim, native_dim=native_dim, native_shortening=native_shortening)
-        info = lookup(PROVIDER, model)
-        batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else _MAX_BATCH,
-                                        _MAX_BATCH, "Gemini")
+        model, width, info = self._setup_model(model, dim, options, native_dim=native_dim, native_shortening=native_shortening,
+                                               batch_limit=_MAX_BATCH, batch_default=_MAX_BATCH,
+                                               table_beside_native_dim=True, token_cap=False)
         self.marking = marking_for(model, info)
-        apply_capabilities(self, info)
-        prompts = (self.marking.query, self.marking.document)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
-                         response_dim=width.response_dim, batch_size=batch_size,
-                         query_prompt=prompts[0], document_prompt=prompts[1], keyless=bool(vertexai), **options)
-        self.request_dim = width.request_dim
+                         response_dim=width.response_dim, query_prompt=self.marking.query,
+                         document_prompt=self.marking.document, keyless=bool(vertexai), **options)
         self.vertexai = bool(vertexai)
         self.project, self.location, self.api_version = project, location, api_version
         # google-genai keeps one aiohttp session per client, bound to the loop that opened it.

@@ -24,6 +24,8 @@ from ..config import Secret
 from ..errors import AuthenticationError, ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError, RateLimitError
 from ._retry import Charge, PauseGate, RateBudget, RetryPolicy, make_error
 from .base import Kind, Provider, resolve_api_key
+from .models import DEFAULT_MODELS, ModelInfo, Width, lookup, resolve_width
+from .multimodal import apply_capabilities
 
 logger = logging.getLogger("mrl_retrievers.providers")
 
@@ -114,6 +116,10 @@ class HostedProvider(Provider):
     """
 
     reject_empty: ClassVar[bool] = True
+    #: the API's name in messages ("batch_size 2000 is above the OpenAI limit ...")
+    api_label: ClassVar[str] = ""
+    #: the width sent in requests (None: the API's native width, truncated here); set by _setup_model
+    request_dim: int | None = None
     #: env vars read, in order, when no api_key is given
     api_key_env: ClassVar[tuple[str, ...]] = ()
 
@@ -179,6 +185,30 @@ class HostedProvider(Provider):
         # Injected by tests to observe waits without sleeping.
         self._sleep: Callable[[float], None] = time.sleep
         self._asleep: Callable[[float], Any] = asyncio.sleep
+
+    def _setup_model(self, model: str | None, dim: int | None, options: dict[str, Any], *, native_dim: int | None,
+                     native_shortening: bool | None, batch_limit: int | None, batch_default: int,
+                     batch_preferred: int | None = None, table_beside_native_dim: bool = False,
+                     token_cap: bool = True) -> tuple[str, Width, ModelInfo | None]:
+        """The shared start of every API's constructor (before ``HostedProvider.__init__``).
+
+        Names the model (``DEFAULT_MODELS`` when None), resolves the width (``request_dim`` is set
+        here), looks the model up (not when ``native_dim`` overrides the table, unless
+        ``table_beside_native_dim``), checks ``options["batch_size"]`` against the model's limit
+        (else ``batch_limit``; ``checked_batch_size``), defaults ``options["max_batch_tokens"]`` to
+        the model's (``token_cap``), and copies the model's capabilities (images) onto ``self``.
+        Returns the model name, its width and its table entry.
+        """
+        model = model or DEFAULT_MODELS[self.name]
+        width = resolve_width(self.name, model, dim, native_dim=native_dim, native_shortening=native_shortening)
+        info = lookup(self.name, model) if native_dim is None or table_beside_native_dim else None
+        options["batch_size"] = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else batch_limit,
+                                                   batch_default, self.api_label, preferred=batch_preferred)
+        if token_cap:
+            options.setdefault("max_batch_tokens", info.max_batch_tokens if info else None)
+        self.request_dim = width.request_dim
+        apply_capabilities(self, info)
+        return model, width, info
 
     @abc.abstractmethod
     async def _aembed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:

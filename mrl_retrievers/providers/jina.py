@@ -33,9 +33,7 @@ from ..media import Image
 from ._clients import ClientPool
 from .base import Kind, error_for_status, make_error, parse_retry_after, require
 from .hosted import HostedProvider
-from .hosted import checked_batch_size
-from .models import DEFAULT_MODELS, lookup, resolve_width
-from .multimodal import apply_capabilities, item_tokens
+from .multimodal import item_tokens
 
 PROVIDER = "jina"
 DEFAULT_BASE_URL = "https://api.jina.ai/v1"
@@ -130,6 +128,7 @@ class JinaProvider(HostedProvider):
     """
 
     name: ClassVar[str] = PROVIDER
+    api_label: ClassVar[str] = "Jina"
     api_key_env: ClassVar[tuple[str, ...]] = ("JINA_API_KEY", "JINAAI_API_KEY")
 
     def __init__(
@@ -144,19 +143,14 @@ class JinaProvider(HostedProvider):
         native_shortening: bool | None = None,
         **options: Any,
     ) -> None:
-        model = model or DEFAULT_MODELS[PROVIDER]
         require("httpx", package="httpx", extra="jina", purpose="the Jina provider")
-        width = resolve_width(PROVIDER, model, dim, native_dim=native_dim, native_shortening=native_shortening)
-        info = lookup(PROVIDER, model) if native_dim is None else None
-        batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else None,
-                                        _UNKNOWN_MODEL_BATCH, "Jina", preferred=_DEFAULT_BATCH)
-        options.setdefault("max_batch_tokens", info.max_batch_tokens if info else None)
+        model, width, _ = self._setup_model(model, dim, options, native_dim=native_dim, native_shortening=native_shortening,
+                                            batch_limit=None, batch_default=_UNKNOWN_MODEL_BATCH,
+                                            batch_preferred=_DEFAULT_BATCH)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url or DEFAULT_BASE_URL,
-                         response_dim=width.response_dim, batch_size=batch_size, query_prompt=_TASKS["query"],
+                         response_dim=width.response_dim, query_prompt=_TASKS["query"],
                          document_prompt=_TASKS["document"], **options)
-        self.request_dim = width.request_dim
         self.truncate = bool(truncate)
-        apply_capabilities(self, info)
         self._clients = ClientPool(lambda: self._make_client(asynchronous=False),
                                    lambda: self._make_client(asynchronous=True), lambda client: client.aclose())
 

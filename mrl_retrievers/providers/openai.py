@@ -23,10 +23,8 @@ from ..config import Secret
 from ..errors import AuthenticationError, ConfigError, EmbeddingResponseError, ProviderConnectionError
 from ..errors import ProviderTimeoutError
 from ._clients import ClientPool
-from .hosted import checked_batch_size
 from .base import Kind, error_for_status, make_error, parse_retry_after, require, resolve_api_key
 from .hosted import HostedProvider
-from .models import DEFAULT_MODELS, lookup, resolve_width
 
 PROVIDER = "openai"
 _PATH = "/embeddings"
@@ -139,6 +137,7 @@ class OpenAIProvider(HostedProvider):
     """
 
     name: ClassVar[str] = PROVIDER
+    api_label: ClassVar[str] = "OpenAI"
     api_key_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
 
     def __init__(
@@ -158,7 +157,6 @@ class OpenAIProvider(HostedProvider):
         default_headers: dict[str, str] | None = None,
         **options: Any,
     ) -> None:
-        model = model or DEFAULT_MODELS[PROVIDER]
         # Fail at construction, not at the first request, when the SDK is missing.
         require("openai", package="openai", extra="openai", purpose="the OpenAI embeddings provider")
         if base_url is not None and azure_endpoint is not None:
@@ -168,15 +166,11 @@ class OpenAIProvider(HostedProvider):
             raise ConfigError("Azure OpenAI needs api_version= (e.g. '2024-10-21') or OPENAI_API_VERSION")
         if self.azure and api_key is None:
             api_key = resolve_api_key(None, ("AZURE_OPENAI_API_KEY", "OPENAI_API_KEY"))
-        width = resolve_width(PROVIDER, model, dim, native_dim=native_dim, native_shortening=native_shortening)
-        info = lookup(PROVIDER, model) if native_dim is None else None
-        batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else None,
-                                        _UNKNOWN_MODEL_BATCH, "OpenAI", preferred=_DEFAULT_BATCH)
-        options.setdefault("max_batch_tokens", info.max_batch_tokens if info else None)
+        model, width, _ = self._setup_model(model, dim, options, native_dim=native_dim, native_shortening=native_shortening,
+                                            batch_limit=None, batch_default=_UNKNOWN_MODEL_BATCH,
+                                            batch_preferred=_DEFAULT_BATCH)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
-                         response_dim=width.response_dim, batch_size=batch_size,
-                         keyless=azure_ad_token_provider is not None, **options)
-        self.request_dim = width.request_dim
+                         response_dim=width.response_dim, keyless=azure_ad_token_provider is not None, **options)
         self.azure_endpoint = azure_endpoint
         self.api_version = api_version
         self._token_provider = azure_ad_token_provider

@@ -29,11 +29,9 @@ from ..config import Secret
 from ..errors import AuthenticationError, EmbeddingResponseError, ProviderConnectionError
 from ..errors import ProviderError, ProviderTimeoutError
 from . import voyage_multimodal
-from .hosted import checked_batch_size
 from .base import Kind, error_for_status, make_error, parse_retry_after, require
 from .hosted import HostedProvider
-from .models import DEFAULT_MODELS, lookup, resolve_width
-from .multimodal import apply_capabilities, image_transport, split_where
+from .multimodal import image_transport, split_where
 
 PROVIDER = "voyage"
 _MAX_BATCH = 1000  # texts a request
@@ -103,6 +101,7 @@ class VoyageProvider(HostedProvider):
     """
 
     name: ClassVar[str] = PROVIDER
+    api_label: ClassVar[str] = "Voyage"
     api_key_env: ClassVar[tuple[str, ...]] = ("VOYAGE_API_KEY",)
     #: an input may not mix image URLs and image bytes (one request takes one or the other)
     one_image_transport: ClassVar[bool] = True
@@ -119,20 +118,14 @@ class VoyageProvider(HostedProvider):
         native_shortening: bool | None = None,
         **options: Any,
     ) -> None:
-        model = model or DEFAULT_MODELS[PROVIDER]
         # Fail at construction, not at the first request, when the SDK is missing.
         require("voyageai", package="voyageai", extra="voyage", purpose="the Voyage provider")
-        width = resolve_width(PROVIDER, model, dim, native_dim=native_dim, native_shortening=native_shortening)
-        info = lookup(PROVIDER, model)
-        batch_size = checked_batch_size(options.pop("batch_size", None), info.max_batch if info else _MAX_BATCH,
-                                        _MAX_BATCH, "Voyage")
-        options.setdefault("max_batch_tokens", info.max_batch_tokens if info else None)
+        model, width, _ = self._setup_model(model, dim, options, native_dim=native_dim, native_shortening=native_shortening,
+                                            batch_limit=_MAX_BATCH, batch_default=_MAX_BATCH, table_beside_native_dim=True)
         super().__init__(model=model, dim=width.dim, api_key=api_key, base_url=base_url,
-                         response_dim=width.response_dim, batch_size=batch_size,
-                         query_prompt=_INPUT_TYPES["query"], document_prompt=_INPUT_TYPES["document"], **options)
-        self.request_dim = width.request_dim
+                         response_dim=width.response_dim, query_prompt=_INPUT_TYPES["query"],
+                         document_prompt=_INPUT_TYPES["document"], **options)
         self.truncation = bool(truncation)
-        apply_capabilities(self, info)
         self.multimodal = "image" in self.modalities
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
