@@ -34,6 +34,7 @@ from ...types import EmbeddingSpec, Hit, Record
 from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
 from .crashpoints import crash_point
+from .diagnostics import Diagnostics
 from .fs import io_errors
 from . import calibration, checkpoints, maintenance, tuning
 from ..effort import Calibration
@@ -222,6 +223,13 @@ class MRLStore:
     @property
     def spec(self) -> EmbeddingSpec | None:
         return self._s.manifest.spec
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """For benchmarks and profiling; not a stable API: the search's stages one at a time under
+        the read lock, page-cache eviction of the vector file, an in-memory calibration override
+        (``store/local/diagnostics.py``)."""
+        return Diagnostics(self._shared, self._check_open)
 
     def __len__(self) -> int:
         """Live items (a read-only handle first catches up with the writer). Safe beside writers."""
