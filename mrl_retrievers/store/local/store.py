@@ -33,6 +33,7 @@ from ...mrl import as_matrix, as_vector, check_width, normalize, normalize_as, p
 from ...types import EmbeddingSpec, Hit, Record
 from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
+from .bulk import PreparedBatch
 from .crashpoints import crash_point
 from .diagnostics import Diagnostics
 from .fs import io_errors
@@ -59,17 +60,6 @@ T = TypeVar("T")
 # Checkpoint the coarse index when this many rows are not yet in its file (and on close). Rows
 # above the checkpoint are re-added from the vector file on open, so this bounds open time.
 CHECKPOINT_ROWS = 20_000
-
-
-@dataclasses.dataclass(frozen=True)
-class PreparedBatch:
-    """A validated batch in the vector file's dtype, with its row checksums (see ``MRLStore.add``)."""
-
-    ids: list[str]
-    stored: np.ndarray
-    texts: list[str | None]
-    metas: list[str]
-    crcs: list[int]
 
 
 class MRLStore:
@@ -274,7 +264,7 @@ class MRLStore:
         self._publish(batch)
         return list(batch.ids)
 
-    def _prepare(self, ids: Any, vectors: Any, texts: Any, metadatas: Any) -> "PreparedBatch":
+    def _prepare(self, ids: Any, vectors: Any, texts: Any, metadatas: Any) -> PreparedBatch:
         """Validate a batch and bring it to the file's form (no lock, nothing written)."""
         ids = check_ids(ids)
         vectors = as_matrix(vectors, self.full_dim)
@@ -285,7 +275,7 @@ class MRLStore:
         stored = normalize_as(vectors, self._s.vectors.dtype)
         return PreparedBatch(ids, stored, texts, metas, row_checksums(stored))
 
-    def _publish(self, batch: "PreparedBatch", cursor: tuple[str, int] | None = None) -> None:
+    def _publish(self, batch: PreparedBatch, cursor: tuple[str, int] | None = None) -> None:
         """Write a prepared batch: vector rows, one SQLite commit, the coarse index (write lock)."""
         ids, stored, texts, metas, crcs = batch.ids, batch.stored, batch.texts, batch.metas, batch.crcs
         self._check_writable()
