@@ -36,7 +36,6 @@ from ..mrl import normalize, prefix
 from ..store import MRLStore
 from ..store import effort
 from ..store.local import calibration
-from ..store.local.search import coarse_ranked, exact_scores
 from . import data, textcorpus
 from .data import DEFAULT_CACHE
 
@@ -165,17 +164,20 @@ def stoppable(scores: np.ndarray, recall: np.ndarray, keep: float = 0.999) -> fl
 
 
 def study_signals(store: MRLStore, w: Workload, levels: Sequence[tuple[int, int]], nq: int) -> list[dict[str, Any]]:
-    s = store._s  # the bench reads the store's parts directly: the same calls the search path makes
-    plan = store._searcher.plan(K, 1, 1)
     queries, truth = w.dataset.queries()[:nq], w.dataset.truth()[:nq]
+    # The search path's own stages (coarse shortlist, the rerank's read), under the store's read lock.
+    return store.diagnostics.search_stages(lambda stages: _study_signals(stages, w, levels, queries, truth), k=K, shortlist=1, ef=1)
+
+
+def _study_signals(stages, w: Workload, levels: Sequence[tuple[int, int]], queries: np.ndarray, truth: np.ndarray) -> list[dict[str, Any]]:
     out = []
     for shortlist, ef in levels:
         feats: list[dict[str, float]] = []
         recall = np.empty(len(queries))
         for i, (q, t) in enumerate(zip(queries, truth)):
-            rows, sims = coarse_ranked(s.ann, q, plan, None, shortlist, ef)
+            rows, sims = stages.coarse(q, shortlist, ef)
             order = np.argsort(rows)
-            stored = s.vectors.gather(rows[order])
+            stored = stages.gather(rows[order])
             rows_f32 = np.empty((len(rows), stored.shape[1]), np.float32)
             rows_f32[order] = stored.astype(np.float32)
             full = rows_f32 @ q
@@ -198,17 +200,20 @@ def study_signals(store: MRLStore, w: Workload, levels: Sequence[tuple[int, int]
 def effort_levels(store: MRLStore, queries: np.ndarray, k: int = K, target: float | None = None) -> list[int]:
     """Where each query stops on the store's own plan: level index, len(levels) = exact scan,
     -1 = a fixed (uncalibrated) search. Runs the very ``effort.climb`` the search path runs."""
-    s = store._s
-    plan = store._searcher.plan(k, None, None, target)
-    if plan.policy is None:
-        return [-1] * len(queries)
-    out = []
-    for q in queries:
-        found = effort.climb(plan.policy, k, lambda sl, ef, q=q: coarse_ranked(s.ann, q, plan, None, sl, ef),
-                             lambda rows, q=q: exact_scores(s.vectors, s.docs, s.checked, rows, q))
-        level, sure = (found[2], found[3]) if found else (len(plan.policy.levels), False)
-        out.append(level if sure or not plan.policy.exact else len(plan.policy.levels))
-    return out
+
+    def levels(stages) -> list[int]:
+        plan = stages.plan
+        if plan.policy is None:
+            return [-1] * len(queries)
+        out = []
+        for q in queries:
+            found = effort.climb(plan.policy, k, lambda sl, ef, q=q: stages.coarse(q, sl, ef),
+                                 lambda rows, q=q: stages.exact_scores(q, rows))
+            level, sure = (found[2], found[3]) if found else (len(plan.policy.levels), False)
+            out.append(level if sure or not plan.policy.exact else len(plan.policy.levels))
+        return out
+
+    return store.diagnostics.search_stages(levels, k=k, target_recall=target)
 
 
 def per_query_recall(store: MRLStore, queries: np.ndarray, truth: np.ndarray, **search: Any) -> np.ndarray:

@@ -63,30 +63,29 @@ def measure(store, queries: np.ndarray, truth: np.ndarray, configs: dict[str, di
     """Recall and latency of every config (name -> search kwargs, plus "_calibration": a key of
     ``calibrations`` to search with). Passes are interleaved so a burst of load hits all alike."""
     out: dict[str, dict[str, Any]] = {}
-    s = store._s
-    original = s.manifest
 
     def use(config):
+        """(the calibration to search with, in memory only; the search kwargs)."""
         cal = config.get("_calibration")
-        s.manifest = original if cal is None else dataclasses.replace(original, calibration=calibrations[cal])
-        return {k: v for k, v in config.items() if not k.startswith("_")}
+        override = store.diagnostics.calibration_override(None if cal is None else calibrations[cal])
+        return override, {k: v for k, v in config.items() if not k.startswith("_")}
 
-    try:
-        for name, config in configs.items():
-            search = use(config)
+    for name, config in configs.items():
+        override, search = use(config)
+        with override:
             found = [[int(h.id) for h in store.search(q, k=K, **search)] for q in queries]  # also warms caches
             recall = np.array([len(set(f) & set(t[:K].tolist())) / K for f, t in zip(found, truth)])
             levels = effort_levels(store, queries, target=search.get("target_recall")) if "target_recall" in search else []
-            out[name] = {"search": search, "calibration": config.get("_calibration"), **summary(recall),
-                         "levels": {str(lv): levels.count(lv) for lv in sorted(set(levels))}, "passes": []}
-        for p in range(PASSES):
-            for name, config in configs.items():
-                times, cpu = _timed(store, queries, use(config))
-                out[name]["passes"].append({"p50_ms": float(np.median(times)) * 1e3, "mean_ms": float(times.mean()) * 1e3,
-                                            "cpu_ms": cpu * 1e3})
-            log(f"pass {p + 1}/{PASSES} done")
-    finally:
-        s.manifest = original
+        out[name] = {"search": search, "calibration": config.get("_calibration"), **summary(recall),
+                     "levels": {str(lv): levels.count(lv) for lv in sorted(set(levels))}, "passes": []}
+    for p in range(PASSES):
+        for name, config in configs.items():
+            override, search = use(config)
+            with override:
+                times, cpu = _timed(store, queries, search)
+            out[name]["passes"].append({"p50_ms": float(np.median(times)) * 1e3, "mean_ms": float(times.mean()) * 1e3,
+                                        "cpu_ms": cpu * 1e3})
+        log(f"pass {p + 1}/{PASSES} done")
     for r in out.values():
         best = min(r["passes"], key=lambda x: x["mean_ms"])
         r.update(p50_ms=best["p50_ms"], mean_ms=best["mean_ms"], cpu_ms=min(x["cpu_ms"] for x in r["passes"]))

@@ -128,13 +128,13 @@ def from_store(path: str | os.PathLike[str], *, cache: Path, nq: int = 1000, k: 
     stamp = ":".join(f"{p.name}={p.stat().st_size}" for p in sorted(path.iterdir()) if p.is_file())
     key = _digest(f"{path}:{stamp}")
     with MRLStore.open(path, read_only=True) as store:
-        state = store._s  # the bench reads the vector file directly: no per-id round trips
-        rows = state.docs.live_rows()
-        ds = Dataset(f"store-{path.name}-{key}", Path(cache) / f"store-{path.name}-{key}", len(rows), store.full_dim, k, nq,
+        ids = store.ids()  # in row order; ``get`` reads each block's rows in one pass (checksums checked)
+        ds = Dataset(f"store-{path.name}-{key}", Path(cache) / f"store-{path.name}-{key}", len(ids), store.full_dim, k, nq,
                      {"kind": "store", "path": str(path)})
         if not ds.vectors_path.exists():
-            blocks = (state.vectors.gather(rows[s : s + BLOCK]).astype(np.float32) for s in range(0, len(rows), BLOCK))
-            _write_f16(ds.vectors_path, len(rows), store.full_dim, blocks)
+            blocks = (np.stack([r.vector for r in store.get(ids[s : s + BLOCK], include_vectors=True)])
+                      for s in range(0, len(ids), BLOCK))
+            _write_f16(ds.vectors_path, len(ids), store.full_dim, blocks)
     _ensure_queries_and_truth(ds, seed=seed, noise=query_noise, decay=0.5)
     return ds
 

@@ -85,26 +85,29 @@ def rerank_cold(peer, queries: np.ndarray, k: int, candidates: int = 200) -> dic
     """Cold-cache rerank of ``candidates`` shortlisted rows per query (gather + checksum + score),
     with the vector file evicted from the page cache before each query."""
     from ..mrl import normalize  # noqa: PLC0415
-    from ..store.local.search import coarse_candidates, rerank  # noqa: PLC0415
 
-    store = peer.store
-    s = store._s  # the bench times one stage of the search: it needs the store's parts
-    plan = store._searcher.plan(k, candidates, 2 * candidates)
+    stages = peer.store.diagnostics.search_stages  # the search's own stages, under the store's read lock
+    setting = {"k": k, "shortlist": candidates, "ef": 2 * candidates}
     io = _io_counter()
     times, read = [], []
     for q in queries:
         query = normalize(q)
-        rows = coarse_candidates(s.ann, query, plan, None)
-        peer.evict()
-        before = io()
-        started = time.perf_counter()
-        rerank(s.vectors, s.docs, s.checked, rows, query, k, plan.funnel_dim)
-        times.append(time.perf_counter() - started)
-        read.append(io() - before)
+        rows = stages(lambda st, query=query: st.coarse(query)[0], **setting)
+        peer.evict()  # outside the stages: eviction takes the read lock itself
+
+        def timed(st, rows=rows, query=query) -> tuple[float, int]:
+            before = io()
+            started = time.perf_counter()
+            st.rerank(query, rows)
+            return time.perf_counter() - started, io() - before
+
+        elapsed, bytes_read = stages(timed, **setting)
+        times.append(elapsed)
+        read.append(bytes_read)
     return {
         "rerank_cold_p50_ms": float(np.median(times)) * 1e3,
         "rerank_cold_p99_ms": float(np.percentile(times, 99)) * 1e3,
-        "rerank_cold_candidates": plan.shortlist,
+        "rerank_cold_candidates": stages(lambda st: st.plan.shortlist, **setting),
         "rerank_cold_kib_read": float(np.median(read)) / 1024,
     }
 

@@ -13,7 +13,6 @@ compiled engines (DiskANN, usearch, Qdrant's engine in-process, LanceDB) are in 
 
 from __future__ import annotations
 
-import mmap
 import os
 import time
 from typing import Any
@@ -117,14 +116,10 @@ class Ours(Peer):
         return asyncio.run(run())
 
     def cold_files(self) -> list[Any]:
-        return [self.store._s.vectors]
+        return [self.store.diagnostics.vector_file]
 
     def evict(self) -> None:
-        vf = self.store._s.vectors
-        # Mapped pages survive POSIX_FADV_DONTNEED: unmap our view of them first, then drop the cache.
-        if vf._map is not None:
-            vf._map.madvise(mmap.MADV_DONTNEED)
-        os.posix_fadvise(vf._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        self.store.diagnostics.evict_vector_file()  # our mapped pages first: they survive POSIX_FADV_DONTNEED
 
     def extra_metrics(self, queries: np.ndarray, k: int) -> dict[str, Any]:
         from .framework import framework_overhead, rerank_cold  # noqa: PLC0415

@@ -1,59 +1,48 @@
-"""Where a search's time goes: ``MRLStore.search``'s own steps inlined with a timestamp between them.
+"""Where a search's time goes: ``MRLStore.search``'s steps one by one, a timestamp between them.
 
 Run: ``OPENBLAS_NUM_THREADS=1 python -m mrl_retrievers.bench.profile_search DATASET_DIR [ro]`` where
 DATASET_DIR is a bench dataset folder whose ``ours-p128-M16-efc200-tuned200/store`` was built by
 ``bench`` (``ro``: open the store read-only). The stages add up to the whole call (a timestamp
 costs ~0.1 us); tight loop over the 1000 queries, 3 passes, medians, beside a plain
-``store.search`` loop. It copies the search path as of issue 16 (store/local/search.py): when that
-path changes, this copy must follow it.
+``store.search`` loop. The stages are the store's own (``MRLStore.diagnostics.search_stages``, under
+its read lock); what is spelled out here is the fixed-effort path of ``search.Searcher.one`` and
+``search.rerank`` without a funnel: when that path changes, this copy must follow it.
 """
 import sys, time, statistics
 import numpy as np
 from pathlib import Path
 from mrl_retrievers.store import MRLStore
-from mrl_retrievers.store.local import search as S
+from mrl_retrievers.store.local.search import top_k
 from mrl_retrievers.store.local.vectors import dot
-from mrl_retrievers.mrl import normalize, prefix, as_vector
-from mrl_retrievers.metadata import load_metadata
-from mrl_retrievers.types import Hit
+from mrl_retrievers.mrl import normalize, as_vector
 from mrl_retrievers import filters
 
 root = Path(sys.argv[1])  # noqa: the dataset folder of a bench run
 Q = np.load(root / "queries-1000.npy")
 store = MRLStore.open(root / "ours-p128-M16-efc200-tuned200" / "store", read_only=len(sys.argv) > 2)
-s = store._s; ns = time.perf_counter_ns
+ns = time.perf_counter_ns
 for q in Q: store.search(q, k=10)
-NAMES = ["validate + normalize query", "plan", "parse_filter", "read lock enter + check_open", "check_epoch",
-         "coarse: prefix slice + renormalize", "coarse: set_ef + hnswlib knn_query", "coarse: labels astype / 1-dist",
-         "rerank: sort + dup check", "rerank: gather: mincore probe", "rerank: gather: fancy-index copy",
-         "rerank: CRC bitmap check", "rerank: float16 dot", "rerank: top_k",
-         "to_hits: SQLite by_rows", "to_hits: Hit objects", "read lock exit"]
+NAMES = ["validate + normalize query", "parse_filter", "plan + read lock enter (+ catch-up check)",
+         "coarse: prefix + hnswlib knn_query (all segments)", "rerank: sort + dup check",
+         "rerank: gather (prefetch + fancy-index copy)", "rerank: CRC bitmap check", "rerank: float16 dot",
+         "rerank: top_k", "to_hits: SQLite by_rows + Hit objects", "read lock exit"]
 def one(vector, k=10):
     t = [ns()]
     query = normalize(as_vector(vector, store.full_dim)); t.append(ns())
-    plan = store._searcher.plan(k, None, None); t.append(ns())
     flt = filters.parse_filter(None); t.append(ns())
-    cm = store._rw.read(); cm.__enter__(); store._check_open(); t.append(ns())
-    s.check_epoch(); t.append(ns())
-    p = prefix(query, plan.prefix_dim)[None, :]; t.append(ns())
-    idx = s.ann._index; idx.set_ef(max(plan.ef, plan.shortlist)); labels, dist = idx.knn_query(p, k=max(plan.shortlist, plan.k), num_threads=1); t.append(ns())
-    rows = labels.astype(np.int64)[0]; _ = (1.0 - dist).astype(np.float32); t.append(ns())
-    rows = np.sort(rows)
-    if len(rows) > 1 and (rows[1:] == rows[:-1]).any(): rows = np.unique(rows)
-    t.append(ns())
-    vf = s.vectors; vf.ensure_mapped(int(rows[-1]) + 1); vf._prefetch(rows); t.append(ns())
-    stored = vf._view[rows]; t.append(ns())
-    s.checked.verify(s.docs, rows, stored); t.append(ns())
-    sc = dot(stored, query); t.append(ns())
-    best, scores = S.top_k(rows, sc, k); t.append(ns())
-    found = s.docs.by_rows(best.tolist()); t.append(ns())
-    hits = []
-    for row, score in zip(best.tolist(), scores.tolist()):
-        if row in found:
-            id_, text, meta, _c = found[row]
-            hits.append(Hit(id=id_, score=float(score), text=text, metadata={} if meta == "{}" else load_metadata(meta)))
-    t.append(ns())
-    cm.__exit__(None, None, None); t.append(ns())
+    def run(st):
+        t.append(ns())
+        rows, _sims = st.coarse(query); t.append(ns())
+        rows = np.sort(rows)
+        if len(rows) > 1 and (rows[1:] == rows[:-1]).any(): rows = np.unique(rows)
+        t.append(ns())
+        stored = st.gather(rows); t.append(ns())
+        st.check(rows, stored); t.append(ns())
+        sc = dot(stored, query); t.append(ns())
+        best, scores = top_k(rows, sc, k); t.append(ns())
+        hits = st.hits(best, scores); t.append(ns())
+        return hits
+    store.diagnostics.search_stages(run, k=k); t.append(ns())
     return t
 stages = {n: [] for n in NAMES}; whole_inl = []; whole = []
 for rep in range(3):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
-import os
 import resource
 import sys
 import threading
@@ -128,10 +126,7 @@ def _queries(store, n: int, nq: int, dim: int, decay: float, seed: int, noise: f
 
 def _evict(store) -> None:
     """Drop the vector file from the page cache (our own map first: mapped pages survive fadvise)."""
-    vf = store._s.vectors  # the bench evicts the store's own file: it needs the store's parts
-    if vf._map is not None:
-        vf._map.madvise(mmap.MADV_DONTNEED)
-    os.posix_fadvise(vf._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    store.diagnostics.evict_vector_file()
 
 
 def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
@@ -144,7 +139,7 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         out["open_read_only_s"] = None
         m = store.manifest
         out["store"] = {"prefix_dim": m.prefix_dim, "shortlist": m.shortlist, "ef": m.ef, "segment_rows": m.segment_rows,
-                        "segments": len(store._s.ann.segments), "count": len(store), "target_recall": m.target_recall,
+                        "segments": store.stats()["segments"], "count": len(store), "target_recall": m.target_recall,
                         "calibration": m.calibration.to_dict() if m.calibration else None}
         queries = _queries(store, args.n, args.queries, args.dim, args.decay, seed=args.seed + 1)
         truth_path = args.out / f"truth-{args.queries}-k{args.k}.json"

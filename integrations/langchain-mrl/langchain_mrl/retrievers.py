@@ -73,6 +73,7 @@ class MRLRetriever(BaseRetriever):
         overrides = _given(shortlist=shortlist, filter=filter, target_recall=target_recall, **kwargs)
         return self.vectorstore.similarity_search(query, **self._search_kwargs(k, overrides))
 
+    # Not the default (the sync retrieval in a thread): awaits the vector store's async search, whose query embedding is awaited.
     async def _aget_relevant_documents(
         self,
         query: str,

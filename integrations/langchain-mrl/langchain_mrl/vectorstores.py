@@ -119,7 +119,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         cosine (applied before clipping, as Chroma compares it). Costs one query embedding."""
         return [(doc, cosine_relevance(score)) for doc, score in self.similarity_search_with_score(query, k, **kwargs)]
 
-    async def asimilarity_search_with_relevance_scores(
+    async def asimilarity_search_with_relevance_scores(  # not the default: score_threshold is a checked cosine, as in sync
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         scored = await self.asimilarity_search_with_score(query, k, **kwargs)
@@ -157,7 +157,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         batch_size: int | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Async ``add_texts``: awaits ``aembed_documents``; the store write runs in a thread."""
+        """Async ``add_texts``, not the default (all in a thread): awaits ``aembed_documents``; the store write takes a thread."""
         texts, metas, ids, batches = prepare_add(texts, metadatas, ids, batch_size, kwargs)
         self._lazy.check_writable()
         for part in batches:
@@ -230,7 +230,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         options = self._options(kwargs)
         if self._lazy.existing() is None or check_count("k", k) == 0:
             return []
-        vector = await self._aquery_vector(query)
+        vector = await self._aquery_vector(query)  # not the default (sync search in a thread): the embedding is awaited
         return await run_in_executor(None, self._scored, vector, k, options)
 
     def similarity_search_with_score_by_vector(
@@ -239,7 +239,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         options = self._options(kwargs)
         return [] if self._lazy.existing() is None else self._scored(unit_vector(embedding), k, options)
 
-    async def asimilarity_search_with_score_by_vector(
+    async def asimilarity_search_with_score_by_vector(  # no langchain-core default: the async twin of ours, as FAISS has
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         return await run_in_executor(None, self.similarity_search_with_score_by_vector, embedding, k, **kwargs)
@@ -251,7 +251,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         return [_document(hit) for hit in self._hits(self._query_vector(query), k, options)]
 
     async def asimilarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in await self.asimilarity_search_with_score(query, k, **kwargs)]
+        return [doc for doc, _ in await self.asimilarity_search_with_score(query, k, **kwargs)]  # not the default: awaited
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
@@ -273,7 +273,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
             return []
         return self._mmr(self._query_vector(query), k, fetch_k, lambda_mult, options)
 
-    async def amax_marginal_relevance_search(
+    async def amax_marginal_relevance_search(  # not the default (sync MMR in a thread): awaits the async query embedding
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
         options = self._options(kwargs)
@@ -315,7 +315,7 @@ class MRLVectorStore(ImageSearch, VectorStore):
         return vectorstore
 
     @classmethod
-    async def afrom_texts(
+    async def afrom_texts(  # not the default (from_texts in a thread): aadd_texts awaits the embeddings
         cls,
         texts: list[str],
         embedding: Embeddings,

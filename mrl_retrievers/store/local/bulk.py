@@ -27,16 +27,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from ...checks import positive_int
 from ...errors import InvalidInputError
+from ..effort import Calibration
 from . import calibration
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .local import MRLStore, PreparedBatch
+from .state import StoreState
 
 DEFAULT_BATCH_ROWS = 65_536
 
@@ -45,6 +44,32 @@ DEFAULT_BATCH_ROWS = 65_536
 # / (ids, vectors, texts, metadatas).
 Source = Any
 Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A validated batch in the vector file's dtype, with its row checksums: what ``MRLStore.add``
+    publishes, and what ``bulk_add`` prepares for the next batch while the previous one publishes."""
+
+    ids: list[str]
+    stored: np.ndarray
+    texts: list[str | None]
+    metas: list[str]
+    crcs: list[int]
+
+
+class Loadable(Protocol):
+    """What ``bulk_add`` needs of the store it loads: ``MRLStore`` (typed here, not imported: the
+    store module imports this one)."""
+
+    @property
+    def _s(self) -> StoreState: ...
+
+    def _prepare(self, ids: Any, vectors: Any, texts: Any, metadatas: Any) -> PreparedBatch: ...
+
+    def _publish(self, batch: PreparedBatch, cursor: tuple[str, int] | None = None) -> None: ...
+
+    def calibrate(self, target_recall: float | None = None, **options: Any) -> Calibration: ...
 
 
 @dataclass
@@ -63,7 +88,7 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def bulk_add(store: "MRLStore", source: Source, *, ids: Sequence[str] | Callable[[int], str] | None = None,
+def bulk_add(store: Loadable, source: Source, *, ids: Sequence[str] | Callable[[int], str] | None = None,
              texts: Sequence[str | None] | None = None, name: str | None = None, total: int | None = None,
              batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool | Progress = False) -> LoadReport:
     """Load ``source`` into ``store`` batch by batch (see the module docstring)."""
@@ -81,7 +106,7 @@ def bulk_add(store: "MRLStore", source: Source, *, ids: Sequence[str] | Callable
     report_progress = _progress(progress, total, done)
     blocks = _blocks(source, done, batch_rows)
     id_of = _id_source(ids)
-    prepared: "queue.Queue[tuple[int, PreparedBatch] | BaseException | None]" = queue.Queue(maxsize=1)
+    prepared: queue.Queue[tuple[int, PreparedBatch] | BaseException | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def prepare() -> None:

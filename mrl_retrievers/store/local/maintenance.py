@@ -102,6 +102,7 @@ def stats(state: "StoreState") -> dict:
         "target_recall": m.target_recall,
         "calibration": m.calibration.to_dict() if m.calibration else None,
         "exact_below": m.exact_below,
+        "segments": len(state.ann.segments),  # coarse-index segments (``store/coarse.py``)
         "spec": m.spec.to_dict() if m.spec else None,
         "disk_bytes": sum(files.values()),
         "files": files,

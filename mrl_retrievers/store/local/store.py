@@ -33,7 +33,9 @@ from ...mrl import as_matrix, as_vector, check_width, normalize, normalize_as, p
 from ...types import EmbeddingSpec, Hit, Record
 from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
+from .bulk import PreparedBatch
 from .crashpoints import crash_point
+from .diagnostics import Diagnostics
 from .fs import io_errors
 from . import calibration, checkpoints, maintenance, tuning
 from ..effort import Calibration
@@ -58,17 +60,6 @@ T = TypeVar("T")
 # Checkpoint the coarse index when this many rows are not yet in its file (and on close). Rows
 # above the checkpoint are re-added from the vector file on open, so this bounds open time.
 CHECKPOINT_ROWS = 20_000
-
-
-@dataclasses.dataclass(frozen=True)
-class PreparedBatch:
-    """A validated batch in the vector file's dtype, with its row checksums (see ``MRLStore.add``)."""
-
-    ids: list[str]
-    stored: np.ndarray
-    texts: list[str | None]
-    metas: list[str]
-    crcs: list[int]
 
 
 class MRLStore:
@@ -223,6 +214,13 @@ class MRLStore:
     def spec(self) -> EmbeddingSpec | None:
         return self._s.manifest.spec
 
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """For benchmarks and profiling; not a stable API: the search's stages one at a time under
+        the read lock, page-cache eviction of the vector file, an in-memory calibration override
+        (``store/local/diagnostics.py``)."""
+        return Diagnostics(self._shared, self._check_open)
+
     def __len__(self) -> int:
         """Live items (a read-only handle first catches up with the writer). Safe beside writers."""
         return self._read(lambda: self._s.ann.live)
@@ -266,7 +264,7 @@ class MRLStore:
         self._publish(batch)
         return list(batch.ids)
 
-    def _prepare(self, ids: Any, vectors: Any, texts: Any, metadatas: Any) -> "PreparedBatch":
+    def _prepare(self, ids: Any, vectors: Any, texts: Any, metadatas: Any) -> PreparedBatch:
         """Validate a batch and bring it to the file's form (no lock, nothing written)."""
         ids = check_ids(ids)
         vectors = as_matrix(vectors, self.full_dim)
@@ -277,7 +275,7 @@ class MRLStore:
         stored = normalize_as(vectors, self._s.vectors.dtype)
         return PreparedBatch(ids, stored, texts, metas, row_checksums(stored))
 
-    def _publish(self, batch: "PreparedBatch", cursor: tuple[str, int] | None = None) -> None:
+    def _publish(self, batch: PreparedBatch, cursor: tuple[str, int] | None = None) -> None:
         """Write a prepared batch: vector rows, one SQLite commit, the coarse index (write lock)."""
         ids, stored, texts, metas, crcs = batch.ids, batch.stored, batch.texts, batch.metas, batch.crcs
         self._check_writable()

@@ -34,19 +34,52 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from ...checks import positive_int
 from ...errors import InvalidInputError
 from ...mrl import as_matrix, normalize
+from ...types import Hit
+from ..effort import Calibration
 from . import calibration
+from .manifest import Manifest
+from .rwlock import ReadWriteLock
 from .search import fold_top_k
+from .state import StoreState
 from .vectors import to_float32
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .local import MRLStore
+
+class Tunable(Protocol):
+    """What ``tune`` needs of the store it tunes: a writable ``MRLStore`` (typed here, not imported:
+    the store module imports this one)."""
+
+    @property
+    def full_dim(self) -> int: ...
+
+    @property
+    def prefix_dim(self) -> int: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def _s(self) -> StoreState: ...
+
+    @property
+    def _rw(self) -> ReadWriteLock: ...
+
+    def _check_open(self) -> None: ...
+
+    def _check_writable(self) -> None: ...
+
+    def search(self, vector: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None,
+               target_recall: float | None = None) -> list[Hit]: ...
+
+    def reindex(self, prefix_dim: int | None = None, *, funnel_dim: int | None = None) -> None: ...
+
+    def calibrate(self, target_recall: float | None = None, **options: Any) -> Calibration: ...
 
 DEFAULT_PREFIX_DIMS = (64, 128, 256)
 DEFAULT_SHORTLISTS = (25, 50, 100, 200, 400)
@@ -95,7 +128,7 @@ class TuneResult:
 
 
 def tune(
-    store: "MRLStore",
+    store: Tunable,
     target_recall: float = 0.99,
     sample: int = 200,
     prefix_dims: Sequence[int] | None = None,
@@ -211,7 +244,7 @@ def _check_args(target_recall: float, sample: int, k: int) -> None:
         positive_int(name, value)
 
 
-def _widths(prefix_dims: Sequence[int] | None, store: "MRLStore") -> list[int]:
+def _widths(prefix_dims: Sequence[int] | None, store: Tunable) -> list[int]:
     """Current width first (no rebuild), then the others ascending; all below full_dim/funnel_dim."""
     full, funnel = store.full_dim, store.manifest.funnel_dim
     limit = funnel if funnel is not None else full
@@ -240,7 +273,7 @@ def _grid(shortlists: Sequence[int] | None, efs: Sequence[int] | None, k: int, l
     return sorted(grid)
 
 
-def _truth(store: "MRLStore", live: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int) -> tuple[list[set[str]], list[str | None]]:
+def _truth(store: Tunable, live: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int) -> tuple[list[set[str]], list[str | None]]:
     """Exact top-k ids per query over all live rows but its own (row -1: none), in one pass."""
     s = store._s
     nq = len(rows)
@@ -286,7 +319,7 @@ def _choose(points: list[TunePoint], target: float) -> tuple[TunePoint, bool]:
     return min(near, key=lambda p: (-p.recall, p.prefix_dim, p.shortlist, p.ef)), True
 
 
-def _calibrate(store: "MRLStore", target: float, probes: int, seed: int, queries, progress) -> None:
+def _calibrate(store: Tunable, target: float, probes: int, seed: int, queries, progress) -> None:
     result = store.calibrate(target, probes=probes, seed=seed, queries=queries, source="tune")
     if progress:
         met = result.policies.get(target)
@@ -295,7 +328,7 @@ def _calibrate(store: "MRLStore", target: float, probes: int, seed: int, queries
                     f"recall {met.recall:.4f} (>= {met.recall_low:.4f})" if met else f"no policy reached {target}"))
 
 
-def _record(store: "MRLStore", shortlist: int, ef: int) -> None:
+def _record(store: Tunable, shortlist: int, ef: int) -> None:
     """Make (shortlist, ef) the store's defaults: one atomic manifest write under the write lock."""
     with store._rw.write():
         store._check_open()

@@ -1,0 +1,122 @@
+"""``MRLStore.diagnostics``: what benchmarks and profiling need of a store, and nothing more.
+
+For benchmarks and profiling; not a stable API. The bench times single stages of the search
+(``bench/framework.py``'s cold rerank, ``bench/adaptive.py``'s effort levels and signals,
+``bench/profile_search.py``), evicts the vector file from the page cache between cold queries
+(``bench/peers.py``, ``bench/scale.py``) and compares calibrations in memory
+(``bench/adaptive_compare.py``). Each of those is one method here, so nothing outside the store
+package reaches into the store's private parts (``tests/unit/test_architecture.py`` checks it).
+
+``SearchStages`` runs the very functions ``search.py`` runs, on the store's parts, only inside
+``Diagnostics.search_stages``'s callback: under the store's read lock, in one committed state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import numpy as np
+
+from ...types import Hit
+from ..effort import Calibration
+from . import follow
+from .handles import SharedStore
+from .search import SearchPlan, coarse_ranked, exact_scores, rerank, to_hits
+from .state import StoreState
+
+T = TypeVar("T")
+
+
+class SearchStages:
+    """The stages of this store's search, one call each (valid only inside ``search_stages``' callback).
+
+    ``plan`` is the resolved plan (``search.SearchPlan``: k, shortlist, ef, prefix/funnel widths and
+    the adaptive policy, if any). Queries are unit vectors at full width; rows are vector-file rows.
+    """
+
+    def __init__(self, state: StoreState, plan: SearchPlan) -> None:
+        self.plan = plan
+        self._state = state
+
+    def coarse(self, query: np.ndarray, shortlist: int | None = None, ef: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows, prefix similarities) of the coarse shortlist (the plan's shortlist/ef unless given),
+        best first, or None when the search would scan exactly instead. No filter."""
+        plan = self.plan
+        return coarse_ranked(self._state.ann, query, plan, None, shortlist or plan.shortlist, ef or plan.ef)
+
+    def rerank(self, query: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The plan's ``k`` best of ``rows`` by full-width cosine (funnel, gather, checksum check, score)."""
+        s = self._state
+        return rerank(s.vectors, s.docs, s.checked, rows, query, self.plan.k, self.plan.funnel_dim)
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """The stored rows (ascending ``rows``) in the file's dtype, unchecked: the rerank's read."""
+        return self._state.vectors.gather(rows)
+
+    def check(self, rows: np.ndarray, stored: np.ndarray) -> None:
+        """Check gathered rows against their CRC-32 (``CorruptStoreError`` on a mismatch)."""
+        self._state.checked.verify(self._state.docs, rows, stored)
+
+    def exact_scores(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Full-width cosine of ``query`` against ``rows`` (ascending), checked: the adaptive climb's scorer."""
+        s = self._state
+        return exact_scores(s.vectors, s.docs, s.checked, rows, query)
+
+    def hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        """Ids, texts and metadata for ranked rows: the search's last stage."""
+        return to_hits(self._state.docs, rows, scores)
+
+
+class Diagnostics:
+    """For benchmarks and profiling; not a stable API (see the module docstring)."""
+
+    def __init__(self, shared: SharedStore, check_open: Callable[[], None]) -> None:
+        self._shared = shared
+        self._check_open = check_open
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        self._check_open()
+        return follow.read(self._shared, fn)
+
+    @property
+    def vector_file(self) -> Path:
+        """The vector file this handle reads now (a compaction moves it to a new file)."""
+        return self._shared.state.vectors.path
+
+    def evict_vector_file(self) -> None:
+        """Drop the vector file from the page cache, this handle's mapped pages first (cold-read
+        benchmarks). Takes the read lock: not from inside ``search_stages``' callback."""
+        self._read(lambda: self._shared.state.vectors.drop_page_cache())
+
+    def search_stages(self, fn: Callable[[SearchStages], T], *, k: int = 10, shortlist: int | None = None,
+                      ef: int | None = None, target_recall: float | None = None) -> T:
+        """Run ``fn(stages)`` under the read lock, in one committed state, and return its result.
+        ``stages`` carries the plan ``search`` would resolve for these arguments (same validation)."""
+        searcher = self._shared.searcher
+        searcher.plan(k, shortlist, ef, target_recall)  # bad arguments fail before any lock is taken
+        return self._read(lambda: fn(SearchStages(self._shared.state, searcher.plan(k, shortlist, ef, target_recall))))
+
+    @contextmanager
+    def calibration_override(self, calibration: Calibration | None) -> Iterator[None]:
+        """Searches of every handle on this store use ``calibration`` inside the block (None: the
+        store's own); the store's is put back after it. In memory only: nothing is saved (unless
+        something inside the block writes the manifest, which would save the override)."""
+        if calibration is None:
+            yield
+            return
+        state = self._shared.state
+        with self._shared.rw.write():
+            self._check_open()
+            saved = state.manifest.calibration
+            state.manifest = dataclasses.replace(state.manifest, calibration=calibration)
+        try:
+            yield
+        finally:
+            with self._shared.rw.write():
+                state.manifest = dataclasses.replace(state.manifest, calibration=saved)
+
+
+__all__ = ["Diagnostics", "SearchStages"]
