@@ -231,7 +231,10 @@ def test_the_emulator_rate_limiter_binds_and_nothing_is_left_unhandled(tmp_path,
         with index:
             assert _mode_add(index, mode, texts=texts, ids=ids, step=20) == ids
             assert [r.id for r in index.get(ids)] == ids
-        assert statuses.count(200) == 12 and statuses.count(429) >= 2
+        # At least one 429 proves the limiter bound; how many depends on thread timing (two requests in
+        # flight both refused, or the second held by the pause gate the first 429 closed: seen on a
+        # loaded machine). The fake clock proves the waiting: 12 requests at 4 a minute need two windows.
+        assert statuses.count(200) == 12 and statuses.count(429) >= 1
         assert set(statuses) == {200, 429}
         assert now[0] >= 120  # 12 requests at 4 a minute: the client waited out two windows
 
