@@ -20,15 +20,19 @@ class ConfigError(MRLError, ValueError):
 
 
 class MissingDependencyError(MRLError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
+    """An optional dependency is not installed; the message names what to install.
 
-    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+    By default that is an extra of the core (``pip install 'mrl-retrievers[{extra}]'``); ``install``
+    names another pip requirement instead, e.g. a framework integration's own distribution
+    (``install="langchain-mrl"``), which brings the missing package with it.
+    """
+
+    def __init__(self, package: str, extra: str, purpose: str = "", *, install: str = "") -> None:
         self.package = package
         self.extra = extra
+        self.install = install or f"'mrl-retrievers[{extra}]'"
         what = f" ({purpose})" if purpose else ""
-        super().__init__(
-            f"{package!r} is not installed{what}. Install it with: pip install 'mrl-retrievers[{extra}]'"
-        )
+        super().__init__(f"{package!r} is not installed{what}. Install it with: pip install {self.install}")
 
 
 # --- bad input --------------------------------------------------------------------------------

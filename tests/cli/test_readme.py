@@ -1,13 +1,15 @@
 """Every README snippet runs as written, with the extras the README names for it (issue 14, trap 6).
 
-The README names each snippet's extras in a ``pip install -e ".[...]"`` line before it. This file
+The README names each snippet's extras in a ``pip install -e ".[...]"`` line before it, with the
+integration distributions it needs on the same line (``-e integrations/langchain-mrl``). This file
 extracts every ``python`` and ``bash`` block (a ``toml`` block is written to ``mrl.toml`` for the
 snippet after it) and runs it in a fresh folder, in a subprocess, the way a reader pastes it:
 
 * by default in this environment (which has every extra), so a README edit that breaks a snippet
   fails the suite;
-* in the ``stress`` tier, each in a new virtual environment holding exactly the extras the README
-  names (plus torch's CPU build when ``local`` is among them), which proves the extras are enough.
+* in the ``stress`` tier, each in a new virtual environment holding exactly the extras and
+  integrations the README names (plus torch's CPU build when ``local`` is among them), which proves
+  they are enough.
 
 Hosted-provider snippets run against the loopback OpenAI emulator (``OPENAI_BASE_URL`` and
 ``OPENAI_API_KEY`` are what a reader's environment provides). The two commands under
@@ -34,6 +36,7 @@ from tests.providers.servers.fixtures import KEY
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 INSTALL = re.compile(r'pip install -e "\.\[([a-z0-9,\-]+)\]"')
+INTEGRATION = re.compile(r"-e (integrations/[a-z0-9\-]+)")
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 
@@ -43,6 +46,7 @@ class Snippet:
     lang: str
     code: str
     extras: tuple[str, ...]
+    integrations: tuple[str, ...]  # the integration distributions' folders, installed beside the core
     config: str | None  # a toml block just before it: the mrl.toml it reads
 
     @property
@@ -54,6 +58,7 @@ def snippets(text: str = README.read_text()) -> list[Snippet]:
     found: list[Snippet] = []
     lines = text.splitlines()
     extras: tuple[str, ...] = ()
+    integrations: tuple[str, ...] = ()
     config: str | None = None
     i = 0
     while i < len(lines):
@@ -62,6 +67,7 @@ def snippets(text: str = README.read_text()) -> list[Snippet]:
             installs = INSTALL.findall(lines[i])
             if installs:
                 extras = tuple(installs[-1].split(","))
+                integrations = tuple(INTEGRATION.findall(lines[i]))
             i += 1
             continue
         lang, start = match.group(1), i
@@ -73,7 +79,7 @@ def snippets(text: str = README.read_text()) -> list[Snippet]:
         if lang == "toml":
             config = code
         elif runnable:
-            found.append(Snippet(start + 1, lang, code, extras, config))
+            found.append(Snippet(start + 1, lang, code, extras, integrations, config))
             config = None
         i = end + 1
     return found
@@ -83,13 +89,20 @@ SNIPPETS = snippets()
 
 
 def test_every_snippet_names_its_extras():
-    assert [(s.lang, s.extras) for s in SNIPPETS] == [
-        ("python", ("langchain", "openai")),
-        ("python", ("langchain", "openai")),
-        ("python", ("llama-index", "local")),
-        ("python", ("openai",)),
-        ("bash", ("local",)),
+    # The framework integrations are their own distributions (issue 17): named beside the extras.
+    assert [(s.lang, s.extras, s.integrations) for s in SNIPPETS] == [
+        ("python", ("openai",), ("integrations/langchain-mrl",)),
+        ("python", ("openai",), ("integrations/langchain-mrl",)),
+        ("python", ("local",), ("integrations/llama-index-vector-stores-mrl", "integrations/llama-index-embeddings-mrl")),
+        ("python", ("openai",), ()),
+        ("bash", ("local",), ()),
     ]
+    for snippet in SNIPPETS:  # what a snippet imports from an integration is what its line installs
+        assert ("langchain_mrl" in snippet.code) == ("integrations/langchain-mrl" in snippet.integrations)
+        for kind in ("vector_stores", "retrievers", "embeddings"):
+            folder = f"integrations/llama-index-{kind.replace('_', '-')}-mrl"
+            assert (f"llama_index.{kind}.mrl" in snippet.code) == (folder in snippet.integrations), (snippet.name, folder)
+            assert (ROOT / folder / "pyproject.toml").is_file()
     assert SNIPPETS[3].config is not None and "mrl.toml" in SNIPPETS[3].code
 
 
@@ -156,7 +169,8 @@ def test_snippet_runs_in_a_venv_with_exactly_its_extras(tmp_path, snippet):
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     if "local" in snippet.extras:  # the README's instruction: torch's CPU build first
         subprocess.run([*pip, "torch==2.13.0"], check=True, timeout=3600)
-    subprocess.run([*pip, "-e", f"{ROOT}[{','.join(snippet.extras)}]"], check=True, timeout=3600)
+    integrations = [arg for folder in snippet.integrations for arg in ("-e", str(ROOT / folder))]
+    subprocess.run([*pip, "-e", f"{ROOT}[{','.join(snippet.extras)}]", *integrations], check=True, timeout=3600)
     installed = time.perf_counter() - started
     work = _workdir(tmp_path, snippet)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

@@ -12,16 +12,18 @@ Self-query: LangChain's ``SelfQueryRetriever.from_llm`` cannot know this store, 
 translator: ``SelfQueryRetriever.from_llm(llm, store, contents, fields,
 structured_query_translator=MRLTranslator())``.
 
-Built on the public API of ``mrl_retrievers`` only. Needs the ``langchain`` extra
-(``pip install 'mrl-retrievers[langchain]'``).
+Built on the public API of ``mrl_retrievers`` only. Installed as its own distribution,
+``pip install langchain-mrl`` (from the source tree: ``pip install -e . -e integrations/langchain-mrl``),
+plus the provider's extra of the core, e.g. ``pip install 'mrl-retrievers[openai]'``.
 """
 
 try:
     import langchain_core  # noqa: F401 - the one dependency this package adds
-except ImportError:  # a clear error naming the extra, not a bare ModuleNotFoundError
+except ImportError:  # a clear error naming the distribution, not a bare ModuleNotFoundError
     from mrl_retrievers.errors import MissingDependencyError
 
-    raise MissingDependencyError("langchain-core", "langchain", "needed by langchain_mrl") from None
+    raise MissingDependencyError("langchain-core", "langchain", "needed by langchain_mrl",
+                                 install="langchain-mrl") from None
 
 from ._filters import MRLTranslator
 from .embeddings import MRLEmbeddings

@@ -158,7 +158,11 @@ def test_import_without_langchain_names_the_extra() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"{MissingDependencyError.__name__} True True")
-    assert "pip install 'mrl-retrievers[langchain]'" in run.stdout
+    # The integration is its own distribution now: the message names it (it brings langchain-core),
+    # not the core's extra, which installs langchain-core without langchain_mrl.
+    assert "'langchain-core' is not installed (needed by langchain_mrl)" in run.stdout
+    assert run.stdout.rstrip().endswith("Install it with: pip install langchain-mrl"), run.stdout
+    assert "mrl-retrievers[" not in run.stdout
 
 
 def test_an_open_store_handed_over_is_used_as_is(tmp_path) -> None:

@@ -6,12 +6,13 @@ Example:
     8
 """
 
-try:  # a clear error naming the extra, not a bare ModuleNotFoundError
+try:  # a clear error naming the distribution, not a bare ModuleNotFoundError
     import llama_index.core  # noqa: F401
 except ImportError:
     from mrl_retrievers.errors import MissingDependencyError
 
-    raise MissingDependencyError("llama-index-core", "llama-index", "needed by llama_index.embeddings.mrl") from None
+    raise MissingDependencyError("llama-index-core", "llama-index", "needed by llama_index.embeddings.mrl",
+                                 install="llama-index-embeddings-mrl") from None
 
 from .base import MRLEmbedding
 

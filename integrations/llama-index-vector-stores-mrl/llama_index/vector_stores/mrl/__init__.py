@@ -6,12 +6,13 @@ Example:
     True
 """
 
-try:  # a clear error naming the extra, not a bare ModuleNotFoundError
+try:  # a clear error naming the distribution, not a bare ModuleNotFoundError
     import llama_index.core  # noqa: F401
 except ImportError:
     from mrl_retrievers.errors import MissingDependencyError
 
-    raise MissingDependencyError("llama-index-core", "llama-index", "needed by llama_index.vector_stores.mrl") from None
+    raise MissingDependencyError("llama-index-core", "llama-index", "needed by llama_index.vector_stores.mrl",
+                                 install="llama-index-vector-stores-mrl") from None
 
 from .base import MRLVectorStore
 
