@@ -184,10 +184,7 @@ def _serve(latency_ms: float, rpm: int, tpm: int, texts_path: str | None = None)
     tokenizes on its own machines, while this emulator shares the client's cores, and tokenizing
     every text during the run would bill the client (that sends strings) for the server's work.
     """
-    try:
-        from mrl_retrievers.emulators.openai_server import OpenAIServer  # noqa: PLC0415
-    except ImportError as exc:
-        raise SystemExit(f"the ingestion benchmark needs the source tree's tests/ (the OpenAI emulator): {exc}") from None
+    from mrl_retrievers.emulators.openai_server import OpenAIServer  # noqa: PLC0415 - ships in the package
 
     count = _token_counter()
     known = {text: count(text) for text in json.loads(Path(texts_path).read_text())} if texts_path else {}
