@@ -16,7 +16,7 @@ MAX_M = 2048
 MAX_EF_CONSTRUCTION = 1 << 20
 
 
-# Rows per coarse-index segment (store/coarse.py): a checkpoint rewrites only segments that grew,
+# Rows per coarse-index segment (store/local/coarse.py): a checkpoint rewrites only segments that grew,
 # so this bounds what one checkpoint writes and what a kill during a long build loses. Stores up to
 # this size have one graph (no merge cost); 10M rows make 3 (a search queries each).
 DEFAULT_SEGMENT_ROWS = 1 << 22

@@ -6,7 +6,7 @@ Layout of a collection (one Qdrant collection behind an alias named as the user'
   scalar-quantized); named vector ``full``: the full vector, cosine, on disk, no HNSW (``m=0``);
 - point id: ``uuid5(ID_NAMESPACE, id)``, so string ids map to Qdrant ids deterministically; the
   payload holds ``id``, ``text``, ``metadata``, ``seq`` (insertion order, for ties) and the derived
-  ``match`` fields the filter translation uses (see ``_qdrant_filters``);
+  ``match`` fields the filter translation uses (see ``qdrant/filters.py``);
 - the collection's metadata (Qdrant >= 1.16) holds the format version, widths, dtype, search
   defaults and the ``EmbeddingSpec``; ``open`` checks them.
 
@@ -367,7 +367,7 @@ class QdrantStore:
         the collection's shortlist/ef scaled by sqrt(0.01 / (1 - target)), 0.5x..8x; 1.0 scans
         exactly). It cannot adapt per query: the server runs the whole plan in one call and returns
         only the top-k, not the shortlist's scores a per-query decision needs (docs/adaptive-effort.md).
-        A filter with a substring operator first resolves its matches (see ``_qdrant_filters``).
+        A filter with a substring operator first resolves its matches (see ``qdrant/filters.py``).
         """
         if self._exact(shortlist, ef, target_recall):
             return self.search_exact(vector, k, filter)
