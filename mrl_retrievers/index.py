@@ -15,7 +15,7 @@ import functools
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -187,20 +187,7 @@ class MRLIndex:
         ids, in order.
         """
         texts, metadatas, ids = check_batch(texts, metadatas, ids, reject_empty=self.embedder.reject_empty)
-        spans = self._spans(len(texts), step)
-        fresh = False
-        try:
-            with StepWriter(lambda: self._store, progress, len(texts), threaded=len(spans) > 1) as writer:
-                for start, stop in spans:
-                    vectors = self.embedder.embed_documents(texts[start:stop])
-                    if self._store is None:
-                        fresh = self._create(vectors.shape[1])
-                    writer.put(ids[start:stop], vectors, texts[start:stop], metadatas[start:stop], stop)
-        except BaseException:
-            if fresh and self._store is not None and len(self._store) == 0:
-                self._discard_new_store()
-            raise
-        return ids
+        return self._pipeline(self.embedder.embed_documents, texts, ids, texts, metadatas, step, progress)
 
     async def aadd_texts(
         self,
@@ -279,15 +266,21 @@ class MRLIndex:
         if len(stored) != len(items):
             raise InvalidInputError(f"got {len(stored)} texts for {len(items)} inputs")
         metadatas = [{**media_metadata(item), **(md or {})} for item, md in zip(items, metadatas)]
+        return self._pipeline(self.embedder.embed_inputs, items, ids, stored, metadatas, step, progress)
+
+    def _pipeline(self, embed: Callable[[list[Any]], np.ndarray], items: list[Any], ids: list[str], texts: list[str | None],
+                  metadatas: list[dict[str, Any]], step: int | None, progress: Progress | None) -> list[str]:
+        """Embed ``items`` step by step and store each step (pipelined: step N is written while N+1
+        is embedded). A store this call created is removed again if nothing reached it."""
         spans = self._spans(len(items), step)
         fresh = False
         try:
             with StepWriter(lambda: self._store, progress, len(items), threaded=len(spans) > 1) as writer:
                 for start, stop in spans:
-                    vectors = self.embedder.embed_inputs(items[start:stop])
+                    vectors = embed(items[start:stop])
                     if self._store is None:
                         fresh = self._create(vectors.shape[1])
-                    writer.put(ids[start:stop], vectors, stored[start:stop], metadatas[start:stop], stop)
+                    writer.put(ids[start:stop], vectors, texts[start:stop], metadatas[start:stop], stop)
         except BaseException:
             if fresh and self._store is not None and len(self._store) == 0:
                 self._discard_new_store()
