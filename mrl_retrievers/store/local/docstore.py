@@ -54,6 +54,11 @@ CREATE TABLE tombstone_log (seq INTEGER PRIMARY KEY, row INTEGER NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# SQLite's page cache per connection, in KiB (its default is 2 MiB). A search reads its hits' records
+# by row: two B-tree descents each, whose pages outside the cache cost a read() each (~35 -> ~20 us
+# for 10 hits at 100k items); 16 MiB holds a 100k-item store's docs.sqlite whole. Pages, not rows:
+# a connection's cache follows the file (SQLite drops what another connection changed).
+_CACHE_KIB = 16384
 _ROWS_OF = "SELECT value FROM json_each(?)"  # a whole list of integers as one bound parameter
 _MAX_PLACEHOLDERS = 999  # SQLite's historical limit of bound values per statement
 _VECTOR_FILE = re.compile(r"^vectors\.(\d{6})\.f(16|32)$")
@@ -188,6 +193,7 @@ class DocStore:
                 conn.execute("PRAGMA journal_mode=WAL")
                 # FULL: a commit is durable when it returns; "acknowledged = committed".
                 conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         except sqlite3.Error as exc:
             raise typed_sqlite_error(exc, path, "opening") from None
         filters.register_sql_functions(conn)
@@ -197,6 +203,7 @@ class DocStore:
     def _open_reader(uri: str) -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fail here, not at the first search
         return conn
 

@@ -133,18 +133,20 @@ def to_hits(docs: DocStore, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
 
     The caller reads inside the committed state it ranked (see ``follow``): every row is live there.
     """
-    found = docs.by_rows(rows.tolist())
+    rows = rows.tolist()
+    found = docs.by_rows(rows)
     hits = []
-    for row, score in zip(rows.tolist(), scores.tolist()):
-        if row in found:
-            id_, text, meta, _crc, rcrc = found[row]
+    for row, score in zip(rows, scores.tolist()):  # tolist: Python floats already
+        record = found.get(row)
+        if record is not None:
+            id_, text, meta, _crc, rcrc = record
             if damaged_record(id_, text, meta, rcrc):
                 raise CorruptStoreError(
                     f"item {id_!r} of {docs.path.parent} fails its text/metadata checksum; "
                     f"run `mrl-retrievers verify {docs.path.parent}` to list damaged items"
                 )
             # Most items carry no metadata: skip the JSON parser for the empty object.
-            hits.append(Hit(id=id_, score=float(score), text=text, metadata={} if meta == "{}" else load_metadata(meta)))
+            hits.append(Hit(id_, score, text, {} if meta == "{}" else load_metadata(meta)))
     return hits
 
 
@@ -189,12 +191,37 @@ class Searcher:
     def __init__(self, state) -> None:
         self.s = state
         self._small: tuple[np.ndarray, np.ndarray] | None = None
+        # Resolved plans of this manifest object, by the call's arguments (and their types: True
+        # and 1.0 hash like 1 but are refused). A new manifest (reindex, calibration, tune, a
+        # read-only handle catching up) is a new object: the cache starts over.
+        self._plans: tuple[object, dict] = (None, {})
 
     def invalidate(self) -> None:
         self._small = None
 
     def plan(self, k, shortlist: int | None, ef: int | None, target_recall: float | None = None) -> SearchPlan:
+        """The resolved plan for these arguments (validated: a bad one raises ``InvalidInputError``).
+        Resolved once per manifest and arguments (a search resolves its plan twice: before the lock
+        and under it)."""
         m = self.s.manifest
+        key = (k, type(k), shortlist, type(shortlist), ef, type(ef), target_recall, type(target_recall))
+        owner, plans = self._plans
+        if owner is m:
+            try:
+                found = plans.get(key)
+            except TypeError:  # an unhashable argument: resolve (and refuse) it below
+                found = None
+            if found is not None:
+                return found
+        else:
+            plans = {}
+            self._plans = (m, plans)
+        plan = self._resolve(m, k, shortlist, ef, target_recall)
+        if len(plans) < 256:  # bounded: callers vary k and effort over a handful of values
+            plans[key] = plan
+        return plan
+
+    def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None) -> SearchPlan:
         for name, value in (("shortlist", shortlist), ("ef", ef)):
             if value is not None:
                 positive_int(name, value)
