@@ -135,9 +135,21 @@ def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(normalize(truncate(vectors, dim)))
 
 
+def query_prefix(query: np.ndarray, dim: int) -> np.ndarray:
+    """``prefix(query, dim)[None, :]`` for one float32 query (a search's coarse step): the same
+    bits, in three numpy calls instead of a dozen. Anything unusual takes ``prefix`` itself."""
+    if query.dtype == np.float32 and query.ndim == 1 and 1 <= dim <= query.shape[0] and query.flags.c_contiguous:
+        part = query[None, :dim]
+        with np.errstate(over="ignore"):
+            norms = np.sqrt(_row_dots(part, part))
+        if norms[0] < float("inf"):  # squares that overflow float32 are measured again in prefix()
+            return part / np.maximum(norms[:, None], _MIN_NORM)
+    return prefix(query, dim)[None, :]
+
+
 def check_width(name: str, value: Any, *, full_dim: int) -> int:
     """Validate a width setting (prefix or funnel) against the full width."""
     return positive_int(name, value, maximum=full_dim)
 
 
-__all__ = ["as_matrix", "as_vector", "check_width", "normalize", "prefix", "truncate", "unit_vector"]
+__all__ = ["as_matrix", "as_vector", "check_width", "normalize", "prefix", "query_prefix", "truncate", "unit_vector"]

@@ -14,7 +14,7 @@ import numpy as np
 from ...checks import positive_int
 from ...errors import CorruptStoreError, InvalidInputError
 from ...metadata import load_metadata
-from ...mrl import normalize, prefix
+from ...mrl import normalize, prefix, query_prefix
 from ...types import Hit
 from .. import effort
 from .ann import AnnIndex
@@ -64,14 +64,19 @@ class RowChecks:
     def verify(self, docs: DocStore, rows: np.ndarray, stored: np.ndarray) -> None:
         if len(rows) == 0:
             return
-        if int(rows.max()) >= len(self._ok):
-            grown = np.zeros(max(int(rows.max()) + 1, 2 * len(self._ok)), dtype=bool)
+        try:
+            seen = self._ok[rows]
+        except IndexError:  # a row past the bitmap: grow it (rows are never negative)
+            top = int(rows.max())
+            grown = np.zeros(max(top + 1, 2 * len(self._ok)), dtype=bool)
             grown[: len(self._ok)] = self._ok
             self._ok = grown
-        todo = ~self._ok[rows]
-        if todo.any():
-            verify_rows(docs, rows[todo], stored[todo])
-            self._ok[rows[todo]] = True
+            seen = grown[rows]
+        if seen.all():  # the warm path: every row was checked before
+            return
+        todo = ~seen
+        verify_rows(docs, rows[todo], stored[todo])
+        self._ok[rows[todo]] = True
 
 
 def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +173,7 @@ def coarse_ranked(ann: AnnIndex, query: np.ndarray, plan: SearchPlan, allowed: n
     if allowed is not None:
         shortlist = min(live, int(np.ceil(shortlist * live / max(len(allowed), 1))))
     try:
-        rows, sims = ann.query(prefix(query, plan.prefix_dim)[None, :], shortlist, max(ef, shortlist))
+        rows, sims = ann.query(query_prefix(query, plan.prefix_dim), shortlist, max(ef, shortlist))
     except LookupError:
         return None
     rows, sims = rows[0], sims[0]
