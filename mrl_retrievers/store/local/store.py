@@ -29,7 +29,7 @@ from ...errors import (
     StoreLockedError,
 )
 from ...metadata import load_metadata, validate_metadatas
-from ...mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix, unit_vector
+from ...mrl import as_matrix, check_width, normalize, normalize_as, prefix, unit_vector
 from ...types import EmbeddingSpec, Hit, Record
 from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
