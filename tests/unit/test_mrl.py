@@ -5,9 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrl_retrievers.errors import DimensionMismatchError, InvalidInputError, InvalidVectorError
-from mrl_retrievers.mrl import (as_matrix, as_vector, check_width, normalize, normalize_as, prefix, query_prefix, row_norms,
-                                truncate, unit_vector)
+from mrl_retrievers.errors import (
+    DimensionMismatchError,
+    InvalidInputError,
+    InvalidVectorError,
+)
+from mrl_retrievers.mrl import (
+    as_matrix,
+    as_vector,
+    check_width,
+    normalize,
+    normalize_as,
+    prefix,
+    query_prefix,
+    row_norms,
+    truncate,
+    unit_vector,
+)
 
 
 def test_prefix_is_truncated_then_renormalized(rng):
