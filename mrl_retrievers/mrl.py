@@ -64,6 +64,22 @@ def as_vector(vector: Any, dim: int, *, what: str = "query vector") -> np.ndarra
     return as_matrix(arr.reshape(1, -1), dim, what=what)[0]
 
 
+def unit_vector(vector: Any, dim: int, *, what: str = "query vector") -> np.ndarray:
+    """``normalize(as_vector(vector, dim))``: the same checks, errors and bits, with the norm
+    computed once. A search's first step: a float32 vector of the right width (what embedding
+    providers and numpy hand over) takes a path of a few numpy calls (~4 us against ~30 us);
+    anything else, and any vector that fails a check, goes through the full checks."""
+    if type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (dim,) and vector.flags.c_contiguous:
+        rows = vector.reshape(1, dim)
+        with np.errstate(over="ignore"):
+            norms = np.sqrt(_row_dots(rows, rows))
+        norm = float(norms[0])
+        # NaN/inf anywhere makes the norm non-finite; overflow and tiny norms take the full path.
+        if _MIN_NORM <= norm < float("inf"):
+            return vector / np.maximum(norms, _MIN_NORM)
+    return normalize(as_vector(vector, dim, what=what))
+
+
 def row_norms(vectors: np.ndarray) -> np.ndarray:
     """The Euclidean norm of each row (or of the one vector), in float32.
 
@@ -119,9 +135,21 @@ def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(normalize(truncate(vectors, dim)))
 
 
+def query_prefix(query: np.ndarray, dim: int) -> np.ndarray:
+    """``prefix(query, dim)[None, :]`` for one float32 query (a search's coarse step): the same
+    bits, in three numpy calls instead of a dozen. Anything unusual takes ``prefix`` itself."""
+    if query.dtype == np.float32 and query.ndim == 1 and 1 <= dim <= query.shape[0] and query.flags.c_contiguous:
+        part = query[None, :dim]
+        with np.errstate(over="ignore"):
+            norms = np.sqrt(_row_dots(part, part))
+        if norms[0] < float("inf"):  # squares that overflow float32 are measured again in prefix()
+            return part / np.maximum(norms[:, None], _MIN_NORM)
+    return prefix(query, dim)[None, :]
+
+
 def check_width(name: str, value: Any, *, full_dim: int) -> int:
     """Validate a width setting (prefix or funnel) against the full width."""
     return positive_int(name, value, maximum=full_dim)
 
 
-__all__ = ["as_matrix", "as_vector", "check_width", "normalize", "prefix", "truncate"]
+__all__ = ["as_matrix", "as_vector", "check_width", "normalize", "prefix", "query_prefix", "truncate", "unit_vector"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from mrl_retrievers.store import MRLStore
 from mrl_retrievers.store.local.search import top_k
 from mrl_retrievers.store.local.vectors import dot
-from mrl_retrievers.mrl import normalize, as_vector
+from mrl_retrievers.mrl import unit_vector
 from mrl_retrievers import filters
 
 root = Path(sys.argv[1])  # noqa: the dataset folder of a bench run
@@ -28,8 +28,8 @@ NAMES = ["validate + normalize query", "parse_filter", "plan + read lock enter (
          "rerank: top_k", "to_hits: SQLite by_rows + Hit objects", "read lock exit"]
 def one(vector, k=10):
     t = [ns()]
-    query = normalize(as_vector(vector, store.full_dim)); t.append(ns())
-    flt = filters.parse_filter(None); t.append(ns())
+    query = unit_vector(vector, store.full_dim); t.append(ns())
+    flt = filters.parse_filter(None); t.append(ns())  # search() skips this for filter=None
     def run(st):
         t.append(ns())
         rows, _sims = st.coarse(query); t.append(ns())

@@ -5,8 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrl_retrievers.errors import DimensionMismatchError, InvalidInputError, InvalidVectorError
-from mrl_retrievers.mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix, row_norms, truncate
+from mrl_retrievers.errors import (
+    DimensionMismatchError,
+    InvalidInputError,
+    InvalidVectorError,
+)
+from mrl_retrievers.mrl import (
+    as_matrix,
+    as_vector,
+    check_width,
+    normalize,
+    normalize_as,
+    prefix,
+    query_prefix,
+    row_norms,
+    truncate,
+    unit_vector,
+)
 
 
 def test_prefix_is_truncated_then_renormalized(rng):
@@ -88,3 +103,40 @@ def test_normalize_as_is_normalize_then_cast_bit_for_bit(rng, dtype):
     fused = normalize_as(rows, dtype)
     assert fused.dtype == dtype
     np.testing.assert_array_equal(fused.view(np.uint8), normalize(rows).astype(dtype).view(np.uint8))
+
+
+def test_unit_vector_is_normalize_of_as_vector_bit_for_bit(rng):
+    """The search's one-pass query check gives the very bits (and errors) of the two-step one."""
+    for dtype in (np.float32, np.float64, np.float16, np.int64):
+        for scale in (1e-3, 1.0, 1e3):
+            v = (rng.standard_normal(32) * scale).astype(dtype)
+            if not v.any():
+                continue
+            got, want = unit_vector(v, 32), normalize(as_vector(v, 32))
+            assert got.dtype == want.dtype == np.float32 and got.shape == (32,)
+            assert got.tobytes() == want.tobytes()
+    v = rng.standard_normal(64).astype(np.float32)
+    assert unit_vector(v[::2], 32).tobytes() == normalize(as_vector(v[::2], 32)).tobytes()  # not contiguous
+    assert unit_vector(list(map(float, v[:32])), 32).tobytes() == normalize(as_vector(list(map(float, v[:32])), 32)).tobytes()
+    huge = np.full(32, 1e20, dtype=np.float32)  # squares overflow float32: measured again in float64
+    assert unit_vector(huge, 32).tobytes() == normalize(as_vector(huge, 32)).tobytes()
+    for bad, error in ((np.zeros(32, np.float32), InvalidVectorError), (np.full(32, np.nan, np.float32), InvalidVectorError),
+                       (np.full(32, np.inf, np.float32), InvalidVectorError), (np.ones(31, np.float32), DimensionMismatchError),
+                       (np.ones((1, 32), np.float32), InvalidVectorError)):
+        with pytest.raises(error):
+            unit_vector(bad, 32)
+    original = v[:32].copy()
+    unit_vector(v[:32], 32)
+    assert np.array_equal(v[:32], original)  # the caller's vector is not touched
+
+
+def test_query_prefix_is_prefix_bit_for_bit(rng):
+    for width in (1, 7, 16, 64):
+        q = unit_vector(rng.standard_normal(64).astype(np.float32), 64)
+        got = query_prefix(q, width)
+        assert got.shape == (1, width) and got.dtype == np.float32
+        assert got.tobytes() == prefix(q, width)[None, :].tobytes()
+    odd = rng.standard_normal(64)  # float64, not a search's query: prefix() itself
+    assert query_prefix(odd, 8).tobytes() == prefix(odd, 8)[None, :].tobytes()
+    with pytest.raises(InvalidInputError):
+        query_prefix(q, 65)

@@ -50,8 +50,11 @@ def read(shared: "SharedStore", fn: Callable[[], T]) -> T:
     """Run ``fn`` under the store's read lock, inside one committed state the handle reflects."""
     state = shared.state
     if not state.read_only:
-        with shared.rw.read():
+        shared.rw.acquire_read()
+        try:
             return fn()
+        finally:
+            shared.rw.release_read()
     docs = state.docs
     for _ in range(MAX_ATTEMPTS):
         with docs.snapshot() as snap:

@@ -14,7 +14,7 @@ import numpy as np
 from ...checks import positive_int
 from ...errors import CorruptStoreError, InvalidInputError
 from ...metadata import load_metadata
-from ...mrl import normalize, prefix
+from ...mrl import normalize, prefix, query_prefix
 from ...types import Hit
 from .. import effort
 from .ann import AnnIndex
@@ -64,14 +64,19 @@ class RowChecks:
     def verify(self, docs: DocStore, rows: np.ndarray, stored: np.ndarray) -> None:
         if len(rows) == 0:
             return
-        if int(rows.max()) >= len(self._ok):
-            grown = np.zeros(max(int(rows.max()) + 1, 2 * len(self._ok)), dtype=bool)
+        try:
+            seen = self._ok[rows]
+        except IndexError:  # a row past the bitmap: grow it (rows are never negative)
+            top = int(rows.max())
+            grown = np.zeros(max(top + 1, 2 * len(self._ok)), dtype=bool)
             grown[: len(self._ok)] = self._ok
             self._ok = grown
-        todo = ~self._ok[rows]
-        if todo.any():
-            verify_rows(docs, rows[todo], stored[todo])
-            self._ok[rows[todo]] = True
+            seen = grown[rows]
+        if seen.all():  # the warm path: every row was checked before
+            return
+        todo = ~seen
+        verify_rows(docs, rows[todo], stored[todo])
+        self._ok[rows[todo]] = True
 
 
 def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,18 +138,20 @@ def to_hits(docs: DocStore, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
 
     The caller reads inside the committed state it ranked (see ``follow``): every row is live there.
     """
-    found = docs.by_rows(rows.tolist())
+    rows = rows.tolist()
+    found = docs.by_rows(rows)
     hits = []
-    for row, score in zip(rows.tolist(), scores.tolist()):
-        if row in found:
-            id_, text, meta, _crc, rcrc = found[row]
+    for row, score in zip(rows, scores.tolist()):  # tolist: Python floats already
+        record = found.get(row)
+        if record is not None:
+            id_, text, meta, _crc, rcrc = record
             if damaged_record(id_, text, meta, rcrc):
                 raise CorruptStoreError(
                     f"item {id_!r} of {docs.path.parent} fails its text/metadata checksum; "
                     f"run `mrl-retrievers verify {docs.path.parent}` to list damaged items"
                 )
             # Most items carry no metadata: skip the JSON parser for the empty object.
-            hits.append(Hit(id=id_, score=float(score), text=text, metadata={} if meta == "{}" else load_metadata(meta)))
+            hits.append(Hit(id_, score, text, {} if meta == "{}" else load_metadata(meta)))
     return hits
 
 
@@ -166,7 +173,7 @@ def coarse_ranked(ann: AnnIndex, query: np.ndarray, plan: SearchPlan, allowed: n
     if allowed is not None:
         shortlist = min(live, int(np.ceil(shortlist * live / max(len(allowed), 1))))
     try:
-        rows, sims = ann.query(prefix(query, plan.prefix_dim)[None, :], shortlist, max(ef, shortlist))
+        rows, sims = ann.query(query_prefix(query, plan.prefix_dim), shortlist, max(ef, shortlist))
     except LookupError:
         return None
     rows, sims = rows[0], sims[0]
@@ -189,12 +196,37 @@ class Searcher:
     def __init__(self, state) -> None:
         self.s = state
         self._small: tuple[np.ndarray, np.ndarray] | None = None
+        # Resolved plans of this manifest object, by the call's arguments (and their types: True
+        # and 1.0 hash like 1 but are refused). A new manifest (reindex, calibration, tune, a
+        # read-only handle catching up) is a new object: the cache starts over.
+        self._plans: tuple[object, dict] = (None, {})
 
     def invalidate(self) -> None:
         self._small = None
 
     def plan(self, k, shortlist: int | None, ef: int | None, target_recall: float | None = None) -> SearchPlan:
+        """The resolved plan for these arguments (validated: a bad one raises ``InvalidInputError``).
+        Resolved once per manifest and arguments (a search resolves its plan twice: before the lock
+        and under it)."""
         m = self.s.manifest
+        key = (k, type(k), shortlist, type(shortlist), ef, type(ef), target_recall, type(target_recall))
+        owner, plans = self._plans
+        if owner is m:
+            try:
+                found = plans.get(key)
+            except TypeError:  # an unhashable argument: resolve (and refuse) it below
+                found = None
+            if found is not None:
+                return found
+        else:
+            plans = {}
+            self._plans = (m, plans)
+        plan = self._resolve(m, k, shortlist, ef, target_recall)
+        if len(plans) < 256:  # bounded: callers vary k and effort over a handful of values
+            plans[key] = plan
+        return plan
+
+    def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None) -> SearchPlan:
         for name, value in (("shortlist", shortlist), ("ef", ef)):
             if value is not None:
                 positive_int(name, value)

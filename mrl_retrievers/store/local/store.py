@@ -29,7 +29,7 @@ from ...errors import (
     StoreLockedError,
 )
 from ...metadata import load_metadata, validate_metadatas
-from ...mrl import as_matrix, as_vector, check_width, normalize, normalize_as, prefix
+from ...mrl import as_matrix, check_width, normalize, normalize_as, prefix, unit_vector
 from ...types import EmbeddingSpec, Hit, Record
 from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
@@ -395,10 +395,11 @@ class MRLStore:
         beside other searches and beside writers (read lock); costs one hnswlib query per effort level
         climbed, a read of each candidate row and two SQLite queries.
         """
-        query = normalize(as_vector(vector, self.full_dim))
-        flt = filters.parse_filter(filter)
-        self._searcher.plan(k, shortlist, ef, target_recall)  # bad arguments fail before any lock is taken
-        return self._read(lambda: self._searcher.one(query, self._searcher.plan(k, shortlist, ef, target_recall), flt))
+        query = unit_vector(vector, self.full_dim)
+        flt = filters.parse_filter(filter) if filter is not None else None
+        searcher = self._searcher
+        searcher.plan(k, shortlist, ef, target_recall)  # bad arguments fail before any lock is taken (cached)
+        return self._read(lambda: searcher.one(query, searcher.plan(k, shortlist, ef, target_recall), flt))
 
     def search_batch(self, vectors: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None,
                      target_recall: float | None = None) -> list[list[Hit]]:
@@ -410,7 +411,7 @@ class MRLStore:
 
     def search_exact(self, vector: Any, k: int = 10, filter: Any = None) -> list[Hit]:
         """The oracle: exact full-width scan of every live (and matching) item. Read lock."""
-        query = normalize(as_vector(vector, self.full_dim))
+        query = unit_vector(vector, self.full_dim)
         k = check_k(k)
         flt = filters.parse_filter(filter)
         return self._read(lambda: self._searcher.exact(query, None if flt is None else self._s.docs.rows_matching(flt), k))

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import time
 import zlib
 from pathlib import Path
 
@@ -68,6 +69,13 @@ def _load_mincore():
 
 _mincore = _load_mincore()
 _PROBES = 4  # rows sampled per gather to decide whether the cache is warm (a ctypes call is ~3 us)
+# Once a probe found the sampled rows resident, the next gathers skip the probe (~25 us a search at
+# 100k) unless one of them is slow: a gather whose copy takes more than _SLOW_ROW_NS a row faulted
+# pages in from disk (a warm copy takes well under 1 us a row; a read from disk ~100 us), so the
+# next gather probes again and prefetches what is cold. Every _PROBE_EVERY-th gather probes anyway
+# (pages the kernel evicted a few at a time), and an eviction or a new map starts over with a probe.
+_PROBE_EVERY = 32
+_SLOW_ROW_NS = 5_000
 
 
 def vector_file_name(epoch: int, dtype: str) -> str:
@@ -93,7 +101,8 @@ class VectorFile:
         self._fd = os.open(path, flags, 0o644)
         self._map: mmap.mmap | None = None
         self._view: np.ndarray = np.empty((0, dim), dtype=self.dtype)
-        self._mincore_vec = (ctypes.c_ubyte * (self.row_bytes // _PAGE + 2))()  # reused by _resident
+        self._pages = self.row_bytes // _PAGE + 2  # the most pages one row spans
+        self._warm_left = 0  # gathers that may skip the residency probe (see _PROBE_EVERY)
 
     # --- size --------------------------------------------------------------------------------
 
@@ -140,6 +149,7 @@ class VectorFile:
         if length == 0:
             self._map, self._view = None, np.empty((0, self.dim), dtype=self.dtype)
             return
+        self._warm_left = 0
         mm = mmap.mmap(self._fd, length, access=mmap.ACCESS_READ)
         # Reranks touch a few hundred scattered rows: without this, the kernel's readahead turns
         # each cold row into a large sequential read (measured ~170 ms vs ~5 ms for 200 rows).
@@ -156,19 +166,28 @@ class VectorFile:
         if len(rows) == 0:
             return np.empty((0, columns or self.dim), dtype=self.dtype)
         self.ensure_mapped(int(rows[-1]) + 1)
-        self._prefetch(rows)
         view = self._view if columns is None else self._view[:, :columns]
-        return view[rows]  # fancy indexing copies
+        if self._warm_left > 0:
+            self._warm_left -= 1
+            started = time.perf_counter_ns()
+            out = view[rows]  # fancy indexing copies
+            if time.perf_counter_ns() - started > _SLOW_ROW_NS * len(rows):
+                self._warm_left = 0  # it read from disk: probe (and prefetch) again next time
+            return out
+        self._prefetch(rows)
+        return view[rows]
 
     def _prefetch(self, rows: np.ndarray) -> None:
         """Ask the kernel to start reading all candidate pages at once (MADV_WILLNEED).
 
         One madvise per row costs ~0.1 ms of CPU for 200 rows even when every page is cached: when
-        a few sampled rows are found resident (mincore), the cache is warm and the calls are skipped.
+        a few sampled rows are found resident (mincore), the cache is warm and the calls are skipped
+        (and so is the probe itself for the next gathers: ``_PROBE_EVERY``).
         """
         if self._map is None or len(rows) > 4096 or not hasattr(mmap, "MADV_WILLNEED"):
             return
         if self._resident(rows[:: max(1, len(rows) // _PROBES)]):
+            self._warm_left = _PROBE_EVERY
             return
         starts = (rows.astype(np.int64) * self.row_bytes // _PAGE) * _PAGE
         ends = rows.astype(np.int64) * self.row_bytes + self.row_bytes
@@ -181,7 +200,7 @@ class VectorFile:
             return False
         base = self._view.ctypes.data
         row_bytes = self.row_bytes
-        vec = self._mincore_vec
+        vec = (ctypes.c_ubyte * self._pages)()  # per call: searches on several threads probe at once
         for row in rows.tolist():
             start = row * row_bytes
             first = start - start % _PAGE
@@ -200,6 +219,7 @@ class VectorFile:
     def drop_page_cache(self) -> None:
         """Evict this file from the page cache (benchmarks of cold reads). Pages mapped here survive
         ``POSIX_FADV_DONTNEED``: this handle's map lets go of them first."""
+        self._warm_left = 0
         if self._map is not None:
             self._map.madvise(mmap.MADV_DONTNEED)
         if self._fd >= 0:
