@@ -291,3 +291,19 @@ def test_search_exact_batch_is_search_exact_for_each_query(tmp_path, rng):
             single = [store.search_exact(q, k=5, filter=flt) for q in queries]
             assert [[h.id for h in hits] for hits in batch] == [[h.id for h in hits] for hits in single]
             assert np.allclose([[h.score for h in hits] for hits in batch], [[h.score for h in hits] for hits in single], atol=1e-5)
+
+
+@pytest.mark.parametrize("folder", ["notes #2", "what?", "100%", "a b"])
+def test_a_store_in_a_folder_whose_name_is_special_in_a_uri_searches_and_opens_read_only(tmp_path, rng, folder):
+    """SQLite read-only connections are opened by URI: an unescaped '#' or '?' in a folder name ended
+    the path there ("no such table: docs" on a healthy store), '%' started an escape. Seen when the
+    writer's searches moved onto per-thread read-only connections (issue 16); read-only opens had
+    the same bug before."""
+    path = tmp_path / folder / "s"
+    vectors = unit_rows(rng, 60, 16)
+    with MRLStore.create(path, full_dim=16, prefix_dim=4, exact_below=0) as store:
+        store.add([str(i) for i in range(60)], vectors)
+        assert store.search(vectors[7], k=1)[0].id == "7"
+    with MRLStore.open(path, read_only=True) as reader:
+        assert len(reader) == 60
+        assert reader.search(vectors[9], k=1)[0].id == "9"

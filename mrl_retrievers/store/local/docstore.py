@@ -25,6 +25,7 @@ import re
 import sqlite3
 import struct
 import threading
+import urllib.parse
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,6 +142,13 @@ class CommittedState:
         return (self.epoch, self.rows, self.generation, self.tombstones)
 
 
+def _reader_uri(path: Path, *, immutable: bool = False) -> str:
+    """A read-only SQLite URI for ``path``. The path is percent-encoded: in a URI a ``?`` or ``#``
+    in a folder name ends the path, and ``%`` starts an escape (a store in "notes #2/" opened
+    another, nonexistent database and failed with "no such table")."""
+    return f"file:{urllib.parse.quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
 class DocStore:
     """Typed access to docs.sqlite. The caller serializes writers (store write lock).
 
@@ -190,7 +198,7 @@ class DocStore:
             if read_only:
                 # immutable=1: a store on read-only media (nobody can write it, and SQLite could not
                 # create its shared-memory file there).
-                uri = f"file:{path}?mode=ro" + ("&immutable=1" if immutable else "")
+                uri = _reader_uri(path, immutable=immutable)
                 conn = cls._open_reader(uri)
             else:
                 conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -234,7 +242,7 @@ class DocStore:
     def _thread_reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "reader", None)
         if conn is None:
-            conn = self._open_reader(self._uri or f"file:{self.path}?mode=ro")
+            conn = self._open_reader(self._uri or _reader_uri(self.path))
             filters.register_sql_functions(conn)
             with self._readers_lock:
                 # The connections of threads that have ended are closed here: a thread pool that
