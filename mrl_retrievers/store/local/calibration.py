@@ -212,12 +212,13 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
     conf = np.full((nq, len(EF_RATIOS), nl, 2), np.inf)  # (z, k-th score)
     pq = prefix(queries, m.prefix_dim)
     truth_sets = [set(t[t >= 0].tolist()) for t in truth]
+    coarse = _Coarse(state, pq, shortlists)
     for b, ratio in enumerate(EF_RATIOS):
         scored = [ScoredRows() for _ in range(nq)]  # each probe's rows scored so far (shared by this ratio's levels)
         for level, shortlist in enumerate(shortlists):
             for i in range(nq):
                 if i % _QUERY_CHUNK == 0:  # the coarse queries in chunks: bounded memory at the top levels
-                    rows, sims = state.ann.query(pq[i : i + _QUERY_CHUNK], shortlist + 1, ratio * shortlist + 1, num_threads=-1)
+                    rows, sims = coarse(i, shortlist + 1, ratio * shortlist + 1)
                 keep = rows[i % _QUERY_CHUNK] != own[i]
                 r, s = rows[i % _QUERY_CHUNK][keep][:shortlist], sims[i % _QUERY_CHUNK][keep][:shortlist]
                 f = scored[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
@@ -227,6 +228,42 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
             if recall[:, b, level].mean() >= enough:
                 break  # every target is met here already: higher levels would never be chosen
     return recall, conf
+
+
+class _Coarse:
+    """The trace's coarse queries, each asked of hnswlib once.
+
+    hnswlib searches the graph with ``max(ef, k)`` candidates and keeps the ``k`` nearest, so two
+    queries with the same ef and a smaller k agree on their first columns: the ef-2x level of
+    shortlist ``s`` (k = s + 1, ef = 2s + 1) is the first s + 1 columns of the ef-1x level of
+    shortlist 2s (k = ef = 2s + 1), which the trace has queried already. Kept only when that answer
+    is hnswlib's first search (no retry at a wider ef) over one segment (merging segments breaks
+    ties by position): then the columns are identical, not merely close, and so is the calibration.
+    """
+
+    def __init__(self, state: "StoreState", pq: np.ndarray, shortlists: Sequence[int]) -> None:
+        self.state, self.pq = state, pq
+        halves = {s for s in shortlists}
+        # Answers worth keeping: ef-1x levels whose ef (2s + 1) an ef-2x level will ask again.
+        self.wanted = {2 * s + 1 for s in shortlists if s % 2 == 0 and s // 2 in halves} if 2 in EF_RATIOS else set()
+        self.kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, start: int, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        chunk = self.pq[start : start + _QUERY_CHUNK]
+        kept = self.kept.pop((start, ef), None)
+        if kept is not None and kept[0].shape[1] >= k:
+            return kept[0][:, :k], kept[1][:, :k]
+        ann = self.state.ann
+        if k == ef and ef in self.wanted and len(ann.segments) == 1:
+            try:
+                rows, sims = ann.query(chunk, k, ef, num_threads=-1, attempts=1)
+            except LookupError:
+                pass  # fewer than k found at this ef: the plain query below widens it
+            else:
+                if rows.shape[1] == k:
+                    self.kept[(start, ef)] = (rows, sims)
+                return rows, sims
+        return ann.query(chunk, k, ef, num_threads=-1)
 
 
 def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: float, shortlists: Sequence[int],
