@@ -94,6 +94,9 @@ def add_ingest_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rpm", type=int, default=3_000, help="requests per minute before 429 (OpenAI tier 1: 3000)")
     p.add_argument("--tpm", type=int, default=1_000_000, help="tokens per minute before 429 (OpenAI tier 1: 1M)")
     p.add_argument("--dim", type=int, default=1024)
+    p.add_argument("--clients", default=None,
+                   help="comma-separated, in order (default: ours,ours-concurrent,langchain); also ours-fixed: a fixed "
+                        "search effort, so the store does not calibrate itself; sdk: a plain OpenAI-SDK loop")
     p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     p.set_defaults(func=cmd_ingest)
     return p
@@ -187,7 +190,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest import format_result, run_ingest  # noqa: PLC0415
 
-    result = run_ingest(n_texts=args.texts, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm, dim=args.dim,
+    clients = tuple(c.strip() for c in args.clients.split(",") if c.strip()) if args.clients else None
+    result = run_ingest(n_texts=args.texts, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm, dim=args.dim, clients=clients,
                         log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_result(result))
     if args.out:

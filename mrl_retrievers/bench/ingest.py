@@ -120,13 +120,14 @@ def ceiling(run: dict[str, Any], rpm: int | None, tpm: int | None, free_seconds:
 
 def format_result(result: dict[str, Any]) -> str:
     lines = [f"{result['texts']:,} texts, {result['latency_ms']:g} ms per request, rpm={result['rpm']}, tpm={result['tpm']}",
-             "| client | seconds | texts/s | requests | 429 answered | stored | window turns | ideal s | fraction of ceiling | error |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| client | seconds | of which self-calibration s | texts/s | requests | 429 answered | stored | window turns | ideal s | fraction of ceiling | error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind, r in result["runs"].items():
         c = r.get("ceiling", {})
         ideal = f"{c['ideal_s']:.1f}" if "ideal_s" in c else "-"
         fraction = f"{c['fraction']:.2f}" if "fraction" in c and c.get("turns", 1) > 1 else "-"
-        lines.append(f"| {kind} | {r.get('seconds', 0):.1f} | {r.get('texts_per_s', 0):.0f} | {r.get('requests', '?')} | "
+        calibration_s = f"{r['calibration_s']:.1f}" if "calibration_s" in r else "-"
+        lines.append(f"| {kind} | {r.get('seconds', 0):.1f} | {calibration_s} | {r.get('texts_per_s', 0):.0f} | {r.get('requests', '?')} | "
                      f"{r.get('status', {}).get('429', 0)} | {r.get('stored', 0)} | {c.get('turns', '?')} | {ideal} | {fraction} | "
                      f"{r.get('error') or ''} |")
     for kind, ratio in result.get("ratios", {}).items():
@@ -245,12 +246,27 @@ def _client(kind: str, base_url: str, texts_path: str, workdir: str, dim: int) -
     run = _INGESTERS[kind](base_url, Path(workdir), dim)
     started = time.perf_counter()
     error = None
+    extra: dict[str, Any] = {}
     try:
         stored = run(texts, ids)
+        if isinstance(stored, tuple):
+            stored, extra = stored
     except Exception as exc:  # noqa: BLE001 - reported, not raised: a 429 left unhandled lands here
         stored, error = 0, f"{type(exc).__name__}: {str(exc)[:200]}"
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "texts_per_s": (stored / seconds) if stored else 0.0, "stored": stored, "error": error}))
+    print(json.dumps({"seconds": seconds, "texts_per_s": (stored / seconds) if stored else 0.0, "stored": stored, "error": error,
+                      **extra}))
+
+
+def _finish(index) -> tuple[int, dict[str, Any]]:  # noqa: ANN001 - an MRLIndex
+    """Close the index (its last checkpoint included, as a user's close); return how many items it
+    holds and the seconds of the store's self-calibration (the last one: each run's store is new,
+    so it ran inside the timed run; 0 if none did, e.g. a fixed effort)."""
+    count = len(index)
+    store = index.store
+    index.close()
+    calibrated = store.manifest.calibration  # the state outlives the handle
+    return count, {"calibration_s": calibrated.seconds if calibrated is not None else 0.0}
 
 
 def _ours(base_url: str, workdir: Path, dim: int):
@@ -259,11 +275,26 @@ def _ours(base_url: str, workdir: Path, dim: int):
 
     index = MRLIndex(OpenAIProvider(model=MODEL, dim=dim, api_key="test-key", base_url=base_url), store=workdir / "store", prefix_dim=128)
 
-    def run(texts, ids) -> int:
+    def run(texts, ids) -> tuple[int, dict[str, Any]]:
         index.add_texts(texts, ids=ids)
-        count = len(index)
-        index.close()
-        return count
+        return _finish(index)
+
+    return run
+
+
+def _ours_fixed(base_url: str, workdir: Path, dim: int):
+    """Ours with a fixed search effort (``shortlist``/``ef`` given: the expert override, no recall
+    target), so the store never calibrates itself: ingestion alone, for comparison (not a default)."""
+    from ..index import MRLIndex  # noqa: PLC0415
+    from ..providers.openai import OpenAIProvider  # noqa: PLC0415
+    from ..store.defaults import DEFAULT_EF, DEFAULT_SHORTLIST  # noqa: PLC0415
+
+    index = MRLIndex(OpenAIProvider(model=MODEL, dim=dim, api_key="test-key", base_url=base_url), store=workdir / "store",
+                     prefix_dim=128, shortlist=DEFAULT_SHORTLIST, ef=DEFAULT_EF)
+
+    def run(texts, ids) -> tuple[int, dict[str, Any]]:
+        index.add_texts(texts, ids=ids)
+        return _finish(index)
 
     return run
 
@@ -276,11 +307,9 @@ def _ours_concurrent(base_url: str, workdir: Path, dim: int):
     provider = OpenAIProvider(model=MODEL, dim=dim, api_key="test-key", base_url=base_url, batch_size=512, max_concurrency=4)
     index = MRLIndex(provider, store=workdir / "store", prefix_dim=128)
 
-    def run(texts, ids) -> int:
+    def run(texts, ids) -> tuple[int, dict[str, Any]]:
         index.add_texts(texts, ids=ids, step=4096)
-        count = len(index)
-        index.close()
-        return count
+        return _finish(index)
 
     return run
 
@@ -316,7 +345,7 @@ def _sdk(base_url: str, workdir: Path, dim: int):
     return run
 
 
-_INGESTERS = {"ours": _ours, "ours-concurrent": _ours_concurrent, "langchain": _langchain, "sdk": _sdk}
+_INGESTERS = {"ours": _ours, "ours-concurrent": _ours_concurrent, "ours-fixed": _ours_fixed, "langchain": _langchain, "sdk": _sdk}
 
 
 if __name__ == "__main__":

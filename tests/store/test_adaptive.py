@@ -171,7 +171,7 @@ def test_checkpoint_recalibrates_only_after_growth_with_bounded_work(tmp_path, c
     reads, queries = [], []
     gather, query = type(s._s.vectors).gather, type(s._s.ann).query
     monkeypatch.setattr(type(s._s.vectors), "gather", lambda self, rows, **kw: reads.append(len(rows)) or gather(self, rows, **kw))
-    monkeypatch.setattr(type(s._s.ann), "query", lambda self, p, k, ef, num_threads=1: queries.append((len(p), k)) or query(self, p, k, ef, num_threads))
+    monkeypatch.setattr(type(s._s.ann), "query", lambda self, p, k, ef, num_threads=1, **kw: queries.append((len(p), k)) or query(self, p, k, ef, num_threads, **kw))
     s.add([str(i) for i in range(3500, N)], data[3500:])  # 2.4x the calibrated size
     s.checkpoint()
     again = s.manifest.calibration

@@ -148,16 +148,18 @@ class AnnIndex:
         except RuntimeError:  # "Label not found"
             return None
 
-    def query(self, prefixes: np.ndarray, k: int, ef: int, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, prefixes: np.ndarray, k: int, ef: int, num_threads: int = 1, *,
+              attempts: int = 4) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by prefix similarity for each query; fewer columns if fewer live items.
 
-        Returns (rows int64 (q, k'), similarities float32 (q, k')).
+        Returns (rows int64 (q, k'), similarities float32 (q, k')). ``attempts=1``: no retry with a
+        wider ef (LookupError instead), so the answer is exactly hnswlib's search at ``max(ef, k)``.
         """
         k = min(k, self.live)
         if k <= 0:
             q = len(prefixes)
             return np.empty((q, 0), dtype=np.int64), np.empty((q, 0), dtype=np.float32)
-        for attempt in range(4):
+        for attempt in range(attempts):
             # ef below k is meaningless; hnswlib silently raises it, we do it explicitly.
             self._index.set_ef(max(ef, k) * (2**attempt))
             try:

@@ -205,28 +205,103 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
           shortlists: Sequence[int], enough: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Recall of each level's own top-k, and the parts of the query's confidence there: (probes,
     ratios, levels) and (probes, ratios, levels, 2) arrays. Levels above one whose mean recall is ``enough`` are not queried (recall 1,
-    confidence +inf there: a policy stops at the first level it reaches above it)."""
+    confidence +inf there: a policy stops at the first level it reaches above it).
+
+    Each ef ratio climbs its levels in order with its own scored rows; the ratios take turns, the
+    2x ratio right behind the 1x one, so a 1x answer it can reuse (``_Coarse``) is held for one level.
+    """
     m = state.manifest
     nq, nl = len(queries), len(shortlists)
     recall = np.ones((nq, len(EF_RATIOS), nl))
     conf = np.full((nq, len(EF_RATIOS), nl, 2), np.inf)  # (z, k-th score)
     pq = prefix(queries, m.prefix_dim)
     truth_sets = [set(t[t >= 0].tolist()) for t in truth]
-    for b, ratio in enumerate(EF_RATIOS):
-        scored = [ScoredRows() for _ in range(nq)]  # each probe's rows scored so far (shared by this ratio's levels)
-        for level, shortlist in enumerate(shortlists):
-            for i in range(nq):
-                if i % _QUERY_CHUNK == 0:  # the coarse queries in chunks: bounded memory at the top levels
-                    rows, sims = state.ann.query(pq[i : i + _QUERY_CHUNK], shortlist + 1, ratio * shortlist + 1, num_threads=-1)
-                keep = rows[i % _QUERY_CHUNK] != own[i]
-                r, s = rows[i % _QUERY_CHUNK][keep][:shortlist], sims[i % _QUERY_CHUNK][keep][:shortlist]
-                f = scored[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
-                top = r[np.argsort(-f, kind="stable")[:K]]
-                recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
-                conf[i, b, level] = confidence_parts(s, f, K)
-            if recall[:, b, level].mean() >= enough:
-                break  # every target is met here already: higher levels would never be chosen
+    coarse = _Coarse(state, pq, shortlists)
+    # Each ratio's rows scored so far per probe (shared by that ratio's levels); None once it stopped.
+    scored: list[list[ScoredRows] | None] = [[ScoredRows() for _ in range(nq)] for _ in EF_RATIOS]
+    following = [0] * len(EF_RATIOS)  # each ratio's next level
+
+    def climb_one(b: int) -> None:
+        ratio, level = EF_RATIOS[b], following[b]
+        shortlist, rows_of = shortlists[level], scored[b]
+        for i in range(nq):
+            if i % _QUERY_CHUNK == 0:  # the coarse queries in chunks: bounded memory at the top levels
+                rows, sims = coarse(i, shortlist + 1, ratio * shortlist + 1)
+            keep = rows[i % _QUERY_CHUNK] != own[i]
+            r, s = rows[i % _QUERY_CHUNK][keep][:shortlist], sims[i % _QUERY_CHUNK][keep][:shortlist]
+            f = rows_of[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
+            top = r[np.argsort(-f, kind="stable")[:K]]
+            recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
+            conf[i, b, level] = confidence_parts(s, f, K)
+        following[b] += 1
+        if recall[:, b, level].mean() >= enough or following[b] == nl:
+            scored[b] = None  # every target is met here already: higher levels would never be chosen
+            coarse.stopped(ratio)
+
+    def climbing(b: int) -> bool:
+        return scored[b] is not None
+
+    while any(climbing(b) for b in range(len(EF_RATIOS))):
+        for b in range(len(EF_RATIOS)):
+            # A ratio waits while a ratio before it is still to ask the search it can reuse.
+            while climbing(b) and not any(climbing(a) and coarse.waits_for(EF_RATIOS[b], shortlists[following[b]],
+                                                                            EF_RATIOS[a], following[a])
+                                          for a in range(b)):
+                climb_one(b)
+                if b == 0:
+                    break  # the first ratio one level at a time: the others catch up behind it
     return recall, conf
+
+
+class _Coarse:
+    """The trace's coarse queries, each asked of hnswlib once.
+
+    hnswlib searches the graph with ``max(ef, k)`` candidates and keeps the ``k`` nearest, so two
+    queries with the same ef and a smaller k agree on their first columns: the ef-2x level of
+    shortlist ``s`` (k = s + 1, ef = 2s + 1) is the first s + 1 columns of the ef-1x level of
+    shortlist 2s (k = ef = 2s + 1). That answer is kept (its first s + 1 columns, until the 2x level
+    asks, right after: ``trace`` runs the 2x ratio one step behind) when it was hnswlib's first
+    search over one segment (merging segments breaks ties by position): then the columns are
+    identical, not merely close, and so is the calibration.
+    """
+
+    def __init__(self, state: "StoreState", pq: np.ndarray, shortlists: Sequence[int]) -> None:
+        self.state, self.pq = state, pq
+        self.levels = list(shortlists)
+        # Searches worth keeping: ef of an ef-1x level that an ef-2x level will ask again -> columns it needs.
+        self.wanted = ({2 * s + 1: s + 1 for s in shortlists if 2 * s in self.levels}
+                       if 1 in EF_RATIOS and 2 in EF_RATIOS else {})
+        self.kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def waits_for(self, ratio: int, shortlist: int, other: int, other_level: int) -> bool:
+        """Whether the ``ratio`` level at ``shortlist`` should wait for ratio ``other``, whose next level
+        is ``other_level``: it reuses a search that ratio has yet to ask."""
+        if ratio != 2 or other != 1 or 2 * shortlist + 1 not in self.wanted:
+            return False
+        return self.levels.index(2 * shortlist) >= other_level
+
+    def stopped(self, ratio: int) -> None:
+        if ratio == 2:  # nobody will ask again: keep nothing more
+            self.wanted = {}
+            self.kept.clear()
+
+    def __call__(self, start: int, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        chunk = self.pq[start : start + _QUERY_CHUNK]
+        kept = self.kept.pop((start, ef), None)
+        if kept is not None and kept[0].shape[1] == k:
+            return kept
+        ann = self.state.ann
+        if k == ef and ef in self.wanted and len(ann.segments) == 1:
+            try:
+                rows, sims = ann.query(chunk, k, ef, num_threads=-1, attempts=1)
+            except LookupError:
+                pass  # fewer than k found at this ef: the plain query below widens it
+            else:
+                if rows.shape[1] == k:
+                    cols = self.wanted[ef]
+                    self.kept[(start, ef)] = (rows[:, :cols].copy(), sims[:, :cols].copy())
+                return rows, sims
+        return ann.query(chunk, k, ef, num_threads=-1)
 
 
 def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: float, shortlists: Sequence[int],

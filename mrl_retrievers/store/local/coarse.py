@@ -97,9 +97,11 @@ class CoarseIndex:
 
     # --- reads (safe beside other reads) ----------------------------------------------------------
 
-    def query(self, prefixes: np.ndarray, k: int, ef: int, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, prefixes: np.ndarray, k: int, ef: int, num_threads: int = 1, *,
+              attempts: int = 4) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by prefix similarity per query over all segments (rows, similarities)."""
-        found = [s.query(prefixes, k, ef, num_threads=num_threads) for _, s in sorted(self.segments.items()) if s.live > 0]
+        found = [s.query(prefixes, k, ef, num_threads=num_threads, attempts=attempts)
+                 for _, s in sorted(self.segments.items()) if s.live > 0]
         if len(found) == 1:
             return found[0]
         if not found:
