@@ -15,7 +15,10 @@ hnswlib 0.8.0 facts this wrapper exists for (see FACTS.md):
 from __future__ import annotations
 
 import struct
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import hnswlib
 import numpy as np
@@ -72,6 +75,7 @@ class AnnIndex:
         self._index = index
         self.dim = dim
         self.deleted = deleted
+        self._ef = _EfGate(index)
 
     @classmethod
     def empty(cls, dim: int, *, M: int, ef_construction: int, capacity: int = 1024) -> "AnnIndex":
@@ -161,11 +165,41 @@ class AnnIndex:
             return np.empty((q, 0), dtype=np.int64), np.empty((q, 0), dtype=np.float32)
         for attempt in range(attempts):
             # ef below k is meaningless; hnswlib silently raises it, we do it explicitly.
-            self._index.set_ef(max(ef, k) * (2**attempt))
             try:
-                labels, dist = self._index.knn_query(prefixes, k=k, num_threads=num_threads)
+                with self._ef.at(max(ef, k) * (2**attempt)):
+                    labels, dist = self._index.knn_query(prefixes, k=k, num_threads=num_threads)
                 return labels.astype(np.int64), (1.0 - dist).astype(np.float32)
             except RuntimeError:
                 # Deletions can leave the graph search short of k live items: widen and retry.
                 continue
         raise LookupError("coarse index could not return enough candidates")
+
+
+class _EfGate:
+    """hnswlib's search breadth is one setting of the index (``set_ef``), not an argument of
+    ``knn_query``: a search that set 400 could run at another thread's 16 (fewer neighbours than it
+    asked for), and a calibration measuring one level beside searches could measure another level's
+    recall. Searches at the same ef run together; a different ef waits until those in flight end."""
+
+    def __init__(self, index: hnswlib.Index) -> None:
+        self._index = index
+        self._cond = threading.Condition()
+        self._ef: int | None = None
+        self._inflight = 0
+
+    @contextmanager
+    def at(self, ef: int) -> Iterator[None]:
+        with self._cond:
+            while self._inflight and self._ef != ef:
+                self._cond.wait()
+            if self._ef != ef:
+                self._index.set_ef(ef)
+                self._ef = ef
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                if not self._inflight:
+                    self._cond.notify_all()

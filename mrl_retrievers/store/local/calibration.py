@@ -118,14 +118,11 @@ def needs_calibration(state: "StoreState") -> bool:
             or not cal.live / GROWTH < live < cal.live * GROWTH)
 
 
-def after_checkpoint(state: "StoreState") -> None:
-    """The checkpoint hook: recalibrate when needed. Derived data, so a failure is logged, not raised."""
-    if not getattr(state, "auto_calibrate", True) or not needs_calibration(state):
-        return
-    try:
-        record(state, calibrate(state, target_recall=state.manifest.target_recall, source="checkpoint"))
-    except (MRLError, OSError, LookupError) as exc:
-        log.warning("could not calibrate the search effort of %s (%s); searches use the recorded defaults", state.directory, exc)
+def due(state: "StoreState") -> bool:
+    """Whether the store should recalibrate after a checkpoint (``needs_calibration``, unless a load
+    or ``tune`` has paused it). The store measures under its read lock and records under its write
+    lock (``MRLStore._calibrate_if_due``), so searches keep running while it measures."""
+    return getattr(state, "auto_calibrate", True) and needs_calibration(state)
 
 
 def record(state: "StoreState", calibration: Calibration) -> None:
@@ -443,5 +440,5 @@ def _check(target_recall, probes, confidence_level) -> None:
         raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
 
 
-__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "TARGETS", "after_checkpoint", "calibrate", "check_target", "exact_top_rows",
+__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "TARGETS", "due", "calibrate", "check_target", "exact_top_rows",
            "level_cost", "needs_calibration", "off_node", "record"]

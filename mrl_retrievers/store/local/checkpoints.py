@@ -20,7 +20,6 @@ import numpy as np
 
 from ...errors import CorruptStoreError
 from ...mrl import prefix
-from . import calibration
 from .ann import AnnIndex
 from .coarse import CoarseIndex
 from .crashpoints import crash_point
@@ -185,7 +184,6 @@ def checkpoint(state: "StoreState", manifest: Manifest | None = None, index: Coa
     for name in old.files - ann_state.files:
         (state.directory / name).unlink(missing_ok=True)
     crash_point("checkpoint:done")
-    calibration.after_checkpoint(state)  # re-measures the search effort when the store has grown
 
 
 __all__ = ["INDEX_SAMPLE", "VERIFY_INDEX_SAMPLE", "build_ann", "check_index_sample", "checkpoint", "checkpoint_due", "empty_index",

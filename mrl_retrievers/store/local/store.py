@@ -173,6 +173,8 @@ class MRLStore:
         with shared.rw.write(), io_errors("writing", self.path):
             if not shared.read_only and checkpoints.pending_rows(shared.state):
                 checkpoints.checkpoint(shared.state)
+        if not shared.read_only:
+            self._calibrate_if_due(closing=True)
 
     def __enter__(self) -> "MRLStore":
         return self
@@ -292,8 +294,11 @@ class MRLStore:
             s.ann.mark_deleted(superseded)
             self._searcher.invalidate()
             crash_point("add:ann-updated")
-            if checkpoints.checkpoint_due(s, CHECKPOINT_ROWS):
+            checkpointed = checkpoints.checkpoint_due(s, CHECKPOINT_ROWS)
+            if checkpointed:
                 self._background_checkpoint()
+        if checkpointed:
+            self._calibrate_if_due()
 
     def bulk_add(self, source: Any, *, ids: Any = None, texts: Sequence[str | None] | None = None, name: str | None = None,
                  total: int | None = None, batch_rows: int = bulk.DEFAULT_BATCH_ROWS, progress: Any = False) -> bulk.LoadReport:
@@ -335,6 +340,7 @@ class MRLStore:
         with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             self._checkpoint()
+        self._calibrate_if_due()
 
     def _checkpoint(self) -> None:
         checkpoints.checkpoint(self._s)
@@ -346,6 +352,31 @@ class MRLStore:
             checkpoints.checkpoint(self._s)
         except (MRLError, OSError) as exc:
             log.warning("could not checkpoint the coarse index of %s (%s); it will be caught up on open", self.path, exc)
+
+    def _calibrate_if_due(self, *, closing: bool = False) -> None:
+        """After a checkpoint: re-measure the search effort if the store grew (or its width changed)
+        since the last calibration. Measured under the read lock, so this process's searches keep
+        running (a calibration takes ~10 s at 20k items, minutes at 1M; under the write lock it
+        stalled every search that long); recorded under the write lock, unless the target or width
+        changed meanwhile. Derived data: a failure is logged, not raised. ``closing``: the last
+        handle's close (the handle is already marked closed; the store is released after this)."""
+        s = self._s
+        if not calibration.due(s):
+            return
+        check_open = (lambda: None) if closing else self._check_open
+        try:
+            with self._rw.read(), io_errors("reading", self.path):
+                check_open()
+                if not calibration.due(s):  # another thread calibrated meanwhile
+                    return
+                measured = calibration.calibrate(s, target_recall=s.manifest.target_recall, source="checkpoint")
+            with self._rw.write(), io_errors("writing", self.path):
+                check_open()
+                m = s.manifest
+                if m.target_recall == measured.target_recall and m.prefix_dim == measured.prefix_dim and m.funnel_dim is None:
+                    calibration.record(s, measured)
+        except (MRLError, OSError, LookupError) as exc:
+            log.warning("could not calibrate the search effort of %s (%s); searches use the recorded defaults", self.path, exc)
 
     # --- reads ----------------------------------------------------------------------------------------
 
@@ -439,6 +470,7 @@ class MRLStore:
         with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             maintenance.reindex(self._s, width, funnel_dim)
+        self._calibrate_if_due()  # a new width needs its own calibration
 
     def tune(self, target_recall: float = 0.99, **options: Any) -> "tuning.TuneResult":
         """Measure prefix width x shortlist x ef on this store's own vectors and record the fastest
@@ -477,6 +509,7 @@ class MRLStore:
             self._check_open()
             reclaimed = maintenance.compact(self._s)
             self._searcher.invalidate()
+        self._calibrate_if_due()
         return reclaimed
 
     def stats(self) -> dict[str, Any]:

@@ -1,0 +1,83 @@
+"""A checkpoint's self-calibration beside searches (issue 16's ingestion profile found it held the
+write lock: ~10 s at 20k items, minutes at 1M, during which every search of the process waited)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from mrl_retrievers import MRLStore
+from mrl_retrievers.bench.synthetic import dataset
+from mrl_retrievers.store.local import calibration
+from mrl_retrievers.store.local.ann import AnnIndex
+
+N, DIM, PREFIX = 3000, 64, 8
+
+
+def test_searches_run_while_a_checkpoint_calibrates(tmp_path, monkeypatch):
+    data = dataset(N, DIM, seed=7, decay=0.5)
+    store = MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=PREFIX)
+    store.add([str(i) for i in range(N)], data)
+    measuring, release = threading.Event(), threading.Event()
+    real = calibration.calibrate
+
+    def slow_calibrate(state, **kw):
+        measuring.set()
+        release.wait(timeout=30)
+        return real(state, **kw)
+
+    monkeypatch.setattr(calibration, "calibrate", slow_calibrate)
+    checkpointing = threading.Thread(target=store.checkpoint)
+    checkpointing.start()
+    try:
+        assert measuring.wait(timeout=30), "the checkpoint did not calibrate"
+        answered = []
+        searching = threading.Thread(target=lambda: answered.append(store.search(data[5], k=3)))
+        searching.start()
+        searching.join(timeout=10)
+        assert answered and answered[0][0].id == "5", "a search waited for the calibration"
+    finally:
+        release.set()
+        checkpointing.join(timeout=60)
+    assert store.manifest.calibration is not None and store.manifest.calibration.source == "checkpoint"
+    assert store.manifest.calibration.live == N
+    store.close()
+
+
+class _RecordingIndex:
+    """Stands in for hnswlib: records the ef in force when each query starts and ends."""
+
+    def __init__(self) -> None:
+        self.ef = None
+        self.seen: list[tuple[int, int]] = []
+        self.inside, self.go_on = threading.Event(), threading.Event()
+
+    def set_ef(self, ef: int) -> None:
+        self.ef = ef
+
+    def knn_query(self, data, k, num_threads=1):
+        start = self.ef
+        if start == 400:
+            self.inside.set()
+            self.go_on.wait(timeout=5)
+        self.seen.append((start, self.ef))
+        return np.zeros((len(data), k), dtype=np.uint64), np.zeros((len(data), k), dtype=np.float32)
+
+
+def test_a_search_runs_at_its_own_ef_while_another_thread_asks_for_another(monkeypatch):
+    """hnswlib's ef is one setting of the index: a search that set 400 ran at another thread's 16."""
+    fake = _RecordingIndex()
+    index = AnnIndex(fake, 4)
+    monkeypatch.setattr(AnnIndex, "live", property(lambda self: 100))
+    wide = threading.Thread(target=index.query, args=(np.zeros((1, 4), np.float32), 10, 400))
+    wide.start()
+    assert fake.inside.wait(timeout=5)
+    narrow = threading.Thread(target=index.query, args=(np.zeros((1, 4), np.float32), 10, 16))
+    narrow.start()
+    time.sleep(0.3)  # the narrow search asks for its ef while the wide one runs
+    fake.go_on.set()
+    wide.join(timeout=5)
+    narrow.join(timeout=5)
+    assert sorted(fake.seen) == [(16, 16), (400, 400)]
