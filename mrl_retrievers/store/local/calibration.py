@@ -35,7 +35,6 @@ O(probes) work per added item.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 import time
@@ -122,18 +121,13 @@ def due(state: "StoreState") -> bool:
     """Whether the store should recalibrate after a checkpoint (``needs_calibration``, unless a load
     or ``tune`` has paused it). The store measures under its read lock and records under its write
     lock (``MRLStore._calibrate_if_due``), so searches keep running while it measures."""
-    return getattr(state, "auto_calibrate", True) and needs_calibration(state)
-
-
-def record(state: "StoreState", calibration: Calibration) -> None:
-    """Write ``calibration`` into the manifest (one atomic write; caller holds the write lock)."""
-    state.set_manifest(dataclasses.replace(state.manifest, calibration=calibration))
+    return state.auto_calibrate and needs_calibration(state)
 
 
 def calibrate(state: "StoreState", *, target_recall: float, probes: int | None = None, seed: int = 0,
               queries: np.ndarray | None = None, confidence_level: float = DEFAULT_CONFIDENCE,
               targets: Sequence[float] = TARGETS, source: str = "calibrate") -> Calibration:
-    """Measure the store and return its ``Calibration`` (nothing is written; see ``record``).
+    """Measure the store and return its ``Calibration`` (nothing is written: ``MRLStore`` records it).
 
     ``probes`` (default ``default_probes(live)``): held-out-style probes, or how many of ``queries`` to use.
     """
@@ -433,12 +427,11 @@ def _lows(values: np.ndarray, z: float) -> np.ndarray:
 
 
 def _check(target_recall, probes, confidence_level) -> None:
-    if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
-        raise InvalidInputError(f"target_recall must lie in (0, 1], got {target_recall!r}")
+    check_target(target_recall)
     positive_int("probes", probes, minimum=4)
     if not 0.5 <= confidence_level < 1:
         raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
 
 
-__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "TARGETS", "due", "calibrate", "check_target", "exact_top_rows",
-           "level_cost", "needs_calibration", "off_node", "record"]
+__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "TARGETS", "due", "calibrate", "exact_top_rows",
+           "level_cost", "needs_calibration", "off_node"]

@@ -38,7 +38,7 @@ from .crashpoints import crash_point
 from .diagnostics import Diagnostics
 from .fs import io_errors
 from . import calibration, checkpoints, maintenance, tuning
-from ..effort import Calibration
+from ..effort import Calibration, check_target
 from .maintenance import VerifyReport
 from .handles import SharedStore
 from .state import StoreState
@@ -355,28 +355,37 @@ class MRLStore:
 
     def _calibrate_if_due(self, *, closing: bool = False) -> None:
         """After a checkpoint: re-measure the search effort if the store grew (or its width changed)
-        since the last calibration. Measured under the read lock, so this process's searches keep
-        running (a calibration takes ~10 s at 20k items, minutes at 1M; under the write lock it
-        stalled every search that long); recorded under the write lock, unless the target or width
-        changed meanwhile. Derived data: a failure is logged, not raised. ``closing``: the last
-        handle's close (the handle is already marked closed; the store is released after this)."""
-        s = self._s
-        if not calibration.due(s):
+        since the last calibration, as ``calibrate`` does: measured under the read lock, so this
+        process's searches keep running (a calibration takes ~10 s at 20k items, minutes at 1M;
+        under the write lock it stalled every search that long). Derived data: a failure is logged,
+        not raised. ``closing``: the last handle's close (already marked closed; released after)."""
+        if not calibration.due(self._s):
             return
-        check_open = (lambda: None) if closing else self._check_open
         try:
-            with self._rw.read(), io_errors("reading", self.path):
-                check_open()
-                if not calibration.due(s):  # another thread calibrated meanwhile
-                    return
-                measured = calibration.calibrate(s, target_recall=s.manifest.target_recall, source="checkpoint")
-            with self._rw.write(), io_errors("writing", self.path):
-                check_open()
-                m = s.manifest
-                if m.target_recall == measured.target_recall and m.prefix_dim == measured.prefix_dim and m.funnel_dim is None:
-                    calibration.record(s, measured)
+            self._measure_and_record(self._s.manifest.target_recall, (lambda: None) if closing else self._check_open,
+                                     only_if_due=True, source="checkpoint")
         except (MRLError, OSError, LookupError) as exc:
             log.warning("could not calibrate the search effort of %s (%s); searches use the recorded defaults", self.path, exc)
+
+    def _measure_and_record(self, target: float, check_open: Callable[[], None], *, only_if_due: bool = False,
+                            **options: Any) -> "Calibration | None":
+        """Calibrate under the read lock, record under the write lock (the target becomes the
+        store's). ``only_if_due``: skip when another thread calibrated first, and record nothing if
+        the target or the width changed while measuring."""
+        s = self._s
+        with self._rw.read(), io_errors("reading", self.path):
+            check_open()
+            if only_if_due and not calibration.due(s):
+                return None
+            measured = calibration.calibrate(s, target_recall=target, **options)
+        with self._rw.write(), io_errors("writing", self.path):
+            check_open()
+            m = s.manifest
+            if only_if_due and (m.target_recall != measured.target_recall or m.prefix_dim != measured.prefix_dim
+                                or m.funnel_dim is not None):
+                return None
+            s.set_manifest(dataclasses.replace(m, target_recall=target, calibration=measured))
+        return measured
 
     # --- reads ----------------------------------------------------------------------------------------
 
@@ -488,15 +497,11 @@ class MRLStore:
         Writers only; measures under the read lock (searches keep running), records under the write lock.
         """
         self._check_writable()
-        target = calibration.check_target(target_recall) if target_recall is not None else (self.manifest.target_recall or DEFAULT_TARGET_RECALL)
+        target = check_target(target_recall) if target_recall is not None else (self.manifest.target_recall or DEFAULT_TARGET_RECALL)
         if options.get("queries") is not None:
             options["queries"] = as_matrix(options["queries"], self.full_dim, what="calibration queries")
-        with self._rw.read(), io_errors("reading", self.path):
-            self._check_open()
-            result = calibration.calibrate(self._s, target_recall=target, **{"source": "calibrate", **options})
-        with self._rw.write(), io_errors("writing", self.path):
-            self._check_open()
-            self._s.set_manifest(dataclasses.replace(self._s.manifest, target_recall=target, calibration=result))
+        result = self._measure_and_record(target, self._check_open, **{"source": "calibrate", **options})
+        assert result is not None  # only the checkpoint's call may skip
         return result
 
     def compact(self) -> int:

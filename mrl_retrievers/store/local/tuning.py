@@ -42,7 +42,7 @@ from ...checks import positive_int
 from ...errors import InvalidInputError
 from ...mrl import as_matrix, normalize
 from ...types import Hit
-from ..effort import Calibration
+from ..effort import Calibration, check_target
 from . import calibration
 from .manifest import Manifest
 from .rwlock import ReadWriteLock
@@ -238,8 +238,7 @@ def _off_node(vectors: np.ndarray, noise: float, rng: np.random.Generator) -> np
 
 
 def _check_args(target_recall: float, sample: int, k: int) -> None:
-    if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
-        raise InvalidInputError(f"target_recall must lie in (0, 1], got {target_recall!r}")
+    check_target(target_recall)
     for name, value in (("sample", sample), ("k", k)):
         positive_int(name, value)
 
