@@ -11,6 +11,8 @@ import json
 import logging
 import shutil
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -138,15 +140,25 @@ def test_exact_rung_is_chosen_for_the_few_queries_no_shortlist_serves():
     assert m.policy.exact and m.recall == 1.0 and m.stops[-1] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18/15: the ladder ends at 768; a ladder to 16384 passes this but its "
-                   "trace held ~100 MB of scored rows, past bulk_add's memory bound (test_bulk)")
-def test_neighbours_deep_in_the_prefix_ranking_are_reached_by_the_ladder_not_the_exact_scan(tmp_path):
+def test_neighbours_deep_in_the_prefix_ranking_are_reached_by_the_ladder_not_the_exact_scan(tmp_path, monkeypatch):
     """Issue 18, observed at 10M x 1024, prefix 96: the true top-10 sat beyond the 768th prefix rank
     so often that the 0.99 policy sent 85% of its probes to the exact scan (~45 s a query there).
     Here a 4-wide prefix of 64 dims puts them as deep at 12k items: with the ladder ending at 768,
     45 of 48 held-out probes went to the exact scan; it must reach the target on shortlists."""
     n = 12_000
     data = dataset(n, 64, seed=5, decay=0.5)
+    peaks = []
+
+    def measured_trace(*args, **kwargs):
+        tracemalloc.start()
+        try:
+            return real_trace(*args, **kwargs)
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    real_trace = calibration.trace
+    monkeypatch.setattr(calibration, "trace", measured_trace)
     with MRLStore.create(tmp_path / "deep", full_dim=64, prefix_dim=4) as s:
         s._s.auto_calibrate = False
         s.add([str(i) for i in range(n)], data)
@@ -155,6 +167,32 @@ def test_neighbours_deep_in_the_prefix_ranking_are_reached_by_the_ladder_not_the
     assert max(sl for sl, _ in measured.policy.levels) > 768
     exact_share = measured.stops[-1] / sum(measured.stops) if measured.policy.exact else 0.0
     assert exact_share <= 0.25
+    # The trace's memory does not grow with the ladder's depth: keeping each probe's scored rows up
+    # to 8192 for both ef ratios would hold 96 x 2 x 8192 x 12 bytes = 19 MB.
+    assert peaks and max(peaks) < 12e6, f"the trace peaked at {max(peaks) / 1e6:.1f} MB"
+
+
+def test_the_deep_ladder_stops_where_its_levels_stop_paying(tmp_path, monkeypatch):
+    """Uniform noise: no shortlist finds a probe's neighbours (recall 0.23 at 1536 here), so the
+    deep levels (past CACHED_ROWS) complete no probe the exact scan would not, and the trace stops
+    after two of them instead of asking hnswlib for 16k-row shortlists at ef 32k; the levels it did
+    not measure are never recorded."""
+    n, dim = 30_000, 128
+    data = np.random.default_rng(7).standard_normal((n, dim)).astype(np.float32)
+    asked = []
+    query = calibration._Coarse.__call__
+    monkeypatch.setattr(calibration._Coarse, "__call__", lambda self, start, k, ef: asked.append(k) or query(self, start, k, ef))
+    with MRLStore.create(tmp_path / "noise", full_dim=dim, prefix_dim=16) as s:
+        s._s.auto_calibrate = False
+        s.add([str(i) for i in range(n)], data)
+        recorded = s.calibrate(probes=64, seed=1)
+    ladder = calibration.ladder(n, 16, dim)
+    assert ladder[-1] >= 16384  # the ladder itself goes deep: it is the trace that stops
+    deepest = max(asked) - 1
+    assert calibration.CACHED_ROWS < deepest <= 2048
+    for measured in [*recorded.policies.values(), recorded.fixed]:
+        if measured is not None:
+            assert max(sl for sl, _ in measured.policy.levels) <= deepest
 
 
 def test_checkpoint_recalibrates_only_after_growth_with_bounded_work(tmp_path, corpus, monkeypatch):
@@ -177,12 +215,14 @@ def test_checkpoint_recalibrates_only_after_growth_with_bounded_work(tmp_path, c
     again = s.manifest.calibration
     assert again.live == N and again.probes == 48
     # Work bound: one pass over the vectors for the probes' truth, each probe's shortlist rows read
-    # at most once per ladder level, each probe queried once per level and ef ratio (in batches of
-    # at most _QUERY_CHUNK probes, which bounds memory): O(probes x live) however the store grew.
-    ladder = [sl for sl in calibration.LADDER if sl < N - 1]
-    assert sum(reads) <= N + 48 + 48 * sum(ladder)
+    # at most once per ladder level and ef ratio, each probe queried once per level and ef ratio (in
+    # batches of at most _QUERY_CHUNK probes, fewer at deep levels, which bounds memory):
+    # O(probes x live) however the store grew.
+    ladder = calibration.ladder(N, PREFIX, DIM)
+    ratios = calibration.EF_RATIOS
+    assert sum(reads) <= N + 48 + 48 * len(ratios) * sum(ladder)
     chunk = calibration._QUERY_CHUNK
-    assert len(queries) <= len(ladder) * len(calibration.EF_RATIOS) * -(-48 // chunk)
+    assert len(queries) <= sum(-(-48 // calibration._Coarse.chunk(r * sl + 1)) for r in ratios for sl in ladder)
     assert all(n <= chunk for n, _ in queries)
     assert sum(n for n, _ in queries) <= 48 * len(ladder) * len(calibration.EF_RATIOS)
     s.close()

@@ -55,11 +55,18 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("mrl_retrievers.store")
 
 # Shortlists a policy may climb. At 10M x 1024, prefix 96, the true top-10 of a loose query sits
-# beyond the 768th prefix rank so often that 0.99 is reachable only through the exact scan (85% of
-# the probes). A ladder to 16384 was measured there (22% left to the scan; docs/benchmarks.md,
-# "10M x 1024") but kept every probe's scored rows up to 16384 in memory, past a bulk load's
-# memory bound; it waits for a trace that re-reads within that bound (xfail test in test_adaptive).
-LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
+# beyond the 768th prefix rank so often that a ladder ending there reaches 0.99 only through the
+# exact scan (85% of the probes; 22% with the ladder to 16384: docs/benchmarks.md, "10M x 1024").
+# The deep levels (past ``CACHED_ROWS``) are climbed only by stores large enough for them to be
+# cheaper than the scan (``ladder``), and their rows are scored afresh, block by block, so the
+# trace's memory stays bounded whatever the ladder's depth.
+LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
+          1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768, 49152, 65536)
+# A deep level is on the ladder while it costs less than an exact scan (cost model): a policy that
+# reaches a dearer one pays more than the scan that is sure to find everything.
+# Rows per probe and ratio whose full scores the trace keeps between levels (each is read once);
+# deeper levels re-read theirs (at most ~3x the top level's rows: the ladder grows by 1.33-1.5x).
+CACHED_ROWS = 768
 EF_RATIOS = (1, 2)
 STRIDES = (1, 2, 3)
 # Weights of the k-th full score in the confidence tried by the calibration (z alone: 0). z ranges
@@ -88,6 +95,9 @@ _MAX_CHECKS = 5000  # candidates checked on the second half per target, cheapest
 # store's calibration must not hold more than a batch of an ingestion does).
 _BLOCK_BYTES = 2 << 20
 _QUERY_CHUNK = 32
+# Coarse answers (row, similarity) one chunk of probes may hold: deep levels ask in smaller chunks.
+_COARSE_ROWS = 1 << 17
+_UNPAID = 2  # deep levels in a row that do not pay stop a ratio's climb (``trace``)
 
 # Cost model (CPU microseconds per query), fitted on ``search`` at 200k x 1024 float16, prefix 128, on
 # one thread (docs/benchmarks.md, "Adaptive effort"): hnswlib's work grows with ef and the prefix
@@ -103,6 +113,10 @@ COST_PER_SCANNED_ROW = (0.5, 4.0)  # base + per 1024 dims
 
 def level_cost(shortlist: int, ef: int, prefix_dim: int, full_dim: int) -> float:
     return COST_PER_EF * max(ef, shortlist) * (prefix_dim + 32) / 160 + COST_PER_ROW * shortlist * full_dim / 1024
+
+
+def scan_cost(live: int, full_dim: int) -> float:
+    return live * (COST_PER_SCANNED_ROW[0] + COST_PER_SCANNED_ROW[1] * full_dim / 1024)
 
 
 def needs_calibration(state: "StoreState") -> bool:
@@ -146,17 +160,29 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
         own = np.sort(rng.choice(live, size=min(probes, len(live) - K - 1), replace=False))
         vectors, strata = off_node(normalize(to_float32(state.vectors.gather(own))), rng)
     truth = exact_top_rows(state, live, own, vectors, K)
-    shortlists = [s for s in LADDER if s < len(live) - 1] or [max(K, len(live) - 2)]
+    exact_cost = scan_cost(len(live), m.full_dim)
+    shortlists = ladder(len(live), m.prefix_dim, m.full_dim)
     wanted = sorted(set(targets) | {target_recall})
     # Above a level whose mean recall leaves a quarter of the strictest target's misses, no policy
     # needs anything higher (it would meet every target there already).
-    recall, conf = trace(state, vectors, own, truth, shortlists, enough=1 - (1 - max(wanted)) / 4)
     costs = np.array([[level_cost(s, r * s, m.prefix_dim, m.full_dim) for s in shortlists] for r in EF_RATIOS])
+    recall, conf = trace(state, vectors, own, truth, shortlists, enough=1 - (1 - max(wanted)) / 4,
+                         paying=(costs + COST_PER_LEVEL, exact_cost))
+    depth = recall.shape[2]  # levels no ratio measured (their climbs stopped paying) are not candidates
+    shortlists, costs = shortlists[:depth], costs[:, :depth]
     z = statistics.NormalDist().inv_cdf(confidence_level)
-    exact_cost = len(live) * (COST_PER_SCANNED_ROW[0] + COST_PER_SCANNED_ROW[1] * m.full_dim / 1024)
     chosen, fixed = choose(recall, conf, costs, exact_cost, shortlists, wanted, z, target_recall, strata)
     return Calibration(target_recall, K, len(live), m.prefix_dim, len(vectors), seed, confidence_level, source,
                        time.perf_counter() - started, chosen, fixed, "probes" if queries is None else "given")
+
+
+def ladder(live: int, prefix_dim: int, full_dim: int) -> list[int]:
+    """The shortlists a store of ``live`` rows calibrates: ``LADDER`` up to ``CACHED_ROWS``, and the
+    deeper levels that cost less than an exact scan (measured at 12k x 64, prefix 4: a policy
+    climbing to 8192 answered in 3.2 ms where the scan took 4.3)."""
+    exact_cost = scan_cost(live, full_dim)
+    shortlists = [s for s in LADDER if s < live - 1 and (s <= CACHED_ROWS or level_cost(s, s, prefix_dim, full_dim) < exact_cost)]
+    return shortlists or [max(K, live - 2)]
 
 
 def default_probes(live: int) -> int:
@@ -193,10 +219,19 @@ def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queri
 
 
 def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.ndarray,
-          shortlists: Sequence[int], enough: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+          shortlists: Sequence[int], enough: float = 1.0,
+          paying: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Recall of each level's own top-k, and the parts of the query's confidence there: (probes,
-    ratios, levels) and (probes, ratios, levels, 2) arrays. Levels above one whose mean recall is ``enough`` are not queried (recall 1,
-    confidence +inf there: a policy stops at the first level it reaches above it).
+    ratios, levels) and (probes, ratios, levels, 2) arrays, up to the deepest level a ratio
+    measured. A ratio stops above a level whose mean recall is ``enough``: its levels above are not
+    queried (recall 1, confidence +inf there: a policy stops at the first level it reaches above it).
+
+    ``paying`` (each level's cost per ratio, the exact scan's): a ratio also stops climbing the deep
+    levels (past ``CACHED_ROWS``) after ``_UNPAID`` in a row that did not pay for themselves even
+    for a policy that knew which probes they complete: the probes a level completes (recall 1) would
+    have cost the exact scan, the probes still incomplete below it all pay for the level. On data
+    whose neighbours no shortlist reaches (uniform noise), the climb stops at ~1.5k instead of
+    querying hnswlib at ef 32k for every probe; on MRL-like data the deep levels keep paying.
 
     Each ef ratio climbs its levels in order with its own scored rows; the ratios take turns, the
     2x ratio right behind the 1x one, so a 1x answer it can reuse (``_Coarse``) is held for one level.
@@ -209,23 +244,42 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
     truth_sets = [set(t[t >= 0].tolist()) for t in truth]
     coarse = _Coarse(state, pq, shortlists)
     # Each ratio's rows scored so far per probe (shared by that ratio's levels); None once it stopped.
-    scored: list[list[ScoredRows] | None] = [[ScoredRows() for _ in range(nq)] for _ in EF_RATIOS]
+    scored: list[list[ScoredRows | None] | None] = [[ScoredRows() for _ in range(nq)] for _ in EF_RATIOS]
     following = [0] * len(EF_RATIOS)  # each ratio's next level
+    unpaid = [0] * len(EF_RATIOS)  # deep levels in a row that did not pay, per ratio
+
+    def pays(b: int, level: int) -> bool:
+        if paying is None or shortlists[level] <= CACHED_ROWS or level == 0:
+            return True
+        costs, scan = paying
+        before, now = (float((recall[:, b, j] < 1).mean()) for j in (level - 1, level))
+        return (before - now) * scan > before * float(costs[b, level])
 
     def climb_one(b: int) -> None:
         ratio, level = EF_RATIOS[b], following[b]
         shortlist, rows_of = shortlists[level], scored[b]
+        chunk = coarse.chunk(ratio * shortlist + 1)
+        deep = shortlist > CACHED_ROWS
         for i in range(nq):
-            if i % _QUERY_CHUNK == 0:  # the coarse queries in chunks: bounded memory at the top levels
+            if i % chunk == 0:  # the coarse queries in chunks: bounded memory at the top levels
                 rows, sims = coarse(i, shortlist + 1, ratio * shortlist + 1)
-            keep = rows[i % _QUERY_CHUNK] != own[i]
-            r, s = rows[i % _QUERY_CHUNK][keep][:shortlist], sims[i % _QUERY_CHUNK][keep][:shortlist]
-            f = rows_of[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
+            keep = rows[i % chunk] != own[i]
+            r, s = rows[i % chunk][keep][:shortlist], sims[i % chunk][keep][:shortlist]
+            if deep:  # scored afresh: the rows of every probe at this depth would not fit the bound
+                rows_of[i] = None
+                f = _scores(state, r, queries[i])
+            else:
+                f = rows_of[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
             top = r[np.argsort(-f, kind="stable")[:K]]
             recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
             conf[i, b, level] = confidence_parts(s, f, K)
         following[b] += 1
-        if recall[:, b, level].mean() >= enough or following[b] == nl:
+        unpaid[b] = 0 if pays(b, level) else unpaid[b] + 1
+        if unpaid[b] == _UNPAID and following[b] < nl:
+            # Levels left unmeasured: a probe that reaches one stops there with nothing found, so
+            # no policy that lets a probe get there can be chosen.
+            recall[:, b, following[b]:] = 0.0
+        if recall[:, b, level].mean() >= enough or following[b] == nl or unpaid[b] == _UNPAID:
             scored[b] = None  # every target is met here already: higher levels would never be chosen
             coarse.stopped(ratio)
 
@@ -241,7 +295,19 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
                 climb_one(b)
                 if b == 0:
                     break  # the first ratio one level at a time: the others catch up behind it
-    return recall, conf
+    depth = max(following)
+    return recall[:, :, :depth], conf[:, :, :depth]
+
+
+def _scores(state: "StoreState", rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Full scores of ``rows`` (any order), gathered in row order, ``_BLOCK_BYTES`` of float32 at a time."""
+    order = np.argsort(rows)
+    out = np.empty(len(rows), dtype=np.float32)
+    block = max(256, _BLOCK_BYTES // (4 * state.manifest.full_dim))
+    for start in range(0, len(rows), block):
+        part = order[start : start + block]
+        out[part] = dot(state.vectors.gather(rows[part]), query)
+    return out
 
 
 class _Coarse:
@@ -276,8 +342,13 @@ class _Coarse:
             self.wanted = {}
             self.kept.clear()
 
+    @staticmethod
+    def chunk(ef: int) -> int:
+        """Probes asked at once at this ef (a function of ef alone: a kept answer has the same chunks)."""
+        return max(1, min(_QUERY_CHUNK, _COARSE_ROWS // ef))
+
     def __call__(self, start: int, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        chunk = self.pq[start : start + _QUERY_CHUNK]
+        chunk = self.pq[start : start + self.chunk(ef)]
         kept = self.kept.pop((start, ef), None)
         if kept is not None and kept[0].shape[1] == k:
             return kept
@@ -433,5 +504,5 @@ def _check(target_recall, probes, confidence_level) -> None:
         raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
 
 
-__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "TARGETS", "due", "calibrate", "exact_top_rows",
+__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "ladder", "TARGETS", "due", "calibrate", "exact_top_rows",
            "level_cost", "needs_calibration", "off_node"]

@@ -36,9 +36,15 @@ class SearchPlan:
     policy: effort.EffortPolicy | None = None  # adaptive effort (shortlist/ef: its last level)
 
 
-def exact_scores(vf: VectorFile, docs: DocStore, checked: "RowChecks", rows: np.ndarray, query: np.ndarray, block: int = 32768) -> np.ndarray:
+# Float32 bytes one block of an exact scan or a deep shortlist holds (a 65,536-row shortlist at 1024
+# dims would be 256 MB at once; per block the gather's cost is amortized over thousands of rows).
+_SCAN_BLOCK_BYTES = 16 << 20
+
+
+def exact_scores(vf: VectorFile, docs: DocStore, checked: "RowChecks", rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Full-width cosine of ``query`` (unit) against the given rows (ascending), block by block."""
     out = np.empty(len(rows), dtype=np.float32)
+    block = max(1024, _SCAN_BLOCK_BYTES // (4 * vf.dim))
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
         stored = vf.gather(part)
