@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from llama_index.core import Document, VectorStoreIndex
@@ -382,3 +384,28 @@ def test_embedding_from_registry_name_and_config():
     assert MRLEmbedding.from_config({"provider": "fake", "dim": 16}, dim=8).dim == 8
     with pytest.raises(ValueError):
         MRLEmbedding(get_provider("fake", dim=8), dim=16)  # a ready provider plus settings
+
+
+async def test_the_retriever_hands_the_store_the_array_its_query_embedding_was_listed_from(make_vector_store, embed, monkeypatch):
+    """LlamaIndex passes embeddings as lists of floats; our retriever gives the store the float32
+    array the list came from (no conversion back), and the answer is the same as from the list."""
+    vector_store = make_vector_store(spec=embed.spec)
+    _index(vector_store, embed)
+    seen = []
+    query = MRLVectorStore.query
+    monkeypatch.setattr(MRLVectorStore, "query", lambda self, q, **kw: seen.append((q.query_embedding, kw.get("mrl_query_array"))) or query(self, q, **kw))
+    retriever = MRLRetriever(vector_store, embed, similarity_top_k=3)
+    hits = retriever.retrieve("green pears")
+    listed, array = seen[-1]
+    assert array is not None and array.dtype == np.float32 and array.tolist() == listed
+    assert _summary(hits) == _summary(await retriever.aretrieve("green pears"))
+    assert seen[-1][1] is not None  # the async path too
+    from_list = vector_store.query(VectorStoreQuery(query_embedding=listed, similarity_top_k=3))
+    assert [n.node_id for n in from_list.nodes] == [h.node.node_id for h in hits]
+    assert from_list.similarities == [h.score for h in hits]
+    # Only that very list: an equal copy, or another thread's, is converted as usual.
+    assert embed.query_array(list(listed)) is None
+    other = []
+    thread = threading.Thread(target=lambda: other.append(embed.query_array(listed)))
+    thread.start(); thread.join()  # noqa: E702
+    assert other == [None]

@@ -18,6 +18,7 @@ from llama_index.core.vector_stores.types import (
 from llama_index.embeddings.mrl import MRLEmbedding
 from llama_index.embeddings.mrl.base import with_signature
 from llama_index.vector_stores.mrl import MRLVectorStore
+from llama_index.vector_stores.mrl.base import QUERY_ARRAY
 
 from mrl_retrievers import MRLStore, Provider
 from mrl_retrievers.checks import positive_int
@@ -102,8 +103,10 @@ class MRLRetriever(BaseRetriever):
             mmr_threshold=self._mmr_threshold,
         )
 
-    def _kwargs(self) -> dict[str, Any]:
+    def _kwargs(self, embedding: list[float]) -> dict[str, Any]:
         given = {"shortlist": self._shortlist, "target_recall": self._target_recall}
+        if isinstance(self._embed_model, MRLEmbedding):  # the array the list came from: no conversion back
+            given[QUERY_ARRAY] = self._embed_model.query_array(embedding)
         return {name: value for name, value in given.items() if value is not None}
 
     @with_signature
@@ -115,7 +118,7 @@ class MRLRetriever(BaseRetriever):
                 embedding = self._embed_model.get_query_embedding(texts[0])
             else:
                 embedding = self._embed_model.get_agg_embedding_from_queries(texts)
-        result = self._vector_store.query(self._query(query_bundle, embedding), **self._kwargs())
+        result = self._vector_store.query(self._query(query_bundle, embedding), **self._kwargs(embedding))
         return _scored(result)
 
     @with_signature
@@ -127,7 +130,7 @@ class MRLRetriever(BaseRetriever):
                 embedding = await self._embed_model.aget_query_embedding(texts[0])
             else:
                 embedding = await self._embed_model.aget_agg_embedding_from_queries(texts)
-        result = await self._vector_store.aquery(self._query(query_bundle, embedding), **self._kwargs())
+        result = await self._vector_store.aquery(self._query(query_bundle, embedding), **self._kwargs(embedding))
         return _scored(result)
 
 

@@ -39,6 +39,10 @@ REF_DOC_KEY = "ref_doc_id"
 _NODE_CONTENT_KEY = "_node_content"  # the serialized node, written by node_to_metadata_dict
 
 
+# ``query`` kwarg from our ``MRLRetriever``: the float32 array ``query_embedding`` was listed from.
+QUERY_ARRAY = "mrl_query_array"
+
+
 class MRLVectorStore(BasePydanticVectorStore):
     """LlamaIndex vector store on an ``MRLStore``: HNSW over a prefix, exact rerank at full width.
 
@@ -253,16 +257,19 @@ class MRLVectorStore(BasePydanticVectorStore):
         mode = VectorStoreQueryMode(query.mode)
         if mode not in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR):
             raise InvalidInputError(f"query mode {mode.value!r} is not supported; use 'default' or 'mmr'")
-        vector = np.asarray(query.query_embedding, dtype=np.float32)
+        vector = kwargs.get(QUERY_ARRAY)
+        if vector is None or len(vector) != len(query.query_embedding):
+            vector = np.asarray(query.query_embedding, dtype=np.float32)
         k = _check_k(query.similarity_top_k)
         translation = translate_filters(query.filters)  # refused filters raise even on an empty store
         store = self._lazy.existing()
-        if store is None or len(store) == 0:
+        live = 0 if store is None else len(store)
+        if live == 0:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
         fetch = k
         if mode == VectorStoreQueryMode.MMR:
             fetch = kwargs.get("mmr_prefetch_k") or max(k, int(k * kwargs.get("mmr_prefetch_factor", self.mmr_prefetch_factor)))
-        hits = self._search(store, vector, query, translation, fetch, kwargs)
+        hits = self._search(store, vector, query, translation, fetch, kwargs, live)
         scores = [float(h.score) for h in hits]  # DEFAULT: the cosine, as SimpleVectorStore reports
         if mode == VectorStoreQueryMode.MMR:
             threshold = query.mmr_threshold if query.mmr_threshold is not None else kwargs.get("mmr_threshold")
@@ -276,7 +283,7 @@ class MRLVectorStore(BasePydanticVectorStore):
 
     def _search(
         self, store: MRLStore, vector: np.ndarray, query: VectorStoreQuery, translation: Translation, fetch: int,
-        kwargs: Mapping[str, Any],
+        kwargs: Mapping[str, Any], live: int,
     ) -> list[Hit]:
         doc_ids = list(query.doc_ids) if query.doc_ids else None
         if query.node_ids:  # a closed set of ids: score exactly those that pass the filters
@@ -296,7 +303,7 @@ class MRLVectorStore(BasePydanticVectorStore):
         def search(n: int) -> list[Hit]:
             return _store_call(store.search, vector, k=n, shortlist=shortlist, filter=flt, ef=ef, **effort)
 
-        return _refined(search, fetch, check, len(store))
+        return _refined(search, fetch, check, live)
 
     # --- async twins: the same code in a worker thread ----------------------------------------------
 
