@@ -17,7 +17,7 @@ man-page sentences the old fixed 200/400 fell to 0.82 at prefix 24; probes at on
 Pass real query vectors (``queries=``) to measure on them instead.
 
 Procedure: exact full-width top-k of every probe (one pass over the vector file); then each probe
-climbs the whole ladder (shortlists ``LADDER`` x ef at 1 and 2 times the shortlist), recording
+climbs the ladder (shortlists ``ladder()`` x ef at 1 and 2 times the shortlist), recording
 at each level the recall of that level's own top-k and the query's ``confidence``. Policies (a ratio,
 a start, a stride, a last level, a threshold) are then simulated on these traces exactly as
 ``effort.climb`` would run them (its decisions use only the level's own rows; its answer, the top-k
@@ -28,7 +28,8 @@ half's figures (the selection does not flatter them). Cost is a deterministic mo
 constants below), never a clock: the same store state always records the same policies.
 
 Bounded cost: one pass over the vectors (``probes`` x live x full_dim multiply-adds) plus at most
-``probes x 24`` coarse queries; at checkpoint time it reruns only when the live count has doubled (or
+one coarse query per probe, level and ef ratio, each level cheaper than an exact scan (``ladder``),
+and the climb stops where its deep levels stop paying (``trace``); at checkpoint time it reruns only when the live count has doubled (or
 halved), or the prefix width changed, since the last calibration, so over a store's growth it costs
 O(probes) work per added item.
 """
