@@ -112,14 +112,16 @@ def run(args: argparse.Namespace, log) -> dict[str, Any]:
     ds = data.synthetic(args.n, args.dim, cache=args.cache, nq=args.queries, k=K, decay=args.decay)
     w = Workload(f"synthetic n={args.n} dim={args.dim} decay={args.decay} prefix={args.prefix_dim}", ds, args.prefix_dim, tag="tuned")
     queries, truth = ds.queries(), ds.truth()
-    if args.query_noise != 0.5:  # looser (or tighter) paraphrases than the dataset's own queries
+    if args.query_noise != 0.5 or args.query_noise_max is not None:  # other paraphrases than the dataset's own
         from .synthetic import queries_near  # noqa: PLC0415
 
+        noise = args.query_noise if args.query_noise_max is None else (args.query_noise, args.query_noise_max)
         source = np.asarray(ds.vectors(), dtype=np.float32)
-        queries = queries_near(source, args.queries, seed=7, noise=args.query_noise, decay=args.decay)
+        queries = queries_near(source, args.queries, seed=7, noise=noise, decay=args.decay)
         del source
         truth = data.exact_topk(ds, queries, K)
-        w = dataclasses.replace(w, name=f"{w.name}, queries at noise {args.query_noise}")
+        said = args.query_noise if args.query_noise_max is None else f"{args.query_noise}-{args.query_noise_max} (uniform, mixed)"
+        w = dataclasses.replace(w, name=f"{w.name}, queries at noise {said}")
     started = time.perf_counter()
     store = open_store(w, args.cache, rebuild=args.rebuild, log=log)
     record = store.path / "adaptive-compare.json"  # the tune result and the calibration before it
@@ -233,6 +235,8 @@ def add_parser(sub) -> None:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--query-noise", type=float, default=0.5,
                    help="held-out queries' noise norm (0.5: the bench's paraphrases, cosine ~0.9; 1.0: ~0.7, as loose as real text)")
+    p.add_argument("--query-noise-max", type=float, default=None,
+                   help="each query draws its noise uniformly from [--query-noise, this]: easy and hard queries mixed")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--rebuild", action="store_true")
     p.add_argument("--recalibrate", action="store_true", help="a cached store: calibrate it again (current code) and re-tune")

@@ -76,10 +76,15 @@ def dataset(n: int, dim: int, **kwargs) -> np.ndarray:
     return np.concatenate(list(mrl_like(n, dim, **kwargs))) if n else np.empty((0, dim), np.float32)
 
 
-def queries_near(data: np.ndarray, nq: int, *, seed: int = 1, noise: float = 0.5, decay: float = 0.5) -> np.ndarray:
-    """Queries that resemble stored vectors without being copies of them (a paraphrase, not a lookup)."""
+def queries_near(data: np.ndarray, nq: int, *, seed: int = 1, noise: float | tuple[float, float] = 0.5,
+                 decay: float = 0.5) -> np.ndarray:
+    """Queries that resemble stored vectors without being copies of them (a paraphrase, not a lookup).
+    ``noise``: the norm of the spectrum-shaped noise, or a (low, high) range each query draws its own
+    from, uniformly (a mix of paraphrases and looser questions)."""
     rng = np.random.default_rng(seed)
     base = data[rng.integers(0, len(data), size=nq)]
+    if isinstance(noise, tuple):
+        noise = rng.uniform(*noise, size=(nq, 1)).astype(np.float32)
     scale = spectrum(data.shape[1], decay).astype(np.float32)
     q = base + noise * rng.standard_normal(base.shape).astype(np.float32) * scale / np.linalg.norm(scale)
     return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)

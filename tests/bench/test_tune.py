@@ -115,3 +115,18 @@ def test_tune_that_misses_leaves_the_calibration_and_target_alone(store):
     result = tune(store, target_recall=1.0, sample=40, prefix_dims=[2], shortlists=[11], efs=[11], seed=0, calibration_probes=64)
     assert not result.met
     assert (store.manifest.target_recall, store.manifest.calibration) == before
+
+
+def test_queries_near_with_a_noise_range_mixes_paraphrases_and_loose_questions():
+    from mrl_retrievers.bench.synthetic import dataset, queries_near
+
+    data = dataset(2000, 64, seed=3, decay=0.5)
+    fixed = queries_near(data, 400, seed=7, noise=0.5)
+    assert np.array_equal(fixed, queries_near(data, 400, seed=7, noise=0.5))  # deterministic for a seed
+    mixed = queries_near(data, 400, seed=7, noise=(0.1, 1.5))
+    assert np.array_equal(mixed, queries_near(data, 400, seed=7, noise=(0.1, 1.5)))
+    best = lambda q: (q @ data.T).max(axis=1)  # noqa: E731 - cosine to the nearest stored vector
+    low_fixed, high_fixed = np.percentile(best(fixed), [5, 95])  # ~0.83 and ~0.95 here
+    low_mixed, high_mixed = np.percentile(best(mixed), [5, 95])  # ~0.57 and ~0.99
+    assert low_mixed < low_fixed - 0.15 and high_mixed > high_fixed + 0.02  # easy and hard queries, not one difficulty
+    assert np.allclose(np.linalg.norm(mixed, axis=1), 1, atol=1e-5)
