@@ -213,7 +213,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if args.build_only:
         return 0
     result = measure(args, log)
-    result["build_runs"] = [json.loads(line) for line in (args.out / "build-log.jsonl").read_text().splitlines()]
+    runs = args.out / "build-log.jsonl"  # absent when a store built elsewhere is measured into a new --out
+    result["build_runs"] = [json.loads(line) for line in runs.read_text().splitlines()] if runs.exists() else []
     result["last_build"] = entry  # None with --measure-only
     result["command"] = " ".join(["python -m mrl_retrievers.bench", *sys.argv[1:]])
     (args.out / "scale.json").write_text(json.dumps(result, indent=2))

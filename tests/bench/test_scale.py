@@ -25,3 +25,8 @@ def test_scale_builds_resumes_and_measures(tmp_path, capsys):
     assert main([*argv, "--measure-only", "--shortlist", "40", "--ef", "80"]) == 0  # the expert's fixed effort
     fixed = json.loads((tmp_path / "out" / "scale.json").read_text())
     assert fixed["effort"] == {"shortlist": 40, "ef": 80} and again["effort"] == "the store's default"
+    # A store built elsewhere, measured into a new --out (it crashed at the end: no build log there).
+    elsewhere = [*argv[:argv.index("--out")], "--out", str(tmp_path / "other"), *argv[argv.index("--out") + 2 :]]
+    assert main([*elsewhere, "--measure-only"]) == 0
+    other = json.loads((tmp_path / "other" / "scale.json").read_text())
+    assert other["build_runs"] == [] and other["recall"] == again["recall"]
