@@ -15,6 +15,7 @@ checkout.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -269,28 +270,17 @@ def _finish(index) -> tuple[int, dict[str, Any]]:  # noqa: ANN001 - an MRLIndex
     return count, {"calibration_s": calibrated.seconds if calibrated is not None else 0.0}
 
 
-def _ours(base_url: str, workdir: Path, dim: int):
-    from ..index import MRLIndex  # noqa: PLC0415
-    from ..providers.openai import OpenAIProvider  # noqa: PLC0415
-
-    index = MRLIndex(OpenAIProvider(model=MODEL, dim=dim, api_key="test-key", base_url=base_url), store=workdir / "store", prefix_dim=128)
-
-    def run(texts, ids) -> tuple[int, dict[str, Any]]:
-        index.add_texts(texts, ids=ids)
-        return _finish(index)
-
-    return run
-
-
-def _ours_fixed(base_url: str, workdir: Path, dim: int):
-    """Ours with a fixed search effort (``shortlist``/``ef`` given: the expert override, no recall
-    target), so the store never calibrates itself: ingestion alone, for comparison (not a default)."""
+def _ours(base_url: str, workdir: Path, dim: int, *, fixed_effort: bool = False):
+    """Our default ingestion. ``fixed_effort`` (the ``ours-fixed`` client): ``shortlist``/``ef``
+    given, the expert override with no recall target, so the store never calibrates itself:
+    ingestion alone, for comparison (not a default)."""
     from ..index import MRLIndex  # noqa: PLC0415
     from ..providers.openai import OpenAIProvider  # noqa: PLC0415
     from ..store.defaults import DEFAULT_EF, DEFAULT_SHORTLIST  # noqa: PLC0415
 
+    effort = {"shortlist": DEFAULT_SHORTLIST, "ef": DEFAULT_EF} if fixed_effort else {}
     index = MRLIndex(OpenAIProvider(model=MODEL, dim=dim, api_key="test-key", base_url=base_url), store=workdir / "store",
-                     prefix_dim=128, shortlist=DEFAULT_SHORTLIST, ef=DEFAULT_EF)
+                     prefix_dim=128, **effort)
 
     def run(texts, ids) -> tuple[int, dict[str, Any]]:
         index.add_texts(texts, ids=ids)
@@ -345,7 +335,8 @@ def _sdk(base_url: str, workdir: Path, dim: int):
     return run
 
 
-_INGESTERS = {"ours": _ours, "ours-concurrent": _ours_concurrent, "ours-fixed": _ours_fixed, "langchain": _langchain, "sdk": _sdk}
+_INGESTERS = {"ours": _ours, "ours-concurrent": _ours_concurrent, "ours-fixed": functools.partial(_ours, fixed_effort=True),
+              "langchain": _langchain, "sdk": _sdk}
 
 
 if __name__ == "__main__":
