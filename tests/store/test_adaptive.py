@@ -228,6 +228,32 @@ def test_checkpoint_recalibrates_only_after_growth_with_bounded_work(tmp_path, c
     s.close()
 
 
+def test_the_trace_reads_no_row_again_when_the_truth_pass_scores_fit(tmp_path, corpus, monkeypatch):
+    """The truth pass scores every live row for every probe; kept (within ``_TABLE_BYTES``), those
+    scores serve the trace, which then reads no vector row at all (at 16k x 1024, 512 probes, the
+    re-reads were a third of the calibration an ingestion waits for). The traces agree with the
+    re-reading ones: same recall at every level, confidence to float rounding (the table's scores
+    are a matrix product's, the re-read ones a matrix-vector product's)."""
+    data, _ = corpus
+    with MRLStore.create(tmp_path / "t", full_dim=DIM, prefix_dim=PREFIX) as s:
+        s._s.auto_calibrate = False
+        s.add([str(i) for i in range(N)], data)
+        reads, traces = [], []
+        gather, real_trace = type(s._s.vectors).gather, calibration.trace
+        monkeypatch.setattr(type(s._s.vectors), "gather", lambda self, rows, **kw: reads.append(len(rows)) or gather(self, rows, **kw))
+        monkeypatch.setattr(calibration, "trace", lambda *a, **kw: traces.append(real_trace(*a, **kw)) or traces[-1])
+        kept = s.calibrate(probes=PROBES, seed=5)
+        assert sum(reads) == N + PROBES  # the probes' own rows, then one pass over the store
+        reads.clear()
+        monkeypatch.setattr(calibration, "_TABLE_BYTES", 0)
+        reread = s.calibrate(probes=PROBES, seed=5)
+        assert sum(reads) > N + PROBES
+    (recall_kept, conf_kept), (recall_reread, conf_reread) = traces
+    assert np.array_equal(recall_kept, recall_reread)
+    np.testing.assert_allclose(conf_kept, conf_reread, rtol=1e-4, atol=1e-4)
+    assert kept.policies.keys() == reread.policies.keys()
+
+
 def test_no_calibration_without_a_target_or_below_the_exact_scan_size(tmp_path, corpus):
     data, _ = corpus
     with MRLStore.create(tmp_path / "fixed", full_dim=DIM, prefix_dim=PREFIX, shortlist=100) as s:

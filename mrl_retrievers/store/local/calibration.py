@@ -27,7 +27,8 @@ whose lower confidence bound also reaches the target on the second half is recor
 half's figures (the selection does not flatter them). Cost is a deterministic model (microseconds,
 constants below), never a clock: the same store state always records the same policies.
 
-Bounded cost: one pass over the vectors (``probes`` x live x full_dim multiply-adds) plus at most
+Bounded cost: one pass over the vectors (``probes`` x live x full_dim multiply-adds; its scores are
+kept for the trace when they fit ``_TABLE_BYTES``, which then reads no row again) plus at most
 one coarse query per probe, level and ef ratio, each level cheaper than an exact scan (``ladder``),
 and the climb stops where its deep levels stop paying (``trace``); at checkpoint time it reruns only when the live count has doubled (or
 halved), or the prefix width changed, since the last calibration, so over a store's growth it costs
@@ -100,6 +101,8 @@ _MAX_CHECKS = 5000  # candidates checked on the second half per target, cheapest
 # store's calibration must not hold more than a batch of an ingestion does).
 _BLOCK_BYTES = 2 << 20
 _QUERY_CHUNK = 32
+# Bytes of the truth pass's scores (probes x live float32) kept for the trace when they fit.
+_TABLE_BYTES = 64 << 20
 # Coarse answers (row, similarity) one chunk of probes may hold: deep levels ask in smaller chunks.
 _COARSE_ROWS = 1 << 17
 _UNPAID = 2  # deep levels in a row that do not pay stop a ratio's climb (``trace``)
@@ -164,7 +167,11 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
     else:
         own = np.sort(rng.choice(live, size=min(probes, len(live) - K - 1), replace=False))
         vectors, strata = off_node(normalize(to_float32(state.vectors.gather(own))), rng)
-    truth = exact_top_rows(state, live, own, vectors, K)
+    # The truth pass scores every live row for every probe: when those scores fit ``_TABLE_BYTES``
+    # (stores up to ~32k rows at 512 probes), the trace looks its rows up there instead of reading
+    # and scoring them again (at 16k x 1024 that was a third of the calibration).
+    table = np.empty((len(vectors), len(live)), np.float32) if len(vectors) * len(live) * 4 <= _TABLE_BYTES else None
+    truth = exact_top_rows(state, live, own, vectors, K, table)
     exact_cost = scan_cost(len(live), m.full_dim)
     shortlists = ladder(len(live), m.prefix_dim, m.full_dim)
     wanted = sorted(set(targets) | {target_recall})
@@ -172,7 +179,8 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
     # needs anything higher (it would meet every target there already).
     costs = np.array([[level_cost(s, r * s, m.prefix_dim, m.full_dim) for s in shortlists] for r in EF_RATIOS])
     recall, conf = trace(state, vectors, own, truth, shortlists, enough=1 - (1 - max(wanted)) / 4,
-                         paying=(costs + COST_PER_LEVEL, exact_cost))
+                         paying=(costs + COST_PER_LEVEL, exact_cost), table=None if table is None else (live, table))
+    del table
     depth = recall.shape[2]  # levels no ratio measured (their climbs stopped paying) are not candidates
     shortlists, costs = shortlists[:depth], costs[:, :depth]
     z = statistics.NormalDist().inv_cdf(confidence_level)
@@ -210,8 +218,10 @@ def off_node(vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return normalize(moved.astype(np.float32)), np.digitize(norms[:, 0], bands).astype(np.int64)
 
 
-def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact full-width top-``k`` live rows of each query, never its ``own`` row (-1: none); one pass."""
+def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queries: np.ndarray, k: int,
+                   table: np.ndarray | None = None) -> np.ndarray:
+    """Exact full-width top-``k`` live rows of each query, never its ``own`` row (-1: none); one pass.
+    ``table`` (queries, live): filled with every score on the way."""
     nq = len(queries)
     best = (np.full((nq, 0), -1, dtype=np.int64), np.full((nq, 0), -np.inf, dtype=np.float32))
     qt = np.ascontiguousarray(queries.T)
@@ -219,6 +229,8 @@ def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queri
     for start in range(0, len(live), block):
         part = live[start : start + block]
         scores = to_float32(state.vectors.gather(part)) @ qt  # (block, nq)
+        if table is not None:
+            table[:, start : start + len(part)] = scores.T
         pos = np.searchsorted(part, own)
         inside = (pos < len(part)) & (part[np.minimum(pos, len(part) - 1)] == own)
         scores[pos[inside], np.flatnonzero(inside)] = -np.inf
@@ -228,7 +240,8 @@ def exact_top_rows(state: "StoreState", live: np.ndarray, own: np.ndarray, queri
 
 def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.ndarray,
           shortlists: Sequence[int], enough: float = 1.0,
-          paying: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+          paying: tuple[np.ndarray, float] | None = None,
+          table: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Recall of each level's own top-k, and the parts of the query's confidence there: (probes,
     ratios, levels) and (probes, ratios, levels, 2) arrays, up to the deepest level a ratio
     measured. A ratio stops above a level whose mean recall is ``enough``: its levels above are not
@@ -241,6 +254,9 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
     whose neighbours no shortlist reaches (uniform noise), the climb stops at ~1.5k instead of
     querying hnswlib at ef 32k for every probe; on MRL-like data the deep levels keep paying.
 
+    ``table`` (the live rows, ascending; every probe's full score of each): scores are looked up
+    there instead of read and computed.
+
     Each ef ratio climbs its levels in order with its own scored rows; the ratios take turns, the
     2x ratio right behind the 1x one, so a 1x answer it can reuse (``_Coarse``) is held for one level.
     """
@@ -251,6 +267,10 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
     pq = prefix(queries, m.prefix_dim)
     truth_sets = [set(t[t >= 0].tolist()) for t in truth]
     coarse = _Coarse(state, pq, shortlists)
+    if table is not None:  # each live row's column in the table (rows are never negative)
+        live, table_scores = table
+        column = np.zeros(int(live[-1]) + 1 if len(live) else 0, dtype=np.int64)
+        column[live] = np.arange(len(live))
     # Each ratio's rows scored so far per probe (shared by that ratio's levels); None once it stopped.
     scored: list[list[ScoredRows | None] | None] = [[ScoredRows() for _ in range(nq)] for _ in EF_RATIOS]
     following = [0] * len(EF_RATIOS)  # each ratio's next level
@@ -273,7 +293,9 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
                 rows, sims = coarse(i, shortlist + 1, ratio * shortlist + 1)
             keep = rows[i % chunk] != own[i]
             r, s = rows[i % chunk][keep][:shortlist], sims[i % chunk][keep][:shortlist]
-            if deep:  # scored afresh: the rows of every probe at this depth would not fit the bound
+            if table is not None:
+                f = table_scores[i, column[r]]
+            elif deep:  # scored afresh: the rows of every probe at this depth would not fit the bound
                 rows_of[i] = None
                 f = _scores(state, r, queries[i])
             else:
@@ -460,17 +482,33 @@ def _thresholds(values: np.ndarray) -> list[float]:
     finite = values[np.isfinite(values)]
     if len(finite) == 0:
         return [float("inf")]
-    return sorted({float(x) for x in np.quantile(finite, _THRESHOLDS)})
+    return sorted(set(_quantiles(finite, _THRESHOLDS).tolist()))
+
+
+def _quantiles(values: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, q)`` (its default, linear method), to the bit, in a fraction of its
+    time: ``choose`` asks it for thousands of small arrays."""
+    v = np.sort(values)
+    virtual = q * (len(v) - 1)
+    below = np.floor(virtual).astype(np.intp)
+    t = virtual - below
+    a, b = v[below], v[np.minimum(below + 1, len(v) - 1)]
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)  # numpy's _lerp
 
 
 def _simulate(recall, conf, costs, exact_cost, b, visited, exact, taus):
     """Per probe and threshold: modeled cost, recall where it stops, and the stop (len(visited):
     the exact scan), for one ladder; (probes, thresholds) arrays."""
     levels = np.array(visited)
-    passed = conf[:, b, levels][:, :, None] >= np.asarray(taus, dtype=float)[None, None, :]
-    if not exact:
-        passed[:, -1, :] = True  # the last level stops everyone
-    stop = np.where(passed.any(axis=1), np.argmax(passed, axis=1), len(levels))
+    judged = conf[:, b, levels]
+    taus = np.asarray(taus, dtype=float)
+    # The first level whose confidence passes; past the last: the exact scan, or (none) the last
+    # level, which stops everyone. Judged from the last level down, so the first one passed wins.
+    last = len(levels) if exact else len(levels) - 1
+    stop = np.full((len(conf), len(taus)), last)
+    for j in range(last - 1, -1, -1):
+        stop[judged[:, j, None] >= taus[None, :]] = j
     cumulative = np.cumsum(costs[b, levels] + COST_PER_LEVEL) - COST_PER_LEVEL
     cumulative = np.append(cumulative, cumulative[-1] + COST_PER_LEVEL + exact_cost)
     reached = np.append(recall[:, b, levels], np.ones((len(recall), 1)), axis=1)  # the exact scan finds all
