@@ -124,6 +124,9 @@ def run(args: argparse.Namespace, log) -> dict[str, Any]:
         w = dataclasses.replace(w, name=f"{w.name}, queries at noise {said}")
     started = time.perf_counter()
     store = open_store(w, args.cache, rebuild=args.rebuild, log=log)
+    if args.build_only:
+        store.close()
+        return {}
     record = store.path / "adaptive-compare.json"  # the tune result and the calibration before it
     try:
         if record.exists() and not args.recalibrate:
@@ -133,7 +136,8 @@ def run(args: argparse.Namespace, log) -> dict[str, Any]:
                 store.calibrate(0.99)
             before = store.manifest.calibration
             log(f"tuning (prefix {args.prefix_dim}) and calibrating thoroughly ...")
-            result = tune(store, target_recall=0.99, prefix_dims=[args.prefix_dim], progress=log)
+            result = tune(store, target_recall=0.99, prefix_dims=[args.prefix_dim], progress=log,
+                          **({} if args.tune_probes is None else {"calibration_probes": args.tune_probes}))
             saved = {"tune": result.to_dict(), "checkpoint_calibration": before.to_dict() if before else None}
             record.write_text(json.dumps(saved, indent=2))
         from ..store.effort import Calibration  # noqa: PLC0415
@@ -241,11 +245,17 @@ def add_parser(sub) -> None:
     p.add_argument("--rebuild", action="store_true")
     p.add_argument("--recalibrate", action="store_true", help="a cached store: calibrate it again (current code) and re-tune")
     p.add_argument("--out", type=Path, default=Path("bench-results") / "adaptive")
+    p.add_argument("--tune-probes", type=int, default=None,
+                   help="probes of tune's thorough calibration (default: tune's own, 4x a checkpoint's); "
+                        "at 1M x 1024 its 2048 take over an hour here")
+    p.add_argument("--build-only", action="store_true", help="build (and calibrate) the cached store, measure nothing")
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     rep = run(args, lambda line: print(line, file=sys.stderr, flush=True))
+    if args.build_only:
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.json").write_text(json.dumps(rep, indent=2))
     text = format_report(rep)
