@@ -173,6 +173,12 @@ class Provider(abc.ABC):
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Provider":
+        """Itself: a provider stands for one model account (its clients, connection pools, locks and
+        rate-limit state), so deep copies of what holds it (a LangChain or LlamaIndex object, a
+        pydantic model, a config) share it, as they would share a connection."""
+        return self
+
     # -- what subclasses implement --
 
     @abc.abstractmethod

@@ -48,6 +48,19 @@ def test_spec_dim_model_provider_and_repr() -> None:
     assert "fake-x" in repr(emb)
 
 
+def test_deep_copies_share_the_provider() -> None:
+    # Observed on main: copy.deepcopy(MRLEmbeddings) raised "cannot pickle '_thread.lock' object"
+    # (the provider's lock). A provider stands for one API account (clients, pools, rate-limit
+    # state): deep copies of what holds it share it, as a copied config shares a connection.
+    import copy  # noqa: PLC0415
+
+    emb = MRLEmbeddings("fake", dim=8)
+    clone = copy.deepcopy(emb)
+    assert clone is not emb and clone.client is emb.client
+    assert clone.embed_query("a cat") == emb.embed_query("a cat")
+    assert copy.deepcopy({"embedder": emb})["embedder"].client is emb.client
+
+
 def test_from_config_and_ready_provider() -> None:
     emb = MRLEmbeddings.from_config({"embedder": {"provider": "fake", "dim": 16}})
     assert emb.dim == 16 and emb.provider == "fake"

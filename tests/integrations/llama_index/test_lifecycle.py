@@ -118,6 +118,24 @@ def test_embedding_with_a_key_or_a_ready_provider_refuses_to_pickle() -> None:
         pickle.dumps(MRLEmbedding(get_provider("fake", dim=8)))
 
 
+def test_embedding_deep_copies_sharing_its_provider() -> None:
+    # Observed on main: copy.deepcopy(MRLEmbedding) and model_copy(deep=True) raised "cannot pickle
+    # '_thread._local' object" (before that, the provider's lock). A copy shares the provider (its
+    # clients, connection pools and rate-limit state: one API account) and has its own query cache.
+    import copy  # noqa: PLC0415
+
+    embed = MRLEmbedding("fake", dim=16, seed=3, embed_batch_size=7)
+    listed = embed.get_query_embedding("hello")
+    for clone in (copy.deepcopy(embed), embed.model_copy(deep=True)):
+        assert clone is not embed and clone.provider is embed.provider and clone.embed_batch_size == 7
+        assert clone.query_array(listed) is None  # the original's last query is not the copy's
+        again = clone.get_query_embedding("hello")
+        assert again == listed and clone.query_array(again) is not None
+        assert embed.query_array(listed) is not None  # the copy did not touch the original's cache
+    ready = MRLEmbedding(get_provider("fake", dim=8))  # a ready Provider (not picklable) copies too
+    assert copy.deepcopy(ready).provider is ready.provider
+
+
 # --- read-only beside another process's writer -----------------------------------------------------------
 
 

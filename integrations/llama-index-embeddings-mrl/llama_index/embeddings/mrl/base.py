@@ -115,6 +115,16 @@ class MRLEmbedding(MultiModalEmbedding):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["recipe"])  # type: ignore[misc] - a new provider, built as the original was
 
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> MRLEmbedding:
+        """A copy (``copy.deepcopy``, ``model_copy(deep=True)``) that shares the provider: its
+        clients, connection pools and rate-limit state stand for one API account, and copying them
+        would split one rate limit in two. The copy has its own per-thread query cache."""
+        clone = self.model_copy()  # shallow: the provider is shared
+        clone._last_query = threading.local()
+        if memo is not None:  # pydantic's model_copy(deep=True) passes none
+            memo[id(self)] = clone
+        return clone
+
     @classmethod
     def from_config(cls, source: ConfigSource | None = None, **overrides: Any) -> MRLEmbedding:
         """Build from a config's ``[embedder]`` block; keyword arguments override it."""
