@@ -10,7 +10,9 @@ import dataclasses
 import json
 import logging
 import shutil
+import statistics
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,6 +292,24 @@ def test_the_trace_reads_no_row_again_when_the_truth_pass_scores_fit(tmp_path, c
     assert np.array_equal(recall_kept, recall_reread)
     np.testing.assert_allclose(conf_kept, conf_reread, rtol=1e-4, atol=1e-4)
     assert kept.policies.keys() == reread.policies.keys()
+
+
+def test_a_policy_is_recorded_however_many_cheaper_candidates_fail_the_second_half():
+    """Observed at 1M x 1024, prefix 128 (adaptive-compare's store): the checkpoint calibration at
+    600k rows recorded no policy for 0.99 or 0.995, so the store searched at the fixed 200/400
+    (recall 0.9866 on 1000 held-out queries at 1M) while its target said 0.99. Its trace (stored
+    here): 82,614 candidates met 0.99 on the first half of the probes, and the first to hold on the
+    second half was the 20,966th in cost order; ``choose`` gave up after checking 5,000."""
+    trace = np.load(Path(__file__).parent / "data" / "calibration-trace-600k.npz")
+    recall, conf, strata = trace["recall_tenths"] / 10, trace["conf"], trace["strata"].astype(np.int64)
+    shortlists = trace["shortlists"].tolist()
+    costs = np.array([[calibration.level_cost(s, r * s, 128, 1024) for s in shortlists] for r in calibration.EF_RATIOS])
+    z = statistics.NormalDist().inv_cdf(calibration.DEFAULT_CONFIDENCE)
+    chosen, _ = calibration.choose(recall, conf, costs, calibration.scan_cost(600_000, 1024), shortlists,
+                                   calibration.TARGETS, z, 0.99, strata)
+    assert set(chosen) == set(calibration.TARGETS)
+    for target, measured in chosen.items():
+        assert measured.recall_low >= target  # on the second half, as recorded
 
 
 def test_no_calibration_without_a_target_or_below_the_exact_scan_size(tmp_path, corpus):

@@ -426,8 +426,13 @@ def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: 
     half = np.arange(nq) % 2 == 0  # interleaved: the probe sample is sorted by row
     table = _Candidates(_candidates(recall, conf, costs, exact_cost, shortlists, half, z, strata))
 
-    def first_that_holds(order: np.ndarray, target: float) -> Measured | None:
-        for i in order[:_MAX_CHECKS].tolist():
+    def first_that_holds(mask: np.ndarray, target: float, **order) -> Measured | None:
+        # Only candidates whose second-half bound holds too (``check``, computed for all at once;
+        # _measure's figures are recorded). Checking the first-half ranking one by one instead
+        # gave up after _MAX_CHECKS: at 600k x 1024 the first to hold was the 20,966th, so the
+        # store recorded no 0.99 policy and searched at the fixed 200/400 (0.9866 at 1M).
+        mask = mask & (table.check >= target - 1e-9)
+        for i in table.ranked(mask, **order)[:_MAX_CHECKS].tolist():
             measured = _measure(recall, conf, costs, exact_cost, shortlists, ~half, z, strata, *table.key(i))
             if measured.recall_low >= target - 1e-12:
                 return measured
@@ -435,27 +440,29 @@ def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: 
 
     chosen: dict[float, Measured] = {}
     for target in targets:
-        found = first_that_holds(table.ranked(table.low >= target - 1e-12, levels_last=True), target)
+        found = first_that_holds(table.low >= target - 1e-12, target, levels_last=True)
         if found is not None:
             chosen[target] = found
     one_level = (table.levels == 1) & ~table.exact & (table.low >= store_target - 1e-12)
-    fixed = first_that_holds(table.ranked(one_level), store_target)
+    fixed = first_that_holds(one_level, store_target)
     return chosen, fixed
 
 
 class _Candidates:
-    """Every candidate policy's first-half figures as flat arrays (tens of thousands of them: tuples
+    """Every candidate policy's first-half figures (and second-half bound) as flat arrays (up to
+    hundreds of thousands of them: tuples
     would cost ~20 MB at each checkpoint's calibration), with the key that rebuilds each policy."""
 
     def __init__(self, groups) -> None:
         self._groups: list[tuple] = []
-        cost, mean, low, levels, group, tau = [], [], [], [], [], []
-        for key, taus, c, m, lo, n in groups:
+        cost, mean, low, check, levels, group, tau = [], [], [], [], [], [], []
+        for key, taus, c, m, lo, ch, n in groups:
             group.append(np.full(len(taus), len(self._groups), dtype=np.int32))
             self._groups.append(key)
-            tau.append(taus); cost.append(c); mean.append(m); low.append(lo)  # noqa: E702
+            tau.append(taus); cost.append(c); mean.append(m); low.append(lo); check.append(ch)  # noqa: E702
             levels.append(np.full(len(taus), n, dtype=np.int16))
         self.cost, self.mean, self.low = np.concatenate(cost), np.concatenate(mean), np.concatenate(low)
+        self.check = np.concatenate(check)  # the lower bound on the other half of the probes
         self.levels, self.group, self.tau = np.concatenate(levels), np.concatenate(group), np.concatenate(tau)
         self.exact = np.array([key[2] for key in self._groups], dtype=bool)[self.group]
 
@@ -478,11 +485,14 @@ def _combined(conf: np.ndarray, weight: float) -> np.ndarray:
 
 def _candidates(recall, conf, costs, exact_cost, shortlists, rows, z, strata):
     """Per policy shape on the probes ``rows``: ((ratio, levels, exact, weight), thresholds, mean
-    cost, mean recall and its lower bound (the lowest of the strata's) per threshold, level count)."""
+    cost, mean recall and its lower bound (the lowest of the strata's) per threshold, the same
+    bound on the other probes, level count). Thresholds come from the ``rows`` probes' confidences."""
     nl = len(shortlists)
-    rec, groups = recall[rows], strata[rows]
+    other = ~rows
+    groups, other_groups = _strata_masks(strata[rows]), _strata_masks(strata[other])
     for weight in WEIGHTS:
-        cf = _combined(conf[rows], weight)
+        cf = _combined(conf, weight)
+        cf_rows = cf[rows]
         for b in range(len(EF_RATIOS)):
             for start in range(nl):
                 plans = [list(range(start, last + 1, stride)) for stride in STRIDES for last in range(start + stride, nl, stride)]
@@ -490,10 +500,10 @@ def _candidates(recall, conf, costs, exact_cost, shortlists, rows, z, strata):
                     plans.insert(0, [start])  # a single level judges nothing: once is enough
                 for visited, exact in ((v, e) for v in plans for e in (False, True)):
                     judged = visited if exact else visited[:-1]
-                    taus = np.array(_thresholds(cf[:, b, judged]) if judged else [np.inf])
-                    cost, got, _ = _simulate(rec, cf, costs, exact_cost, b, visited, exact, taus)
-                    yield ((b, tuple(visited), exact, weight), taus, cost.mean(axis=0), got.mean(axis=0),
-                           _bound(got, groups, z), len(visited) + exact)
+                    taus = np.array(_thresholds(cf_rows[:, b, judged]) if judged else [np.inf])
+                    cost, got, _ = _simulate(recall, cf, costs, exact_cost, b, visited, exact, taus)
+                    yield ((b, tuple(visited), exact, weight), taus, cost[rows].mean(axis=0), got[rows].mean(axis=0),
+                           _bound(got[rows], groups, z), _bound(got[other], other_groups, z), len(visited) + exact)
 
 
 def _thresholds(values: np.ndarray) -> list[float]:
@@ -546,12 +556,18 @@ def _measure(recall, conf, costs, exact_cost, shortlists, rows, z, strata, b, vi
                     tuple(int(x) for x in np.bincount(stop, minlength=len(visited) + exact)))
 
 
-def _bound(values: np.ndarray, groups: np.ndarray, z: float) -> np.ndarray:
+def _bound(values: np.ndarray, groups: np.ndarray | list[np.ndarray], z: float) -> np.ndarray:
     """Per column of ``values`` (probes, n): the lower confidence bound of the mean over all probes,
     but no higher than the lowest stratum's plain mean (a far stratum below the target fails the
-    policy; bounding each stratum apart would ask ~2x the probes for the same tightness)."""
-    worst_stratum = np.min([values[groups == g].mean(axis=0) for g in np.unique(groups)], axis=0)
+    policy; bounding each stratum apart would ask ~2x the probes for the same tightness).
+    ``groups``: each probe's stratum, or ``_strata_masks`` of it (computed once for many calls)."""
+    masks = _strata_masks(groups) if isinstance(groups, np.ndarray) else groups
+    worst_stratum = np.min([values[inside].mean(axis=0) for inside in masks], axis=0)
     return np.minimum(_lows(values, z), worst_stratum)
+
+
+def _strata_masks(groups: np.ndarray) -> list[np.ndarray]:
+    return [groups == g for g in np.unique(groups)]
 
 
 def _lows(values: np.ndarray, z: float) -> np.ndarray:
