@@ -57,32 +57,38 @@ def test_an_upsert_whose_old_rows_span_segments_out_of_order_tombstones_each_in_
 
 def test_one_query_asks_its_segments_at_once_with_the_same_answer(tmp_path, monkeypatch):
     """A search of a store in several segments asked them one after another: at 10M (three 4M-row
-    graphs) its latency was three graphs' on a machine with cores to spare. Now each segment is
-    asked on its own thread (hnswlib releases the GIL): every segment's query is in flight at once
-    (a barrier that sequential queries would never pass), and the merged answer is the one the
-    sequential path gives."""
+    graphs) its latency was three graphs' on a machine with cores to spare. Now a search at ef >=
+    ``_PARALLEL_EF`` asks each segment on its own thread (hnswlib releases the GIL): every
+    segment's query is in flight at once (a barrier that sequential queries would never pass), and
+    the merged answer is the one the sequential path gives. A cheap search stays on its thread."""
     import threading  # noqa: PLC0415
 
+    from mrl_retrievers.store.local import coarse as coarse_module  # noqa: PLC0415
     from mrl_retrievers.store.local.ann import AnnIndex  # noqa: PLC0415
 
     data = dataset(3000, DIM, seed=6)
+    ef = coarse_module._PARALLEL_EF
     with MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=16, exact_below=0, segment_rows=1000) as store:
         store.add([f"d{i}" for i in range(3000)], data)
         coarse = store._s.ann
         assert len(coarse.segments) == 3
         query = np.ascontiguousarray(data[:1, :16])
-        sequential = coarse.query(query, 10, 40, num_threads=2)  # a batch path: segment after segment
-        barrier, real = threading.Barrier(3, timeout=10), AnnIndex.query
+        sequential = coarse.query(query, 10, ef, num_threads=2)  # a batch path: segment after segment
+        barrier, real, threads = threading.Barrier(3, timeout=10), AnnIndex.query, []
 
         def together(self, *args, **kwargs):
-            if kwargs.get("num_threads", 1) == 1:
+            threads.append(threading.current_thread())
+            if kwargs.get("num_threads", 1) == 1 and args[2] >= ef:
                 barrier.wait()  # raises BrokenBarrierError unless all three segments are asked at once
             return real(self, *args, **kwargs)
 
         monkeypatch.setattr(AnnIndex, "query", together)
-        rows, sims = coarse.query(query, 10, 40)
+        rows, sims = coarse.query(query, 10, ef)
         np.testing.assert_array_equal(rows, sequential[0])
         np.testing.assert_array_equal(sims, sequential[1])
+        threads.clear()
+        coarse.query(query, 10, ef // 4)
+        assert threads == [threading.current_thread()] * 3  # cheap: one after another, no handoff
         monkeypatch.setattr(AnnIndex, "query", real)
         assert [h.id for h in store.search(data[7], k=3)][0] == "d7"
 

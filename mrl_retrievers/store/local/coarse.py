@@ -105,12 +105,13 @@ class CoarseIndex:
               attempts: int = 4) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by prefix similarity per query over all segments (rows, similarities).
 
-        A single-threaded query of several segments asks them at once, one thread each (hnswlib
-        releases the GIL while it searches): a 10M-row store's three graphs cost one graph's
-        latency on three cores instead of three. Batches (``num_threads`` != 1) use hnswlib's own
-        threads, segment after segment."""
+        A single-threaded query of several segments at ef >= ``_PARALLEL_EF`` asks them at once,
+        one thread each (hnswlib releases the GIL while it searches). Measured on 400k x 1024 in
+        4 segments, 2 cores, p50: 200/400 1.65 ms against 1.93 one after another; 50/100 0.95
+        against 0.85 (a cheap graph search costs less than handing it to a thread). Batches
+        (``num_threads`` != 1) use hnswlib's own threads, segment after segment."""
         segments = [s for _, s in sorted(self.segments.items()) if s.live > 0]
-        if len(segments) > 1 and num_threads == 1:
+        if len(segments) > 1 and num_threads == 1 and max(ef, k) >= _PARALLEL_EF:
             found = list(_segment_pool().map(lambda s: s.query(prefixes, k, ef, num_threads=1, attempts=attempts), segments))
         else:
             found = [s.query(prefixes, k, ef, num_threads=num_threads, attempts=attempts) for s in segments]
@@ -141,6 +142,7 @@ class CoarseIndex:
 
 
 _SEGMENT_THREADS = 8
+_PARALLEL_EF = 256  # below it, a segment's graph search is cheaper than a thread handoff
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
 
