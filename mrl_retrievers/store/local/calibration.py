@@ -97,7 +97,9 @@ GROWTH = 2.0
 K = 10
 MIN_LIVE = 1000
 _THRESHOLDS = np.linspace(0.02, 0.98, 25)
-_MAX_CHECKS = 5000  # candidates checked on the second half per target, cheapest first
+# Candidates confirmed by ``_measure`` per target, cheapest first: a guard, as every candidate that
+# reaches it already holds on the second half by the vectorized bound (``_Candidates.check``).
+_MAX_CHECKS = 5000
 # Bytes of float32 rows one step of the exact pass holds: bounded memory at any size (a 10M-row
 # store's calibration must not hold more than a batch of an ingestion does).
 _BLOCK_BYTES = 2 << 20
@@ -489,7 +491,7 @@ def _candidates(recall, conf, costs, exact_cost, shortlists, rows, z, strata):
     bound on the other probes, level count). Thresholds come from the ``rows`` probes' confidences."""
     nl = len(shortlists)
     other = ~rows
-    groups, other_groups = _strata_masks(strata[rows]), _strata_masks(strata[other])
+    masks, other_masks = _strata_masks(strata[rows]), _strata_masks(strata[other])
     for weight in WEIGHTS:
         cf = _combined(conf, weight)
         cf_rows = cf[rows]
@@ -503,7 +505,7 @@ def _candidates(recall, conf, costs, exact_cost, shortlists, rows, z, strata):
                     taus = np.array(_thresholds(cf_rows[:, b, judged]) if judged else [np.inf])
                     cost, got, _ = _simulate(recall, cf, costs, exact_cost, b, visited, exact, taus)
                     yield ((b, tuple(visited), exact, weight), taus, cost[rows].mean(axis=0), got[rows].mean(axis=0),
-                           _bound(got[rows], groups, z), _bound(got[other], other_groups, z), len(visited) + exact)
+                           _bound(got[rows], masks, z), _bound(got[other], other_masks, z), len(visited) + exact)
 
 
 def _thresholds(values: np.ndarray) -> list[float]:
@@ -547,27 +549,26 @@ def _simulate(recall, conf, costs, exact_cost, b, visited, exact, taus):
 def _measure(recall, conf, costs, exact_cost, shortlists, rows, z, strata, b, visited, tau, exact, weight) -> Measured:
     cf = _combined(conf[rows], weight)
     cost, rec, stop = (a[:, 0] for a in _simulate(recall[rows], cf, costs, exact_cost, b, visited, exact, [tau]))
-    groups = strata[rows]
     ratio = EF_RATIOS[b]
     policy = EffortPolicy(tuple((shortlists[v], ratio * shortlists[v]) for v in visited), float(tau), exact, float(weight))
     worst = np.sort(rec)[: max(1, len(rec) // 10)]
-    low = float(_bound(rec[:, None], groups, z)[0])
+    low = float(_bound(rec[:, None], _strata_masks(strata[rows]), z)[0])
     return Measured(policy, float(rec.mean()), low, float(worst.mean()), float(cost.mean()),
                     tuple(int(x) for x in np.bincount(stop, minlength=len(visited) + exact)))
 
 
-def _bound(values: np.ndarray, groups: np.ndarray | list[np.ndarray], z: float) -> np.ndarray:
+def _bound(values: np.ndarray, masks: list[np.ndarray], z: float) -> np.ndarray:
     """Per column of ``values`` (probes, n): the lower confidence bound of the mean over all probes,
     but no higher than the lowest stratum's plain mean (a far stratum below the target fails the
     policy; bounding each stratum apart would ask ~2x the probes for the same tightness).
-    ``groups``: each probe's stratum, or ``_strata_masks`` of it (computed once for many calls)."""
-    masks = _strata_masks(groups) if isinstance(groups, np.ndarray) else groups
+    ``masks``: ``_strata_masks`` of the probes' strata (built once for the many candidates)."""
     worst_stratum = np.min([values[inside].mean(axis=0) for inside in masks], axis=0)
     return np.minimum(_lows(values, z), worst_stratum)
 
 
-def _strata_masks(groups: np.ndarray) -> list[np.ndarray]:
-    return [groups == g for g in np.unique(groups)]
+def _strata_masks(strata: np.ndarray) -> list[np.ndarray]:
+    """One boolean mask over the probes per stratum present."""
+    return [strata == g for g in np.unique(strata)]
 
 
 def _lows(values: np.ndarray, z: float) -> np.ndarray:
