@@ -118,6 +118,34 @@ def test_choose_never_records_a_policy_that_only_looks_good_on_the_half_it_was_r
     assert chosen[0.99].recall_low >= 0.99 and fixed.policy.levels == ((64, 64),)
 
 
+def test_choose_bounds_each_stratum_not_only_the_pooled_probes():
+    """Observed at 1M x 768, decay 0.5, prefix 192 (the 1M grid): the 0.99 policy measured on the
+    calibration's probes gave 0.985 on paraphrase queries (noise 0.5, the near stratum's middle):
+    its near stratum passed on a plain mean of ~85 probes a half, which a stratum truly below the
+    target passes often, and a cheap policy the ranking flatters passes more often still. Here level
+    0 loses a neighbour on 7 of every 100 near probes (mean 0.993, lower bound 0.989) and is perfect
+    on the others (pooled bound 0.996); level 1 is perfect everywhere, and confidence tells no probe
+    apart: only level 1 may be recorded for 0.99. With 1 near probe in 100 losing one, level 0 is."""
+    nq = 600
+    strata = np.arange(nq) // 2 % 3  # both halves hold 100 probes of each stratum
+    near = np.flatnonzero(strata == 0)
+    costs = np.array([[10.0, 100.0]] * len(calibration.EF_RATIOS))
+
+    def chosen_levels(misses_in_100: int):
+        recall = np.ones((nq, len(calibration.EF_RATIOS), 2))
+        for half in (0, 1):
+            recall[near[near % 2 == half][:misses_in_100], :, 0] = 0.9
+        conf = np.zeros(recall.shape + (2,))
+        chosen, _ = calibration.choose(recall, conf, costs, 1e6, [16, 64], [0.99], z=1.645, store_target=0.99,
+                                       strata=strata)
+        return chosen[0.99].policy.levels, chosen[0.99].recall_low
+
+    levels, low = chosen_levels(7)
+    assert levels == ((64, 64),) and low == 1.0
+    levels, low = chosen_levels(1)
+    assert levels == ((16, 16),) and low >= 0.99
+
+
 def test_choose_records_nothing_for_a_target_no_policy_reaches():
     nq = 100
     recall = np.full((nq, len(calibration.EF_RATIOS), 2), 0.9)
