@@ -296,6 +296,35 @@ def test_checkpoint_recalibrates_only_after_growth_with_bounded_work(tmp_path, c
     s.close()
 
 
+def test_a_policy_widens_with_the_rows_added_since_it_was_measured(tmp_path, corpus, monkeypatch):
+    """Observed at 1M x 768, prefix 192, decay 0.5 (the 1M grid): the store searched at 1M with the
+    policy its checkpoint measured at 600k (it recalibrates at 2x), and reached 0.9878 on noise-0.5
+    queries where the same policy with its levels x1.67 reached 0.9940: a true neighbour has more
+    rows to outrank in the prefix as the store grows. Between calibrations the levels grow with the
+    store (in 1/16 steps, at most 4x); a per-call larger k still scales them too."""
+    data, queries = corpus
+    monkeypatch.setattr(calibration, "DEFAULT_PROBES", 48)
+    s = MRLStore.create(tmp_path / "w", full_dim=DIM, prefix_dim=PREFIX)
+    s.add([str(i) for i in range(2500)], data[:2500])
+    s.checkpoint()
+    measured = s.manifest.calibration.policy_for(0.99, 10)
+    assert measured is not None and s.manifest.calibration.live == 2500
+
+    def levels(k=10):
+        return s.diagnostics.search_stages(lambda stages: stages.plan.policy.levels, k=k)
+
+    assert levels() == measured.levels
+    s.add([str(i) for i in range(2500, 3500)], data[2500:3500])  # 1.4x: no recalibration yet
+    s.checkpoint()
+    assert s.manifest.calibration.live == 2500
+    grow = 23 / 16  # 1.4, rounded up to a sixteenth
+    assert levels() == tuple((int(np.ceil(a * grow)), int(np.ceil(b * grow))) for a, b in measured.levels)
+    assert levels(k=20) == tuple((int(np.ceil(a * 2 * grow)), int(np.ceil(b * 2 * grow))) for a, b in measured.levels)
+    assert len(s.search(queries[0], k=10)) == 10
+    assert effort.growth(1000, 100_000) == 4.0 and effort.growth(1000, 900) == 1.0
+    s.close()
+
+
 def test_the_trace_reads_no_row_again_when_the_truth_pass_scores_fit(tmp_path, corpus, monkeypatch):
     """The truth pass scores every live row for every probe; kept (within ``_TABLE_BYTES``), those
     scores serve the trace, which then reads no vector row at all (at 16k x 1024, 512 probes, the

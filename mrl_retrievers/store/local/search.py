@@ -215,7 +215,9 @@ class Searcher:
         Resolved once per manifest and arguments (a search resolves its plan twice: before the lock
         and under it)."""
         m = self.s.manifest
-        key = (k, type(k), shortlist, type(shortlist), ef, type(ef), target_recall, type(target_recall))
+        # A calibrated policy widens as the store grows past the size it was measured at (in steps).
+        grown = effort.growth(m.calibration.live, self.s.ann.live) if m.calibration is not None else 1.0
+        key = (k, type(k), shortlist, type(shortlist), ef, type(ef), target_recall, type(target_recall), grown)
         owner, plans = self._plans
         if owner is m:
             try:
@@ -227,12 +229,12 @@ class Searcher:
         else:
             plans = {}
             self._plans = (m, plans)
-        plan = self._resolve(m, k, shortlist, ef, target_recall)
+        plan = self._resolve(m, k, shortlist, ef, target_recall, self.s.ann.live)
         if len(plans) < 256:  # bounded: callers vary k and effort over a handful of values
             plans[key] = plan
         return plan
 
-    def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None) -> SearchPlan:
+    def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None, live: int) -> SearchPlan:
         for name, value in (("shortlist", shortlist), ("ef", ef)):
             if value is not None:
                 positive_int(name, value)
@@ -247,7 +249,7 @@ class Searcher:
         target = effort.check_target(target_recall) if target_recall is not None else m.target_recall
         if target is not None and target >= 1:
             return replace(plan, exact_below=sys.maxsize)  # only an exact scan is sure to find everything
-        policy, shortlist, ef = effort.resolve(target, m.calibration, plan.k, plan.shortlist, plan.ef, m.funnel_dim, m.prefix_dim)
+        policy, shortlist, ef = effort.resolve(target, m.calibration, plan.k, plan.shortlist, plan.ef, m.funnel_dim, m.prefix_dim, live)
         return replace(plan, shortlist=shortlist, ef=ef, policy=policy)
 
     def one(self, query: np.ndarray, plan: SearchPlan, flt) -> list[Hit]:
