@@ -325,6 +325,21 @@ def test_a_policy_widens_with_the_rows_added_since_it_was_measured(tmp_path, cor
     s.close()
 
 
+def test_a_store_recalibrates_before_growth_outruns_its_widened_policy():
+    """Observed at 1M x 768, prefix 192: the store recalibrated at 2x, so at 1M it searched with the
+    policy measured at 600k, and even widened x1.67 that policy gave 0.9883 on mixed queries (0.9955
+    measured at 1M). A checkpoint recalibrates at 1.5x growth (or shrinkage) now."""
+    from types import SimpleNamespace
+
+    def due_at(live, calibrated=600_000):
+        cal = SimpleNamespace(live=calibrated, prefix_dim=192, target_recall=0.99)
+        manifest = SimpleNamespace(target_recall=0.99, funnel_dim=None, exact_below=2048, calibration=cal, prefix_dim=192)
+        return calibration.needs_calibration(SimpleNamespace(manifest=manifest, ann=SimpleNamespace(live=live)))
+
+    assert not due_at(600_000) and not due_at(880_000) and not due_at(420_000)
+    assert due_at(900_000) and due_at(1_000_000) and due_at(400_000)
+
+
 def test_the_trace_reads_no_row_again_when_the_truth_pass_scores_fit(tmp_path, corpus, monkeypatch):
     """The truth pass scores every live row for every probe; kept (within ``_TABLE_BYTES``), those
     scores serve the trace, which then reads no vector row at all (at 16k x 1024, 512 probes, the

@@ -12,7 +12,7 @@ inserted (numpy, SQLite and hnswlib release the GIL), so a 2-core machine keeps 
 
 The checkpoints taken during a load do not recalibrate the search effort (``store/calibration.py``);
 the load calibrates once at its end if the store needs it, so a 10M build pays for one calibration,
-not one per doubling.
+not one per ``GROWTH`` (1.5x) of its rows.
 
 Memory: two batches at a time (``2 x batch_rows x full_dim`` float32 plus their file-dtype copies)
 beside the coarse index itself.
@@ -125,8 +125,8 @@ def bulk_add(store: Loadable, source: Source, *, ids: Sequence[str] | Callable[[
     worker = threading.Thread(target=prepare, name="mrl-bulk-prepare", daemon=True)
     worker.start()
     rows = 0
-    # The checkpoints a load takes must not each recalibrate the search effort (at every doubling of
-    # a 10M build: twice the work of one calibration at the end); the load calibrates once, below.
+    # The checkpoints a load takes must not each recalibrate the search effort (at every 1.5x of
+    # a 10M build: three times the work of one calibration at the end); the load calibrates once, below.
     calibrating, store._s.auto_calibrate = store._s.auto_calibrate, False
     try:
         while True:
