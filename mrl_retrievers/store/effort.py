@@ -20,6 +20,7 @@ a given store state.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -52,7 +53,7 @@ def growth(calibrated: int, live: int | None) -> float:
     """How much a policy measured on ``calibrated`` rows widens on ``live`` rows (1.0: not at all)."""
     if live is None or live <= calibrated or calibrated <= 0:
         return 1.0
-    return min(_MAX_GROWTH, float(np.ceil(live / calibrated * _GROWTH_STEPS)) / _GROWTH_STEPS)
+    return min(_MAX_GROWTH, math.ceil(live / calibrated * _GROWTH_STEPS) / _GROWTH_STEPS)  # every search asks: no numpy
 
 
 @dataclass(frozen=True)
