@@ -39,11 +39,11 @@ DEFAULTS_TARGET = 0.99
 _MIN_SCALE, _MAX_SCALE = 0.5, 8.0
 
 
-# A policy is measured on the store as it was, and searched until the next calibration (at up to 2x
-# the rows): the rows a true neighbour must outrank in the prefix grow with the rows there are, so
-# its shortlists and efs grow with the store (1M x 768, prefix 192, decay 0.5: the policy measured at
-# 600k gave 0.9878 on noise-0.5 queries at 1M, 0.9940 with its levels x1.67; the same policy
-# measured at 1M gave 0.9948). Rounded up to 1/_GROWTH_STEPS, so a growing store resolves a handful
+# A policy is measured on the store as it was, and searched until the next calibration (a checkpoint
+# past ``calibration.GROWTH`` x the rows): the rows a true neighbour must outrank in the prefix grow
+# with the rows there are, so its shortlists and efs grow with the store (1M x 768, prefix 192, decay
+# 0.5: the policy measured at 600k gave 0.9878 on noise-0.5 queries at 1M, 0.9940 with its levels
+# x1.67; a policy measured at 1M gave 0.9962). Rounded up to 1/_GROWTH_STEPS, so a growing store resolves a handful
 # of distinct plans; at most _MAX_GROWTH (a store whose recalibration is paused keeps a bounded plan).
 _GROWTH_STEPS = 16
 _MAX_GROWTH = 4.0
