@@ -568,7 +568,7 @@ def _bound(values: np.ndarray, groups: np.ndarray, z: float) -> np.ndarray:
     prefix 192, the near stratum of the chosen 0.99 policy passed on ~85 probes a half while
     paraphrase queries (noise 0.5) got 0.985 (a stratum truly below the target passes a plain mean
     often, and the cheap policies the ranking flatters are the ones that do). Each stratum's own
-    bound costs effort (+30% modeled there); with it, a policy measured at 1M gave >= 0.994 on
+    bound costs effort (+30% modeled there); with it, a policy measured at 1M gave >= 0.993 on
     every query kind tried.
     ``groups``: ``_groups`` of the probes' strata (built once for the many candidates): every
     group's sums come from one product, not a numpy call per group and column."""
