@@ -43,8 +43,9 @@ _MIN_SCALE, _MAX_SCALE = 0.5, 8.0
 # past ``calibration.GROWTH`` x the rows): the rows a true neighbour must outrank in the prefix grow
 # with the rows there are, so its shortlists and efs grow with the store (1M x 768, prefix 192, decay
 # 0.5: the policy measured at 600k gave 0.9878 on noise-0.5 queries at 1M, 0.9940 with its levels
-# x1.67; a policy measured at 1M gave 0.9962). Rounded up to 1/_GROWTH_STEPS, so a growing store resolves a handful
-# of distinct plans; at most _MAX_GROWTH (a store whose recalibration is paused keeps a bounded plan).
+# x1.67; a policy measured at 1M gave 0.9962). Rounded up to 1/_GROWTH_STEPS, so a growing store
+# resolves a handful of distinct plans; at most _MAX_GROWTH (a store whose recalibration is paused
+# keeps a bounded plan).
 _GROWTH_STEPS = 16
 _MAX_GROWTH = 4.0
 
@@ -163,14 +164,14 @@ class Calibration:
     fixed: Measured | None = None
     queries: str = "probes"  # "probes": stored vectors moved off their nodes; "given": real queries
 
-    def policy_for(self, target: float, k: int, live: int | None = None) -> EffortPolicy | None:
+    def policy_for(self, target: float, k: int, widen: float = 1.0) -> EffortPolicy | None:
         """The cheapest recorded policy meeting ``target``, or None; its levels scaled for a larger
-        ``k`` and for the ``live`` rows the store has grown to since it was measured (``growth``)."""
+        ``k`` and by ``widen`` (``growth``: the rows the store has gained since it was measured)."""
         met = [t for t in self.policies if t >= target - 1e-12]
         if not met:
             return None
         policy = self.policies[min(met)].policy
-        grow = max(1.0, k / self.k) * growth(self.live, live)  # a deeper top-k needs a deeper shortlist
+        grow = max(1.0, k / self.k) * widen  # a deeper top-k needs a deeper shortlist
         if grow == 1.0:
             return policy
         return EffortPolicy(tuple((int(np.ceil(s * grow)), int(np.ceil(e * grow))) for s, e in policy.levels),
@@ -256,16 +257,15 @@ def check_target(target: float) -> float:
 
 
 def resolve(target: float | None, calibration: "Calibration | None", k: int, shortlist: int, ef: int,
-            funnel_dim: int | None, prefix_dim: int, live: int | None = None) -> tuple[EffortPolicy | None, int, int]:
+            funnel_dim: int | None, prefix_dim: int, widen: float = 1.0) -> tuple[EffortPolicy | None, int, int]:
     """(policy, shortlist, ef) for a search aiming at ``target``: the calibrated policy when there is
-    one for it (shortlist/ef: its last level; widened for the ``live`` rows the store grew to since),
-    else a fixed search at ``scaled_effort``. Stores with a
-    funnel keep the fixed path (the confidence needs every candidate's full score), and a calibration
+    one for it (shortlist/ef: its last level; levels scaled by ``widen``, the store's ``growth`` since
+    the calibration), else a fixed search at ``scaled_effort``. Stores with a funnel keep the fixed path (the confidence needs every candidate's full score), and a calibration
     of another prefix width is not used (a reindex recalibrates at its checkpoint)."""
     if target is None:
         return None, shortlist, ef
     usable = calibration is not None and funnel_dim is None and calibration.prefix_dim == prefix_dim
-    policy = calibration.policy_for(target, k, live) if usable else None
+    policy = calibration.policy_for(target, k, widen) if usable else None
     if policy is None:
         return None, *scaled_effort(target, shortlist, ef)
     return policy, *policy.levels[-1]

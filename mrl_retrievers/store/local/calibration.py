@@ -11,9 +11,10 @@ probe is a seeded sample row moved off its node by Gaussian noise shaped like th
 per-dimension spread, of a norm drawn uniformly from ``NOISE`` (from a paraphrase at cosine ~0.96
 to the row to a loose question at ~0.55), and its own row is excluded from its truth and results.
 Near, middle and far probes are three strata, and a policy meets a target only if it does in each
-(the lower confidence bound over all, and over each): loose queries need more effort than paraphrases (with real
-man-page sentences the old fixed 200/400 fell to 0.82 at prefix 24; probes at one distance, as
-``tune`` uses, gave policies that reached only 0.978 there), and the policy must hold for any mix.
+(the lower confidence bound over all, and over each): loose queries need more effort than
+paraphrases (with real man-page sentences the old fixed 200/400 fell to 0.82 at prefix 24; probes
+at one distance, as ``tune`` uses, gave policies that reached only 0.978 there), and the policy
+must hold for any mix.
 Pass real query vectors (``queries=``) to measure on them instead.
 
 Procedure: exact full-width top-k of every probe (one pass over the vector file); then each probe
@@ -31,9 +32,9 @@ Bounded cost: one pass over the vectors (``probes`` x live x full_dim multiply-a
 kept for the trace when they fit ``_TABLE_BYTES``, which then reads no row again) plus at most
 one coarse query per probe, level and ef ratio (the deep levels ask only the probes still
 incomplete: ``trace``), each level cheaper than an exact scan (``ladder``),
-and the climb stops where its deep levels stop paying (``trace``); at checkpoint time it reruns only when the live count has grown by ``GROWTH`` (or
-shrunk by it), or the prefix width changed, since the last calibration, so over a store's growth it costs
-O(probes) work per added item.
+and the climb stops where its deep levels stop paying (``trace``); at checkpoint time it reruns
+only when the live count has grown by ``GROWTH`` (or shrunk by it), or the prefix width changed,
+since the last calibration, so over a store's growth it costs O(probes) work per added item.
 """
 
 from __future__ import annotations
@@ -457,8 +458,8 @@ def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: 
 
 class _Candidates:
     """Every candidate policy's first-half figures (and second-half bound) as flat arrays (up to
-    hundreds of thousands of them: tuples
-    would cost ~20 MB at each checkpoint's calibration), with the key that rebuilds each policy."""
+    hundreds of thousands of them: tuples would cost ~20 MB at each checkpoint's calibration), with
+    the key that rebuilds each policy."""
 
     def __init__(self, groups) -> None:
         self._groups: list[tuple] = []

@@ -229,12 +229,12 @@ class Searcher:
         else:
             plans = {}
             self._plans = (m, plans)
-        plan = self._resolve(m, k, shortlist, ef, target_recall, self.s.ann.live)
+        plan = self._resolve(m, k, shortlist, ef, target_recall, grown)  # the growth the key holds
         if len(plans) < 256:  # bounded: callers vary k and effort over a handful of values
             plans[key] = plan
         return plan
 
-    def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None, live: int) -> SearchPlan:
+    def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None, grown: float) -> SearchPlan:
         for name, value in (("shortlist", shortlist), ("ef", ef)):
             if value is not None:
                 positive_int(name, value)
@@ -249,7 +249,7 @@ class Searcher:
         target = effort.check_target(target_recall) if target_recall is not None else m.target_recall
         if target is not None and target >= 1:
             return replace(plan, exact_below=sys.maxsize)  # only an exact scan is sure to find everything
-        policy, shortlist, ef = effort.resolve(target, m.calibration, plan.k, plan.shortlist, plan.ef, m.funnel_dim, m.prefix_dim, live)
+        policy, shortlist, ef = effort.resolve(target, m.calibration, plan.k, plan.shortlist, plan.ef, m.funnel_dim, m.prefix_dim, grown)
         return replace(plan, shortlist=shortlist, ef=ef, policy=policy)
 
     def one(self, query: np.ndarray, plan: SearchPlan, flt) -> list[Hit]:
