@@ -69,15 +69,21 @@ FAULTS = {
 GOOD_REQUESTS_BEFORE_THE_FAULT = 2 * (STEP // BATCH) + 1  # steps 1 and 2, then step 3's first batch
 
 
-def _provider(case, cache_path):
-    inner = case.provider(batch_size=BATCH, max_concurrency=1, timeout=0.3,
+# Only the "hang" fault needs a client timeout shorter than the server's hang; everywhere else a
+# short one turns a slow answer on a loaded machine into an extra retry that eats the next scripted
+# fault (observed in CI: an "ok" request past 0.3 s shifted the 503s onto the batch before).
+HANG_TIMEOUT, TIMEOUT = 1.0, 30.0
+
+
+def _provider(case, cache_path, timeout=TIMEOUT):
+    inner = case.provider(batch_size=BATCH, max_concurrency=1, timeout=timeout,
                           retry=RetryPolicy(max_attempts=ATTEMPTS, base_delay=0.01, max_delay=0.05, jitter=0.5))
     waits = record_waits(inner)
     return CachedProvider(inner, EmbeddingCache(cache_path)), waits
 
 
-def _index(case, tmp_path):
-    emb, waits = _provider(case, tmp_path / "cache.sqlite")
+def _index(case, tmp_path, timeout=TIMEOUT):
+    emb, waits = _provider(case, tmp_path / "cache.sqlite", timeout)
     return MRLIndex(emb, tmp_path / "store", exact_below=0), emb, waits
 
 
@@ -91,7 +97,7 @@ def check_failed_run(case, tmp_path, fault_name, mode, add=_add) -> list[str]:
     """Run the failing ingestion; return what is wrong (empty: nothing)."""
     script, error, status, attempts = FAULTS[fault_name]
     problems = []
-    index, emb, waits = _index(case, tmp_path)
+    index, emb, waits = _index(case, tmp_path, HANG_TIMEOUT if fault_name == "hang" else TIMEOUT)
     case.server.faults.push(*[Fault.ok()] * GOOD_REQUESTS_BEFORE_THE_FAULT, *script)
     try:
         add(index, mode)
