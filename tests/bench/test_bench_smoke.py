@@ -30,11 +30,11 @@ def bench_run(tmp_path_factory):
         "--methods", ",".join(EXPECTED),
     ]
     assert main(argv) == 0
-    return out, json.loads((out / "results.json").read_text())
+    return out, json.loads((out / "results.json").read_text()), tmp / "cache"
 
 
 def test_outputs_are_written(bench_run, capsys):
-    out, report = bench_run
+    out, report, _cache = bench_run
     assert (out / "table.md").read_text().startswith("| method |")
     png = (out / "recall_latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
@@ -43,7 +43,7 @@ def test_outputs_are_written(bench_run, capsys):
 
 
 def test_every_applicable_peer_ran_with_sane_recall(bench_run):
-    _, report = bench_run
+    _, report, _cache = bench_run
     by = {r["method"]: r for r in report["results"]}
     for method, result in by.items():
         optional = {"faiss-hnsw": "faiss", "faiss-refine": "faiss", "langchain": "langchain_core",
@@ -68,7 +68,7 @@ def test_every_applicable_peer_ran_with_sane_recall(bench_run):
 
 
 def test_targets_are_reported_as_ratios(bench_run):
-    _, report = bench_run
+    _, report, _cache = bench_run
     names = [t["target"] for t in report["targets"]]
     assert names[0] == "recall@10 at the tuned defaults"
     assert any(name.startswith("speed vs numpy") for name in names)
@@ -85,3 +85,17 @@ def test_skips_are_reported_not_silent(tmp_path):
     qdrant = report["results"][1]
     assert qdrant["status"] == "skipped" and "2,000" in qdrant["reason"]
     assert "skipped" in (out / "table.md").read_text()
+
+
+def test_profile_search_times_every_stage_in_one_and_two_threads(bench_run, capsys):
+    from mrl_retrievers.bench import profile_search
+
+    _, _, cache = bench_run
+    (dataset,) = [d for d in cache.iterdir() if list(d.glob("ours-*/store"))]
+    assert profile_search.main([str(dataset), "--shortlist", "20", "--ef", "40", "--threads", "1", "2", "--seconds", "0.1"]) == 0
+    table = capsys.readouterr().out
+    for name in profile_search.NAMES:
+        assert f"| {name} |" in table
+    line = table.split("| searches per second |")[1].splitlines()[0]
+    counts = [float(x) for x in line.replace("|", " ").replace("/", " ").split()]
+    assert len(counts) == 4 and all(c > 0 for c in counts)
