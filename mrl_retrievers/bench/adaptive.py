@@ -26,7 +26,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -226,16 +226,31 @@ def summary(recall: np.ndarray) -> dict[str, float]:
     return {"mean": float(recall.mean()), "worst_decile": float(worst.mean()), "p10": float(np.percentile(recall, 10))}
 
 
-def grid_row(store: MRLStore, w: Workload, nq: int) -> dict[str, Any]:
-    queries, truth = w.dataset.queries()[:nq], w.dataset.truth()[:nq]
+def timed_recall(store: MRLStore, queries: np.ndarray, truth: np.ndarray, **search: Any) -> dict[str, float]:
+    """``summary`` of the per-query recall, and the mean wall milliseconds per search (one thread,
+    after a warm pass over the first 100 queries)."""
+    per_query_recall(store, queries[:100], truth[:100], **search)
+    started = time.perf_counter()
+    recall = per_query_recall(store, queries, truth, **search)
+    return {**summary(recall), "mean_ms": (time.perf_counter() - started) * 1e3 / max(1, len(queries))}
+
+
+def grid_row(store: MRLStore, w: Workload, nq: int, fixed: Sequence[tuple[int, int]] = (),
+             queries: np.ndarray | None = None, truth: np.ndarray | None = None) -> dict[str, Any]:
+    """One workload's row. ``fixed``: (shortlist, ef) settings timed beside the default (the default
+    is then timed too); ``queries``/``truth``: other queries than the dataset's own."""
+    if queries is None:
+        queries, truth = w.dataset.queries(), w.dataset.truth()
+    queries, truth = queries[:nq], truth[:nq]
     m = store.manifest
     cal = m.calibration
     policy = cal.policies.get(m.target_recall) if cal and m.target_recall else None
     levels = effort_levels(store, queries)
     return {
         "workload": w.name, "n": len(store), "queries": len(queries),
-        "defaults": summary(per_query_recall(store, queries, truth)),
+        "defaults": timed_recall(store, queries, truth) if fixed else summary(per_query_recall(store, queries, truth)),
         "fixed_200_400": summary(per_query_recall(store, queries, truth, shortlist=FIXED_DEFAULT[0], ef=FIXED_DEFAULT[1])),
+        "fixed": {f"{s}/{e}": timed_recall(store, queries, truth, shortlist=s, ef=e) for s, e in fixed},
         "effort": {str(lv): levels.count(lv) for lv in sorted(set(levels))},
         "policy": None if policy is None else policy.to_dict(),
         "calibration": None if cal is None else {"live": cal.live, "probes": cal.probes, "seconds": round(cal.seconds, 1),
@@ -256,6 +271,12 @@ def format_grid(rows: list[dict[str, Any]]) -> str:
         eff = ", ".join(f"{'exact' if p and int(k) == len(p['levels']) else 'fixed' if k == '-1' else k}: {v}" for k, v in r["effort"].items())
         lines.append(f"| {r['workload']} | {d['mean']:.4f} | {d['worst_decile']:.4f} | {d['p10']:.1f} | "
                      f"{f['mean']:.4f} / {f['worst_decile']:.4f} | {pol} | {eff} |")
+    timed = [r for r in rows if r.get("fixed")]
+    if timed:  # --fixed: the default beside fixed settings, mean ms per search (one thread)
+        lines += ["", "| workload | default: mean / worst decile / ms | " + " | ".join(f"fixed {key}" for key in timed[0]["fixed"]) + " |",
+                  "|---" * (2 + len(timed[0]["fixed"])) + "|"]
+        cell = lambda x: f"{x['mean']:.4f} / {x['worst_decile']:.3f} / {x['mean_ms']:.2f}"  # noqa: E731
+        lines += [f"| {r['workload']} | {cell(r['defaults'])} | " + " | ".join(cell(x) for x in r["fixed"].values()) + " |" for r in timed]
     return "\n".join(lines)
 
 
@@ -303,6 +324,11 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_signals)
     p = sub.add_parser("adaptive-grid", help="recall@10 with no tune and no knobs: synthetic grid and real text")
     _common(p)
+    p.add_argument("--fixed", nargs="*", default=[], metavar="S/E",
+                   help="fixed shortlist/ef settings timed beside the default (mean ms per search, one thread)")
+    p.add_argument("--query-noise-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="synthetic workloads: queries near stored rows (kept), each with noise drawn from [LOW, HIGH] "
+                        "(synthetic.queries_near, seed 7; exact truth), instead of the dataset's own")
     p.set_defaults(func=cmd_grid)
 
 
@@ -324,13 +350,28 @@ def cmd_signals(args: argparse.Namespace) -> int:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     rows = []
+    fixed = [tuple(int(x) for x in setting.split("/")) for setting in args.fixed]
     for w in _workloads(args, _log):
+        queries = truth = None
+        if args.query_noise_range and w.corpus is None:
+            queries, truth = noisy_queries(w, args.queries, tuple(args.query_noise_range))
+            w = replace(w, name=f"{w.name}, queries at noise {args.query_noise_range[0]:g}-{args.query_noise_range[1]:g}")
         with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=_log) as store:
-            rows.append(grid_row(store, w, args.queries))
+            rows.append(grid_row(store, w, args.queries, fixed, queries, truth))
         _log(format_grid(rows[-1:]))
     print(format_grid(rows))
     _save(args.out, rows)
     return 0
+
+
+def noisy_queries(w: Workload, nq: int, noise: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Queries near the workload's stored rows (their rows stay stored: a question and its passage),
+    each with its own noise norm from ``noise``, and their exact truth."""
+    from .synthetic import queries_near  # noqa: PLC0415
+
+    decay = float(w.dataset.source.get("decay", 0.5))
+    queries = queries_near(np.asarray(w.dataset.vectors(), dtype=np.float32), nq, seed=7, noise=noise, decay=decay)
+    return queries, data.exact_topk(w.dataset, queries, K)
 
 
 def _save(path: Path | None, rows: Any) -> None:
