@@ -163,6 +163,8 @@ class Calibration:
     policies: dict[float, Measured]
     fixed: Measured | None = None
     queries: str = "probes"  # "probes": stored vectors moved off their nodes; "given": real queries
+    # "given": the CRC-32 of the sample measured on, kept beside the manifest (``local/query_sample.py``)
+    queries_crc: int | None = None
 
     def policy_for(self, target: float, k: int, widen: float = 1.0) -> EffortPolicy | None:
         """The cheapest recorded policy meeting ``target``, or None; its levels scaled for a larger
@@ -182,7 +184,8 @@ class Calibration:
                 "probes": self.probes, "seed": self.seed, "confidence": self.confidence, "source": self.source,
                 "queries": self.queries, "seconds": round(self.seconds, 3),
                 "policies": {f"{t:g}": m.to_dict() for t, m in sorted(self.policies.items())},
-                "fixed": None if self.fixed is None else self.fixed.to_dict()}
+                "fixed": None if self.fixed is None else self.fixed.to_dict(),
+                **({} if self.queries_crc is None else {"queries_crc": self.queries_crc})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
@@ -190,7 +193,7 @@ class Calibration:
                    int(data["probes"]), int(data["seed"]), float(data["confidence"]), str(data["source"]),
                    float(data["seconds"]), {float(t): Measured.from_dict(m) for t, m in data["policies"].items()},
                    None if data.get("fixed") is None else Measured.from_dict(data["fixed"]),
-                   str(data.get("queries", "probes")))
+                   str(data.get("queries", "probes")), None if data.get("queries_crc") is None else int(data["queries_crc"]))
 
 
 Coarse = Callable[[int, int], "tuple[np.ndarray, np.ndarray] | None"]

@@ -296,6 +296,67 @@ def test_checkpoint_recalibrates_only_after_growth_with_bounded_work(tmp_path, c
     s.close()
 
 
+def test_a_calibration_on_real_queries_is_redone_on_them_as_the_store_grows(tmp_path, corpus, monkeypatch, caplog):
+    """Observed on main: ``calibrate(queries=...)`` (and ``tune`` with queries) recorded a policy
+    measured on the user's queries, and the next checkpoint past 1.5x growth silently replaced it
+    with one measured on probes (on real text those differ: docs/benchmarks.md, "The probes against
+    the queries"). The store now keeps the sample it measured on and recalibrates on it."""
+    data, queries = corpus
+    monkeypatch.setattr(calibration, "DEFAULT_PROBES", 48)
+    s = MRLStore.create(tmp_path / "q", full_dim=DIM, prefix_dim=PREFIX)
+    s._s.auto_calibrate = False
+    s.add([str(i) for i in range(2500)], data[:2500])
+    s._s.auto_calibrate = True
+    real = queries_near(data, 80, seed=7, decay=0.5)
+    first = s.calibrate(queries=real, probes=40)
+    assert first.queries == "given" and first.probes == 40 and first.live == 2500
+    s.add([str(i) for i in range(2500, 4000)], data[2500:4000])  # 1.6x: the checkpoint recalibrates
+    s.checkpoint()
+    again = s.manifest.calibration
+    assert again.live == 4000 and again.source == "checkpoint"
+    assert again.queries == "given" and again.probes == 40  # on the same 40 queries, not on probes
+    s.close()
+    # Deterministic: a copy calibrated by hand on the same sample records the same policies.
+    twin = MRLStore.open(tmp_path / "q")
+    assert twin.manifest.calibration.queries == "given"  # survives reopen
+    sample = calibration.sample_queries(real, 40, 0)
+    by_hand = calibration.calibrate(twin._s, target_recall=0.99, queries=sample, probes=40)
+    assert _without_timing(dataclasses.replace(by_hand, source="checkpoint", queries_crc=again.queries_crc)) == _without_timing(again)
+    twin.close()
+    # Without its sample (deleted by hand), the next calibration falls back to probes, and says so.
+    (saved,) = (tmp_path / "q").glob("calibration-queries.*.npy")
+    saved.unlink()
+    report = MRLStore.verify(tmp_path / "q")
+    assert report.ok and any("calibration-queries" in w for w in report.warnings), report.warnings
+    s = MRLStore.open(tmp_path / "q")
+    s.add([str(i) for i in range(4000, N)], data[4000:])  # 1.5x 4000: due again
+    with caplog.at_level(logging.WARNING, logger="mrl_retrievers.store"):
+        s.checkpoint()
+    assert s.manifest.calibration.queries == "probes" and s.manifest.calibration.live == N
+    assert any("calibration-queries" in r.getMessage() for r in caplog.records)
+    s.close()
+
+
+def test_a_probe_calibration_drops_the_saved_query_sample(tmp_path, corpus, monkeypatch):
+    data, queries = corpus
+    monkeypatch.setattr(calibration, "DEFAULT_PROBES", 48)
+    s = MRLStore.create(tmp_path / "d", full_dim=DIM, prefix_dim=PREFIX)
+    s._s.auto_calibrate = False
+    s.add([str(i) for i in range(3000)], data[:3000])
+    s.calibrate(queries=queries, probes=30)
+    assert len(list((tmp_path / "d").glob("calibration-queries.*.npy"))) == 1
+    s.calibrate(queries=queries[::-1], probes=30)  # another sample: one file, the new one
+    (kept,) = (tmp_path / "d").glob("calibration-queries.*.npy")
+    assert f"{s.manifest.calibration.queries_crc:08x}" in kept.name
+    s.calibrate(probes=48)
+    assert s.manifest.calibration.queries == "probes" and not list((tmp_path / "d").glob("calibration-queries.*.npy"))
+    s.close()
+    # A leftover sample no manifest refers to (a crash between the file and the manifest) goes on open.
+    np.save(tmp_path / "d" / "calibration-queries.0badf00d.npy", queries[:3])
+    MRLStore.open(tmp_path / "d").close()
+    assert not list((tmp_path / "d").glob("calibration-queries.*.npy"))
+
+
 def test_a_policy_widens_with_the_rows_added_since_it_was_measured(tmp_path, corpus, monkeypatch):
     """Observed at 1M x 768, prefix 192, decay 0.5 (the 1M grid): the store searched at 1M with the
     policy its checkpoint measured at 600k (it recalibrates at 2x), and reached 0.9878 on noise-0.5

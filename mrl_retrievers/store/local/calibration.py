@@ -169,8 +169,7 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
     _check(target_recall, probes, confidence_level)
     rng = np.random.default_rng(seed)
     if queries is not None:
-        vectors = normalize(np.asarray(queries, dtype=np.float32))
-        vectors = vectors[np.sort(rng.choice(len(vectors), size=min(probes, len(vectors)), replace=False))]
+        vectors = normalize(sample_queries(queries, probes, seed))
         own = np.full(len(vectors), -1, dtype=np.int64)
         strata = np.zeros(len(vectors), dtype=np.int64)
     else:
@@ -196,6 +195,15 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
     chosen, fixed = choose(recall, conf, costs, exact_cost, shortlists, wanted, z, target_recall, strata)
     return Calibration(target_recall, K, len(live), m.prefix_dim, len(vectors), seed, confidence_level, source,
                        time.perf_counter() - started, chosen, fixed, "probes" if queries is None else "given")
+
+
+def sample_queries(queries: np.ndarray, probes: int, seed: int) -> np.ndarray:
+    """The rows of ``queries`` a calibration with ``probes`` and ``seed`` measures on (float32, as
+    given, in their order): what the store keeps to measure on again (``query_sample``). A sample
+    of a sample of the same size is itself, so measuring again on it measures the same vectors."""
+    queries = np.asarray(queries, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    return queries[np.sort(rng.choice(len(queries), size=min(probes, len(queries)), replace=False))]
 
 
 def ladder(live: int, prefix_dim: int, full_dim: int) -> list[int]:
@@ -595,4 +603,4 @@ def _check(target_recall, probes, confidence_level) -> None:
 
 
 __all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "ladder", "TARGETS", "due", "calibrate", "exact_top_rows",
-           "level_cost", "needs_calibration", "off_node"]
+           "level_cost", "needs_calibration", "off_node", "sample_queries"]

@@ -17,6 +17,7 @@ import numpy as np
 from ...errors import CorruptStoreError
 from .checkpoints import VERIFY_INDEX_SAMPLE, build_ann, check_index_sample, checkpoint
 from .crashpoints import crash_point
+from . import query_sample
 from .fs import fsync_dir
 from .docstore import damaged_record
 from .vectors import VectorFile, row_checksums, vector_file_name
@@ -165,6 +166,9 @@ def verify_state(state: "StoreState") -> VerifyReport:
         check_index_sample(state.ann, state.vectors, docs.live_rows_sample(state.rows, VERIFY_INDEX_SAMPLE), state.manifest.prefix_dim)
     except CorruptStoreError as exc:
         report.warnings.append(f"{exc} (the coarse index is derived: a writer rebuilds it)")
+    sample = query_sample.problem(state.directory, state.manifest.calibration, state.manifest.full_dim)
+    if sample is not None:
+        report.warnings.append(f"{sample}: the next recalibration measures on probes")
     return report
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import CorruptStoreError, InvalidInputError, ReadOnlyStoreError, StoreExistsError, StoreNotFoundError
 from ...mrl import check_width
 from ...types import EmbeddingSpec
-from . import checkpoints
+from . import checkpoints, query_sample
 from .coarse import CoarseIndex
 from .docstore import DOCS_NAME, DocStore
 from ..effort import check_target
@@ -222,6 +222,7 @@ def _remove_orphans(directory: Path, manifest: Manifest, vector_name: str) -> No
         if re.match(r"^(vectors\.\d{6}\.f(16|32)|prefix\.[0-9a-f.]+\.hnsw)$", entry.name) and entry.name not in keep:
             entry.unlink()
             removed.append(entry.name)
+    removed += query_sample.remove_unused(directory, manifest.calibration)  # a crash before its manifest
     if removed:
         log.info("removed orphan files from %s: %s", directory, ", ".join(removed))
         fsync_dir(directory)

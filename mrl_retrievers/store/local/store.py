@@ -37,7 +37,7 @@ from .bulk import PreparedBatch
 from .crashpoints import crash_point
 from .diagnostics import Diagnostics
 from .fs import io_errors
-from . import calibration, checkpoints, maintenance, tuning
+from . import calibration, checkpoints, maintenance, query_sample, tuning
 from ..effort import Calibration, check_target
 from .maintenance import VerifyReport
 from .handles import SharedStore
@@ -377,6 +377,12 @@ class MRLStore:
             check_open()
             if only_if_due and not calibration.due(s):
                 return None
+            last = s.manifest.calibration
+            if only_if_due and last is not None and last.queries_crc is not None:
+                # Measured on the user's queries last time: measure on them again (the sample kept).
+                sample = query_sample.load(s.directory, last, s.manifest.full_dim)
+                if sample is not None:
+                    options = {**options, "queries": sample, "probes": len(sample), "seed": last.seed}
             measured = calibration.calibrate(s, target_recall=target, **options)
         with self._rw.write(), io_errors("writing", self.path):
             check_open()
@@ -384,7 +390,11 @@ class MRLStore:
             if only_if_due and (m.target_recall != measured.target_recall or m.prefix_dim != measured.prefix_dim
                                 or m.funnel_dim is not None):
                 return None
+            if options.get("queries") is not None:  # kept before the manifest names it
+                sample = calibration.sample_queries(options["queries"], measured.probes, measured.seed)
+                measured = dataclasses.replace(measured, queries_crc=query_sample.save(s.directory, sample))
             s.set_manifest(dataclasses.replace(m, target_recall=target, calibration=measured))
+            query_sample.remove_unused(s.directory, measured)
         return measured
 
     # --- reads ----------------------------------------------------------------------------------------
