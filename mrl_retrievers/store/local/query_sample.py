@@ -46,31 +46,35 @@ def save(directory: Path, sample: np.ndarray) -> int:
     return crc
 
 
+def _read(directory: Path, cal: Calibration, full_dim: int) -> tuple[np.ndarray | None, str | None]:
+    """(the sample ``cal`` names, None) when it reads back intact, else (None, what is wrong)."""
+    path = directory / file_name(cal.queries_crc)  # type: ignore[arg-type]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"{path.name} (the queries the calibration measured on) is missing"
+    if zlib.crc32(data) != cal.queries_crc:
+        return None, f"{path.name} (the queries the calibration measured on) does not match its checksum"
+    sample = np.load(io.BytesIO(data), allow_pickle=False)
+    if sample.ndim != 2 or sample.shape[1] != full_dim or len(sample) != cal.probes:
+        return None, f"{path.name} holds {sample.shape}, not the calibration's {cal.probes} x {full_dim} queries"
+    return sample, None
+
+
 def problem(directory: Path, cal: Calibration | None, full_dim: int) -> str | None:
     """What is wrong with the sample ``cal`` names (None: nothing, or it names none)."""
     if cal is None or cal.queries_crc is None:
         return None
-    path = directory / file_name(cal.queries_crc)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return f"{path.name} (the queries the calibration measured on) is missing"
-    if zlib.crc32(data) != cal.queries_crc:
-        return f"{path.name} (the queries the calibration measured on) does not match its checksum"
-    sample = np.load(io.BytesIO(data), allow_pickle=False)
-    if sample.ndim != 2 or sample.shape[1] != full_dim or len(sample) != cal.probes:
-        return f"{path.name} holds {sample.shape}, not the calibration's {cal.probes} x {full_dim} queries"
-    return None
+    return _read(directory, cal, full_dim)[1]
 
 
 def load(directory: Path, cal: Calibration, full_dim: int) -> np.ndarray | None:
     """The sample ``cal`` was measured on, or None (logged) when it cannot be read back intact."""
-    found = problem(directory, cal, full_dim)
+    sample, found = _read(directory, cal, full_dim)
     if found is not None:
         log.warning("%s: %s; the search effort is recalibrated on probes instead (calibrate(queries=...) again)",
                     directory, found)
-        return None
-    return np.load(directory / file_name(cal.queries_crc), allow_pickle=False)  # type: ignore[arg-type]
+    return sample
 
 
 def remove_unused(directory: Path, cal: Calibration | None) -> list[str]:
