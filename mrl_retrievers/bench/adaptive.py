@@ -365,9 +365,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
-def noisy_queries(w: Workload, nq: int, noise: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def noisy_queries(w: Workload, nq: int, noise: float | tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Queries near the workload's stored rows (their rows stay stored: a question and its passage),
-    each with its own noise norm from ``noise``, and their exact truth."""
+    at noise norm ``noise`` or each with its own from a (low, high) range, and their exact truth."""
     from .synthetic import queries_near  # noqa: PLC0415
 
     decay = float(w.dataset.source.get("decay", 0.5))
@@ -381,5 +381,5 @@ def _save(path: Path | None, rows: Any) -> None:
         path.write_text(json.dumps(rows, indent=2))
 
 
-__all__ = ["Workload", "add_parsers", "auc", "effort_levels", "grid_row", "open_store", "signals", "stoppable",
+__all__ = ["Workload", "add_parsers", "auc", "effort_levels", "grid_row", "noisy_queries", "open_store", "signals", "stoppable",
            "study_signals", "summary", "synthetic_workloads", "text_workloads"]

@@ -32,7 +32,7 @@ import numpy as np
 from ..store.local.tuning import tune
 from . import data
 from .data import DEFAULT_CACHE
-from .adaptive import K, Workload, effort_levels, open_store, summary
+from .adaptive import K, Workload, effort_levels, noisy_queries, open_store, summary
 
 FIXED_GRID = [(s, r * s) for s in (25, 50, 100, 200, 400) for r in (1, 2, 3)] + [(600, 1200), (800, 1600)]
 TARGETS = (0.95, 0.98, 0.99, 0.995)
@@ -113,13 +113,8 @@ def run(args: argparse.Namespace, log) -> dict[str, Any]:
     w = Workload(f"synthetic n={args.n} dim={args.dim} decay={args.decay} prefix={args.prefix_dim}", ds, args.prefix_dim, tag="tuned")
     queries, truth = ds.queries(), ds.truth()
     if args.query_noise != 0.5 or args.query_noise_max is not None:  # other paraphrases than the dataset's own
-        from .synthetic import queries_near  # noqa: PLC0415
-
         noise = args.query_noise if args.query_noise_max is None else (args.query_noise, args.query_noise_max)
-        source = np.asarray(ds.vectors(), dtype=np.float32)
-        queries = queries_near(source, args.queries, seed=7, noise=noise, decay=args.decay)
-        del source
-        truth = data.exact_topk(ds, queries, K)
+        queries, truth = noisy_queries(w, args.queries, noise)
         said = args.query_noise if args.query_noise_max is None else f"{args.query_noise}-{args.query_noise_max} (uniform, mixed)"
         w = dataclasses.replace(w, name=f"{w.name}, queries at noise {said}")
     started = time.perf_counter()
