@@ -26,26 +26,15 @@ import numpy as np
 
 from ..mrl import normalize
 from ..store.local import calibration
+from . import data
 from .adaptive import Workload, _common, _workloads
 
-_BLOCK = 65_536
 _PERCENTILES = (10, 50, 90)
 
 
 def nearest(dataset, queries: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Row of each (unit) query's nearest stored row by cosine, never its ``exclude`` row; one pass."""
-    best = np.full(len(queries), -np.inf, dtype=np.float32)
-    arg = np.zeros(len(queries), dtype=np.int64)
-    for start, block in dataset.blocks(_BLOCK):
-        scores = queries @ normalize(block).T
-        if exclude is not None:
-            inside = np.flatnonzero((exclude >= start) & (exclude < start + len(block)))
-            scores[inside, exclude[inside] - start] = -np.inf
-        column = scores.argmax(axis=1)
-        value = scores[np.arange(len(queries)), column]
-        better = value > best
-        best[better], arg[better] = value[better], column[better] + start
-    return arg
+    """Row of each (unit) query's nearest stored row, never its ``exclude`` row (-1: none); one pass."""
+    return data.exact_topk(dataset, queries, 1, exclude)[:, 0]
 
 
 def prefix_share(offsets: np.ndarray, prefix_dim: int) -> float:
@@ -56,25 +45,18 @@ def prefix_share(offsets: np.ndarray, prefix_dim: int) -> float:
 
 def study(w: Workload, nq: int, sample: int = calibration.DEFAULT_PROBES, seed: int = 0) -> dict[str, Any]:
     ds = w.dataset
-    rows_of = lambda rows: normalize(np.asarray(ds.vectors()[np.sort(rows)], dtype=np.float32))  # noqa: E731
+    rows_of = lambda rows: normalize(np.asarray(ds.vectors()[rows], dtype=np.float32))  # noqa: E731
     queries = normalize(np.asarray(ds.queries()[:nq], dtype=np.float32))
     rng = np.random.default_rng(seed)
     own = np.sort(rng.choice(ds.n, size=min(sample, ds.n - 1), replace=False))
     base = rows_of(own)
     probes, strata = calibration.off_node(base, rng)  # the calibration's own procedure
-    q_near = nearest(ds, queries)
-    p_near = nearest(ds, probes, exclude=own)
-    r_near = nearest(ds, base, exclude=own)
-    # (row order: ``rows_of`` sorts; nearest rows come back in query order, so sort, then undo)
-    def gathered(rows: np.ndarray) -> np.ndarray:
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), ds.dim), dtype=np.float32)
-        out[order] = rows_of(rows[order])
-        return out
-
-    q_off = queries - gathered(q_near)
-    p_dist = np.linalg.norm(probes - gathered(p_near), axis=1)
-    r_off = base - gathered(r_near)
+    # One pass for all three: the queries' nearest rows, and the probes' and their rows' other than their own.
+    near = nearest(ds, np.vstack([queries, probes, base]), np.concatenate([np.full(len(queries), -1), own, own]))
+    q_near, p_near, r_near = np.split(near, [len(queries), len(queries) + len(probes)])
+    q_off = queries - rows_of(q_near)
+    p_dist = np.linalg.norm(probes - rows_of(p_near), axis=1)
+    r_off = base - rows_of(r_near)
     q_dist = np.linalg.norm(q_off, axis=1)
     pct = lambda x: [round(float(v), 3) for v in np.percentile(x, _PERCENTILES)]  # noqa: E731
     return {
