@@ -291,6 +291,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("vectors", f"{stats['full_dim']} dims, {stats['dtype']} on disk (memory-mapped)"),
         ("coarse index", f"HNSW over the first {stats['prefix_dim']} dims{funnel}"),
         ("search", _describe_search(stats)),
+        ("rerank", stats["scoring"]),
         ("disk", f"{_size(stats['disk_bytes'])} ("
                  + ", ".join(f"{name} {_size(size)}" for name, size in sorted(stats["files"].items()) if size) + ")"),
         ("RAM (estimate)", f"{_size(stats['estimated_ram_bytes'])} for the coarse index"),

@@ -136,6 +136,25 @@ class Ours(Peer):
             store.close()
 
 
+class OursNumpy(Ours):
+    """Ours on the same store with the rerank scored by numpy instead of the compiled kernel
+    (``store/local/kernel.py``): the kernel's share of the speed, measured in the same run."""
+
+    name, label = "ours-numpy", "mrl-retrievers, numpy rerank (no compiled kernel)"
+
+    def load(self) -> None:
+        from ..store.local import kernel  # noqa: PLC0415
+
+        kernel.use_numpy()
+        super().load()
+
+    def build(self) -> None:
+        # Never build (a build would first clear the folder it shares with ours): only measure.
+        if self.options.get("rebuild") or not (self.cache / "build.json").exists():
+            raise Skip("ours-numpy measures ours' cached store: list ours before it, without --rebuild")
+        super().build()
+
+
 # --- numpy exact ---------------------------------------------------------------------------------------
 
 
@@ -281,7 +300,7 @@ class FaissRefine(_Faiss):
 
 
 PEERS: dict[str, type[Peer]] = {
-    cls.name: cls for cls in (Ours, NumpyExact, Hnswlib, FaissHNSW, FaissRefine, *PEERS_NATIVE, LangChainInMemory,
+    cls.name: cls for cls in (Ours, OursNumpy, NumpyExact, Hnswlib, FaissHNSW, FaissRefine, *PEERS_NATIVE, LangChainInMemory,
                               LlamaIndexSimple, QdrantLocal)
 }
 DEFAULT_METHODS = tuple(PEERS)

@@ -245,7 +245,7 @@ class UsearchCoarseToFine(_Usearch):
         self.index.expansion_search = setting["ef"]
 
     def search(self, query: np.ndarray, k: int) -> np.ndarray:
-        from ..store.local.vectors import dot  # noqa: PLC0415 - the same exact float16 -> float32 scoring as ours
+        from ..store.local.kernel import dot  # noqa: PLC0415 - the same exact float16 -> float32 scoring as ours
 
         p = self._ndim()
         prefix = query[:p] / max(float(np.linalg.norm(query[:p])), 1e-12)

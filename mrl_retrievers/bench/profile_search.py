@@ -24,13 +24,11 @@ import numpy as np
 
 from mrl_retrievers.mrl import unit_vector
 from mrl_retrievers.store import MRLStore
-from mrl_retrievers.store.local.search import top_k
-from mrl_retrievers.store.local.vectors import dot
+from mrl_retrievers.store.local import kernel
 
 NAMES = ["validate + normalize query", "plan + read lock enter (+ catch-up check)",
-         "coarse: prefix + hnswlib knn_query (all segments)", "rerank: sort + dup check",
-         "rerank: gather (prefetch + fancy-index copy)", "rerank: CRC bitmap check", "rerank: float16 dot",
-         "rerank: top_k", "to_hits: SQLite by_rows + Hit objects", "read lock exit"]
+         "coarse: prefix + hnswlib knn_query (all segments)", "rerank: CRC bitmap check",
+         "rerank: score + top-k (kernel.best_of)", "to_hits: SQLite by_rows + Hit objects", "read lock exit"]
 ns = time.perf_counter_ns
 
 
@@ -44,17 +42,9 @@ def stage_times(store: MRLStore, vector: np.ndarray, effort: dict, k: int = 10) 
         t.append(ns())
         rows, _sims = st.coarse(query)
         t.append(ns())
-        rows = np.sort(rows)
-        if len(rows) > 1 and (rows[1:] == rows[:-1]).any():
-            rows = np.unique(rows)
+        st.ensure_checked(rows)
         t.append(ns())
-        stored = st.gather(rows)
-        t.append(ns())
-        st.check(rows, stored)
-        t.append(ns())
-        scores = dot(stored, query)
-        t.append(ns())
-        best, best_scores = top_k(rows, scores, k)
+        best, best_scores = st.best_of(query, rows)
         t.append(ns())
         hits = st.hits(best, best_scores)
         t.append(ns())
@@ -137,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for q in queries[:300]:  # warm: page cache, plan cache, SQLite's
             store.search(q, k=10, **effort)
-        print(f"prefix {store.prefix_dim}, effort {effort or 'the store default'}")
+        print(f"prefix {store.prefix_dim}, effort {effort or 'the store default'}, "
+              f"scoring: {'compiled kernel' if kernel.compiled() else 'numpy twin'}")
         if args.threads:
             threaded(store, queries, effort, args.threads, args.seconds)
         else:

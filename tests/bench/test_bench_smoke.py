@@ -14,7 +14,7 @@ import pytest
 from mrl_retrievers.bench.cli import main
 
 N = 10_000
-EXPECTED = ["ours", "numpy", "hnswlib", "faiss-hnsw", "faiss-refine", "langchain", "llamaindex", "qdrant-local"]
+EXPECTED = ["ours", "ours-numpy", "numpy", "hnswlib", "faiss-hnsw", "faiss-refine", "langchain", "llamaindex", "qdrant-local"]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,10 @@ def test_every_applicable_peer_ran_with_sane_recall(bench_run):
     assert ours["headline"]["setting"] == {k: ours["extra"]["manifest"][k] for k in ("shortlist", "ef")}
     assert ours["headline"]["cold_queries"] == 10 and "rerank_cold_p50_ms" in ours["extra"]
     assert ours["memory"]["index_mb"] > 0 and ours["disk_mb"] > 0
+    # ours-numpy: the same store, scored by numpy instead of the compiled kernel: the same recall
+    twin = {(p["setting"]["shortlist"], p["setting"]["ef"]): p["recall"] for p in by["ours-numpy"]["points"]}
+    compiled = {(p["setting"]["shortlist"], p["setting"]["ef"]): p["recall"] for p in ours["points"]}
+    assert twin.keys() == compiled.keys() and all(abs(twin[s] - compiled[s]) <= 0.005 for s in twin), (twin, compiled)
 
 
 def test_targets_are_reported_as_ratios(bench_run):

@@ -71,6 +71,8 @@ def test_info_verify_reindex_compact_rebuild(workspace):
     code, out, err = run("info", store, "--json", cwd=workspace)
     info = json.loads(out)
     assert code == 0 and info["count"] == 2 and info["full_dim"] == 64 and info["spec"]["provider"] == "fake"
+    code, out, _ = run("info", store, cwd=workspace)
+    assert code == 0 and "rerank  compiled kernel" in out  # the install built it (hatch_build.py)
     assert run("verify", store, cwd=workspace)[:2] == (0, f"ok: {store}\n")
     code, out, _ = run("reindex", store, "--prefix-dim", "32", cwd=workspace)
     assert code == 0 and "prefix_dim=32" in out

@@ -275,8 +275,10 @@ def test_checkpoint_recalibrates_only_after_growth_with_bounded_work(tmp_path, c
     s.checkpoint()
     assert _without_timing(s.manifest.calibration) == _without_timing(first)
     reads, queries = [], []
-    gather, query = type(s._s.vectors).gather, type(s._s.ann).query
-    monkeypatch.setattr(type(s._s.vectors), "gather", lambda self, rows, **kw: reads.append(len(rows)) or gather(self, rows, **kw))
+    query = type(s._s.ann).query
+    for read in ("gather", "scores_of", "best_of"):  # every way a row leaves the vector file
+        real = getattr(type(s._s.vectors), read)
+        monkeypatch.setattr(type(s._s.vectors), read, lambda self, rows, *a, real=real, **kw: reads.append(len(rows)) or real(self, rows, *a, **kw))
     monkeypatch.setattr(type(s._s.ann), "query", lambda self, p, k, ef, num_threads=1, **kw: queries.append((len(p), k)) or query(self, p, k, ef, num_threads, **kw))
     s.add([str(i) for i in range(3500, N)], data[3500:])  # 2.4x the calibrated size
     s.checkpoint()
@@ -412,8 +414,10 @@ def test_the_trace_reads_no_row_again_when_the_truth_pass_scores_fit(tmp_path, c
         s._s.auto_calibrate = False
         s.add([str(i) for i in range(N)], data)
         reads, traces = [], []
-        gather, real_trace = type(s._s.vectors).gather, calibration.trace
-        monkeypatch.setattr(type(s._s.vectors), "gather", lambda self, rows, **kw: reads.append(len(rows)) or gather(self, rows, **kw))
+        real_trace = calibration.trace
+        for read in ("gather", "scores_of", "best_of"):  # every way a row leaves the vector file
+            real = getattr(type(s._s.vectors), read)
+            monkeypatch.setattr(type(s._s.vectors), read, lambda self, rows, *a, real=real, **kw: reads.append(len(rows)) or real(self, rows, *a, **kw))
         monkeypatch.setattr(calibration, "trace", lambda *a, **kw: traces.append(real_trace(*a, **kw)) or traces[-1])
         kept = s.calibrate(probes=PROBES, seed=5)
         assert sum(reads) == N + PROBES  # the probes' own rows, then one pass over the store

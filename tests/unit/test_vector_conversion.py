@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrl_retrievers.store.local.vectors import dot, to_float32
+from mrl_retrievers.store.local.kernel import dot, to_float32
 
 
 def test_every_finite_float16_converts_exactly():

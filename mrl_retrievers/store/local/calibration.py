@@ -51,7 +51,7 @@ from ...errors import InvalidInputError, MRLError
 from ...mrl import normalize, prefix
 from ..effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence_parts
 from .search import fold_top_k
-from .vectors import dot, to_float32
+from .kernel import to_float32
 
 if TYPE_CHECKING:  # pragma: no cover
     from .state import StoreState
@@ -329,7 +329,7 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
                     rows_of[i] = None
                     f = _scores(state, r, queries[i])
                 else:
-                    f = rows_of[i].scores(r, lambda fresh, q=queries[i]: dot(state.vectors.gather(fresh), q))
+                    f = rows_of[i].scores(r, lambda fresh, q=queries[i]: state.vectors.scores_of(fresh, q))
                 top = r[np.argsort(-f, kind="stable")[:K]]
                 recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
                 conf[i, b, level] = confidence_parts(s, f, K)
@@ -360,13 +360,13 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
 
 
 def _scores(state: "StoreState", rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Full scores of ``rows`` (any order), gathered in row order, ``_BLOCK_BYTES`` of float32 at a time."""
+    """Full scores of ``rows`` (any order), read in row order, ``_BLOCK_BYTES`` of float32 at a time."""
     order = np.argsort(rows)
     out = np.empty(len(rows), dtype=np.float32)
     block = max(256, _BLOCK_BYTES // (4 * state.manifest.full_dim))
     for start in range(0, len(rows), block):
         part = order[start : start + block]
-        out[part] = dot(state.vectors.gather(rows[part]), query)
+        out[part] = state.vectors.scores_of(rows[part], query)
     return out
 
 

@@ -24,7 +24,8 @@ from .ann import AnnIndex
 from .coarse import CoarseIndex
 from .crashpoints import crash_point
 from .manifest import AnnState, Manifest, SegmentState
-from .vectors import VectorFile, to_float32
+from .kernel import to_float32
+from .vectors import VectorFile
 
 if TYPE_CHECKING:  # pragma: no cover
     from .state import StoreState

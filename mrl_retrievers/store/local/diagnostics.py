@@ -60,6 +60,15 @@ class SearchStages:
         """Check gathered rows against their CRC-32 (``CorruptStoreError`` on a mismatch)."""
         self._state.checked.verify(self._state.docs, rows, stored)
 
+    def ensure_checked(self, rows: np.ndarray) -> None:
+        """The rerank's first step: check the rows (any order) this handle has not checked yet."""
+        s = self._state
+        s.checked.ensure(s.vectors, s.docs, rows)
+
+    def best_of(self, query: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rerank's second step: the plan's ``k`` best of checked ``rows``, scored in place."""
+        return self._state.vectors.best_of(rows, query, self.plan.k)
+
     def exact_scores(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Full-width cosine of ``query`` against ``rows`` (ascending), checked: the adaptive climb's scorer."""
         s = self._state

@@ -17,7 +17,7 @@ import numpy as np
 from ...errors import CorruptStoreError
 from .checkpoints import VERIFY_INDEX_SAMPLE, build_ann, check_index_sample, checkpoint
 from .crashpoints import crash_point
-from . import query_sample
+from . import kernel, query_sample
 from .fs import fsync_dir
 from .docstore import damaged_record
 from .vectors import VectorFile, row_checksums, vector_file_name
@@ -104,6 +104,7 @@ def stats(state: "StoreState") -> dict:
         "calibration": m.calibration.to_dict() if m.calibration else None,
         "exact_below": m.exact_below,
         "segments": len(state.ann.segments),  # coarse-index segments (``store/coarse.py``)
+        "scoring": kernel.describe(),  # of this process, not of the store
         "spec": m.spec.to_dict() if m.spec else None,
         "disk_bytes": sum(files.values()),
         "files": files,

@@ -19,8 +19,10 @@ from ...types import Hit
 from .. import effort
 from .ann import AnnIndex
 from ..validation import check_k
+from . import kernel
 from .docstore import DocStore, damaged_record
-from .vectors import VectorFile, dot, row_checksums, to_float32
+from .kernel import to_float32, top_k
+from .vectors import VectorFile, row_checksums
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,8 @@ def exact_scores(vf: VectorFile, docs: DocStore, checked: "RowChecks", rows: np.
     block = max(1024, _SCAN_BLOCK_BYTES // (4 * vf.dim))
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
-        stored = vf.gather(part)
-        checked.verify(docs, part, stored)
-        out[start : start + len(part)] = dot(stored, query)
+        checked.ensure(vf, docs, part)
+        out[start : start + len(part)] = vf.scores_of(part, query)
     return out
 
 
@@ -66,6 +67,12 @@ class RowChecks:
 
     def reset(self) -> None:
         self._ok = np.zeros(0, dtype=bool)
+
+    def ensure(self, vf: VectorFile, docs: DocStore, rows: np.ndarray) -> None:
+        """Check the ``rows`` (any order) this handle has not checked yet, before their scores count."""
+        if len(rows) and kernel.unchecked(self._ok, rows):  # the warm path: one call, no copy
+            todo = np.unique(rows)  # ascending, for the gather
+            self.verify(docs, todo, vf.gather(todo))
 
     def verify(self, docs: DocStore, rows: np.ndarray, stored: np.ndarray) -> None:
         if len(rows) == 0:
@@ -85,15 +92,6 @@ class RowChecks:
         self._ok[rows[todo]] = True
 
 
-def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` (score descending, row ascending on ties: deterministic)."""
-    if len(rows) > k:
-        keep = np.argpartition(-scores, k - 1)[:k]
-        rows, scores = rows[keep], scores[keep]
-    order = np.lexsort((rows, -scores))
-    return rows[order], scores[order]
-
-
 def fold_top_k(best: tuple[np.ndarray, np.ndarray], rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge one block into running per-query top-k lists (exact scans of many queries at once).
 
@@ -110,22 +108,19 @@ def fold_top_k(best: tuple[np.ndarray, np.ndarray], rows: np.ndarray, scores: np
 
 
 def rerank(vf: VectorFile, docs: DocStore, checked: RowChecks, rows: np.ndarray, query: np.ndarray, k: int, funnel_dim: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Score candidate rows exactly at full width (optionally narrowed at ``funnel_dim`` first).
+    """Score candidate rows (any order) exactly at full width (optionally narrowed at ``funnel_dim``
+    first); the best ``k``, best first (``kernel.best_of``: a row listed twice counts once).
 
     Rows are checked against their CRC-32 (``RowChecks``): a flipped bit in the vector file becomes
     a typed error, never a silently wrong ranking.
     """
-    rows = np.sort(rows)  # sequential-ish reads
-    if len(rows) > 1 and (rows[1:] == rows[:-1]).any():  # hnswlib labels are unique; be safe anyway
-        rows = np.unique(rows)
     if funnel_dim is not None and len(rows) > 4 * k:
+        rows = np.unique(rows)  # ascending: sequential-ish reads
         partial = to_float32(vf.gather(rows, columns=funnel_dim))
         coarse = (normalize(partial) @ prefix(query, funnel_dim)).astype(np.float32)
         rows, _ = top_k(rows, coarse, max(4 * k, len(rows) // 4))
-        rows = np.sort(rows)
-    stored = vf.gather(rows)
-    checked.verify(docs, rows, stored)
-    return top_k(rows, dot(stored, query), k)
+    checked.ensure(vf, docs, rows)
+    return vf.best_of(rows, query, k)
 
 
 def verify_rows(docs: DocStore, rows: np.ndarray, stored: np.ndarray) -> None:

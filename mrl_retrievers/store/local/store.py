@@ -47,7 +47,8 @@ from .manifest import Manifest
 from .rwlock import ReadWriteLock
 from .search import Searcher
 from ..validation import check_ids, check_k, check_texts
-from .vectors import row_checksums, to_float32
+from .kernel import to_float32
+from .vectors import row_checksums
 
 # A batch at least this large is inserted into hnswlib on all cores (under the write lock, as
 # always): bulk loads build ~2x faster on 2 cores; small batches stay on one thread (less overhead).

@@ -48,7 +48,7 @@ from .manifest import Manifest
 from .rwlock import ReadWriteLock
 from .search import fold_top_k
 from .state import StoreState
-from .vectors import to_float32
+from .kernel import to_float32
 
 
 class Tunable(Protocol):

@@ -4,7 +4,8 @@ Row ``r`` lives at byte ``r * row_bytes``; there is no header (the manifest hold
 SQLite holds how many rows are committed and each row's checksum). Bytes past the committed rows
 are the remains of a batch that crashed before its commit: the writer cuts them off on open.
 
-Reads never hand out views of the map (a later remap would invalidate them): every read copies.
+Reads never hand out views of the map (a later remap would invalidate them): every read copies, or
+scores the rows in place (``best_of``, ``scores_of``: the compiled kernel reads the map directly).
 """
 
 from __future__ import annotations
@@ -19,42 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import kernel
 from .crashpoints import crash_point
 
 _PAGE = mmap.PAGESIZE
 DTYPES = {"float16": np.float16, "float32": np.float32}
-
-# numpy converts float16 with a scalar loop (~2-4 ns a number here: 0.4-0.7 ms for a 200 x 1024
-# rerank, more than the dot products). Moving bits is exact and ~5x faster: a float16's sign,
-# exponent and mantissa shifted into a float32's positions is the same number times 2**-112 (the
-# exponent biases differ by 127 - 15), subnormals included; the factor goes on the query instead.
-# (Rows are unit vectors, so there is no inf/NaN to carry; a damaged row fails its CRC first.)
-_F16_SCALE = np.float32(2.0**112)
-_F16_BITS = np.int32(-0x70002000)  # 0x8FFFE000: the sign bit and the 15 exponent + mantissa bits
-
-
-def _f16_scaled(rows: np.ndarray) -> np.ndarray:
-    wide = rows.view(np.int16).astype(np.int32)  # sign-extended: bit 31 is the sign
-    wide <<= 13
-    wide &= _F16_BITS
-    return wide.view(np.float32)
-
-
-def to_float32(rows: np.ndarray) -> np.ndarray:
-    """Stored rows (float16 or float32) as a new float32 array, exactly."""
-    if rows.dtype != np.float16:
-        return np.array(rows, dtype=np.float32)
-    out = _f16_scaled(rows)
-    out *= _F16_SCALE
-    return out
-
-
-def dot(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """``rows @ query`` in float32 for stored rows of either dtype (the rerank's inner loop)."""
-    if rows.dtype != np.float16:
-        return rows @ query
-    return _f16_scaled(rows) @ (query * _F16_SCALE)
-
 
 def _load_mincore():
     """libc's mincore (is a page in the page cache?), or None where it is unavailable."""
@@ -167,15 +137,36 @@ class VectorFile:
             return np.empty((0, columns or self.dim), dtype=self.dtype)
         self.ensure_mapped(int(rows[-1]) + 1)
         view = self._view if columns is None else self._view[:, :columns]
+        return self._read(rows, lambda: view[rows])  # fancy indexing copies
+
+    def best_of(self, rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of ``rows`` (any order) by dot product with ``query``: (rows, scores), best
+        first (``kernel.best_of``), read in place. The caller checks the rows' CRC-32 first."""
+        if len(rows) == 0:
+            return kernel.best_of(self._view, rows, query, k)
+        return self._in_place(rows, lambda: kernel.best_of(self._view, rows, query, k))
+
+    def scores_of(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Dot products of ``rows`` (any order) with ``query``, by the same arithmetic as ``best_of``."""
+        if len(rows) == 0:
+            return np.empty(0, dtype=np.float32)
+        return self._in_place(rows, lambda: kernel.scores_of(self._view, rows, query))
+
+    def _in_place(self, rows: np.ndarray, score):
+        self.ensure_mapped(int(rows.max()) + 1)  # rows come in any order
+        return self._read(rows, score)
+
+    def _read(self, rows: np.ndarray, read):
+        """``read()`` of mapped rows, cold pages prefetched first (see ``_PROBE_EVERY``)."""
         if self._warm_left > 0:
             self._warm_left -= 1
             started = time.perf_counter_ns()
-            out = view[rows]  # fancy indexing copies
+            out = read()
             if time.perf_counter_ns() - started > _SLOW_ROW_NS * len(rows):
                 self._warm_left = 0  # it read from disk: probe (and prefetch) again next time
             return out
         self._prefetch(rows)
-        return view[rows]
+        return read()
 
     def _prefetch(self, rows: np.ndarray) -> None:
         """Ask the kernel to start reading all candidate pages at once (MADV_WILLNEED).

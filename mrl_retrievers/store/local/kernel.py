@@ -1,0 +1,124 @@
+"""Scoring stored rows against a query: the compiled kernel (``_kernel.c``) and its numpy twin.
+
+A search's fine stage reads its candidate rows and keeps the best ``k``. In numpy that is a gather
+(a copy), a float16 conversion, a dot product, a partition and a sort: ~25 calls, each taking the
+GIL back, so two searching threads spend their time handing it over (docs/benchmarks.md, "Two
+threads, stage by stage"). The kernel does it in one call that reads the rows in place through the
+map, with the GIL released. It is built when the package is installed (``hatch_build.py``); where it
+could not be built, or with ``MRL_RETRIEVERS_KERNEL=numpy`` in the environment, the numpy twin runs.
+
+The two agree on which rows win and on every score to float32 rounding (they sum in a different
+order); each is deterministic. ``IndexError`` means a row lies outside the matrix given.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:
+    from . import _kernel as _compiled
+except ImportError:  # not built (no C compiler at install time, or a source checkout never installed)
+    _compiled = None
+    _WHY_NOT = "numpy (the compiled kernel was not built: reinstall with a C compiler)"
+else:
+    _WHY_NOT = "numpy (MRL_RETRIEVERS_KERNEL=numpy)"
+
+if os.environ.get("MRL_RETRIEVERS_KERNEL", "").lower() == "numpy":
+    _compiled = None
+
+
+def compiled() -> bool:
+    """Whether searches use the compiled kernel (False: the numpy twin)."""
+    return _compiled is not None
+
+
+def use_numpy() -> None:
+    """Score with the numpy twin from now on, in this process (the bench's ablation, ``ours-numpy``;
+    ``MRL_RETRIEVERS_KERNEL=numpy`` in the environment does the same at import)."""
+    global _compiled, _WHY_NOT
+    _compiled, _WHY_NOT = None, "numpy (asked for: kernel.use_numpy())"
+
+
+def describe() -> str:
+    """What scores a search's candidates here (``info`` shows it)."""
+    if _compiled is None:
+        return _WHY_NOT
+    return "compiled kernel, " + ("F16C float16 conversion" if _compiled.uses_f16c() else "portable float16 conversion")
+
+
+# numpy converts float16 with a scalar loop (~2-4 ns a number here: 0.4-0.7 ms for a 200 x 1024
+# rerank, more than the dot products). Moving bits is exact and ~5x faster: a float16's sign,
+# exponent and mantissa shifted into a float32's positions is the same number times 2**-112 (the
+# exponent biases differ by 127 - 15), subnormals included; the factor goes on the query instead.
+# (Rows are unit vectors, so there is no inf/NaN to carry; a damaged row fails its CRC first.)
+_F16_SCALE = np.float32(2.0**112)
+_F16_BITS = np.int32(-0x70002000)  # 0x8FFFE000: the sign bit and the 15 exponent + mantissa bits
+
+
+def _f16_scaled(rows: np.ndarray) -> np.ndarray:
+    wide = rows.view(np.int16).astype(np.int32)  # sign-extended: bit 31 is the sign
+    wide <<= 13
+    wide &= _F16_BITS
+    return wide.view(np.float32)
+
+
+def to_float32(rows: np.ndarray) -> np.ndarray:
+    """Stored rows (float16 or float32) as a new float32 array, exactly."""
+    if rows.dtype != np.float16:
+        return np.array(rows, dtype=np.float32)
+    out = _f16_scaled(rows)
+    out *= _F16_SCALE
+    return out
+
+
+def dot(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``rows @ query`` in float32 for stored rows of either dtype (numpy: many rows at once)."""
+    if rows.dtype != np.float16:
+        return rows @ query
+    return _f16_scaled(rows) @ (query * _F16_SCALE)
+
+
+def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` (score descending, row ascending on ties: deterministic)."""
+    if len(rows) > k:
+        keep = np.argpartition(-scores, k - 1)[:k]
+        rows, scores = rows[keep], scores[keep]
+    order = np.lexsort((rows, -scores))
+    return rows[order], scores[order]
+
+
+def best_of(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of ``matrix[rows]`` by dot product with ``query`` (unit, float32), as
+    (rows, scores) in ``top_k``'s order; a row listed twice counts once."""
+    if _compiled is None or len(rows) == 0:
+        rows = np.unique(rows)  # sorted too: the copy reads the map front to back
+        return top_k(rows, dot(matrix[rows], query), k)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    out_rows = np.empty(min(k, len(rows)), dtype=np.int64)
+    out_scores = np.empty(len(out_rows), dtype=np.float32)
+    count = _compiled.top_k(matrix, rows, np.ascontiguousarray(query, dtype=np.float32), out_rows, out_scores)
+    if count == -2:  # hnswlib's labels are unique: only a caller's own list can get here
+        return best_of(matrix, np.unique(rows), query, k)
+    if count < 0:
+        raise IndexError(f"a row of {len(rows)} lies outside the {len(matrix)} rows mapped")
+    return out_rows, out_scores
+
+
+def scores_of(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Dot products of ``matrix[rows]`` with ``query``, in ``rows``' order (what ``best_of`` ranks by)."""
+    if _compiled is None or len(rows) == 0:
+        return dot(matrix[rows], query)
+    out = np.empty(len(rows), dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if _compiled.scores(matrix, rows, np.ascontiguousarray(query, dtype=np.float32), out) < 0:
+        raise IndexError(f"a row of {len(rows)} lies outside the {len(matrix)} rows mapped")
+    return out
+
+
+def unchecked(checked: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether any of ``rows`` is not marked in the ``checked`` bitmap (or lies past its end)."""
+    if _compiled is None or rows.dtype != np.int64:
+        return len(rows) > 0 and (int(rows.max()) >= len(checked) or not checked[rows].all())
+    return _compiled.unchecked(checked, rows) > 0

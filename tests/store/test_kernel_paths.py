@@ -1,0 +1,59 @@
+"""Every search path gives the same answers on the compiled scoring kernel and on its numpy twin
+(``store/local/kernel.py``): the same ids in the same order, scores equal to float32 rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrl_retrievers import MRLStore
+from mrl_retrievers.errors import CorruptStoreError
+from mrl_retrievers.store.local import kernel
+
+pytestmark = pytest.mark.skipif(not kernel.compiled(), reason="the compiled kernel is not in use here")
+
+N, DIM, PREFIX = 6000, 96, 16
+
+
+def answers(s: MRLStore, queries: np.ndarray) -> list[list[tuple[str, float]]]:
+    out = []
+    for q in queries:
+        for kwargs in ({}, {"shortlist": 50, "ef": 50}, {"shortlist": 300, "ef": 600}, {"k": 1}, {"k": 40},
+                       {"target_recall": 0.9}, {"filter": {"parity": "odd"}}, {"filter": {"bucket": 3}}):
+            out.append([(h.id, h.score) for h in s.search(q, **{"k": 10, **kwargs})])
+        out.append([(h.id, h.score) for h in s.search_exact(q, k=10)])
+    for hits in s.search_batch(queries, k=10, shortlist=60, ef=60):
+        out.append([(h.id, h.score) for h in hits])
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("funnel", [None, 48])
+def test_every_search_path_answers_alike_on_both(tmp_path, rng, monkeypatch, dtype, funnel):
+    data = rng.standard_normal((N, DIM)).astype(np.float32) * (1 + np.arange(DIM)) ** -0.5
+    queries = data[rng.choice(N, 25, replace=False)] + 0.3 * rng.standard_normal((25, DIM)).astype(np.float32) * (1 + np.arange(DIM)) ** -0.5
+    meta = [{"parity": "odd" if i % 2 else "even", "bucket": i % 40} for i in range(N)]
+    with MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=PREFIX, dtype=dtype, exact_below=200, funnel_dim=funnel) as s:
+        s.add([f"d{i}" for i in range(N)], data, metadatas=meta)
+        s.calibrate(probes=64, seed=1)
+        compiled = answers(s, queries)
+        monkeypatch.setattr(kernel, "_compiled", None)
+        s._s.checked.reset()  # the twin checks every row again, as a fresh handle would
+        twin = answers(s, queries)
+    assert len(compiled) == len(twin)
+    for got, want in zip(compiled, twin):
+        assert [i for i, _ in got] == [i for i, _ in want]
+        np.testing.assert_allclose([sc for _, sc in got], [sc for _, sc in want], rtol=0, atol=2e-6)
+
+
+def test_a_damaged_row_is_caught_before_the_kernel_scores_it(tmp_path, rng):
+    data = rng.standard_normal((3000, 64)).astype(np.float32)
+    path = tmp_path / "s"
+    with MRLStore.create(path, full_dim=64, prefix_dim=16, exact_below=100) as s:
+        s.add([str(i) for i in range(3000)], data)
+    vector_file = next(path.glob("vectors.*"))
+    raw = bytearray(vector_file.read_bytes())
+    raw[7 * 64 * 2 + 10] ^= 0x40  # one bit of row 7 (float16 rows of 64 numbers)
+    vector_file.write_bytes(bytes(raw))
+    with MRLStore.open(path, read_only=True) as s, pytest.raises(CorruptStoreError, match="row 7"):
+        s.search(data[7], k=5, shortlist=50, ef=50)
