@@ -57,3 +57,35 @@ def test_a_damaged_row_is_caught_before_the_kernel_scores_it(tmp_path, rng):
     vector_file.write_bytes(bytes(raw))
     with MRLStore.open(path, read_only=True) as s, pytest.raises(CorruptStoreError, match="row 7"):
         s.search(data[7], k=5, shortlist=50, ef=50)
+
+
+TRICKY = ["plain", "", None, "nul \x00 inside", "quotes \" and \\ backslash", "emoji \U0001F600 and \u2028 separator",
+          "ctrl \x01\x1f\t\n\r", "é" * 5000]
+
+
+def test_hit_records_are_the_rows_own_columns_exactly(tmp_path, rng):
+    """The search reads its hits' records as one JSON array (one SQLite step): every text, id and
+    metadata must come back exactly as ``by_rows`` reads the columns."""
+    n = len(TRICKY)
+    data = rng.standard_normal((n, 16)).astype(np.float32)
+    # (metadata strings may not hold NUL: the store refuses them, since older SQLite JSON truncates at it;
+    # texts may, and older SQLite would truncate them in the JSON copy: the checksum then re-reads the row)
+    metas = [{"k": t.replace("\x00", ""), "n": [1, 2.5, None], "big": 2**53 + 1} if t is not None else {} for t in TRICKY]
+    with MRLStore.create(tmp_path / "s", full_dim=16, prefix_dim=4) as s:
+        s.add([f"id-{i}-\u00e9\U0001F600" for i in range(n)], data, texts=TRICKY, metadatas=metas)
+        docs = s._s.docs
+        rows = list(range(n))
+        assert docs.hit_records(rows) == docs.by_rows(rows)
+        for i in range(n):
+            hit = s.search(data[i], k=1, target_recall=1.0)[0]
+            assert (hit.id, hit.text, hit.metadata) == (f"id-{i}-\u00e9\U0001F600", TRICKY[i], metas[i])
+
+
+def test_a_record_whose_json_copy_disagrees_is_read_again_not_called_damaged(tmp_path, rng, monkeypatch):
+    data = rng.standard_normal((3, 16)).astype(np.float32)
+    with MRLStore.create(tmp_path / "s", full_dim=16, prefix_dim=4) as s:
+        s.add(["a", "b", "c"], data, texts=["alpha", "beta", "gamma"])
+        docs = type(s._s.docs)
+        real = docs.hit_records
+        monkeypatch.setattr(docs, "hit_records", lambda self, rows: {r: (i, (t or "") + "!", m, c, rc) for r, (i, t, m, c, rc) in real(self, rows).items()})
+        assert [h.text for h in s.search(data[1], k=3, target_recall=1.0)][0] == "beta"

@@ -140,12 +140,14 @@ def to_hits(docs: DocStore, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
     The caller reads inside the committed state it ranked (see ``follow``): every row is live there.
     """
     rows = rows.tolist()
-    found = docs.by_rows(rows)
+    found = docs.hit_records(rows)
     hits = []
     for row, score in zip(rows, scores.tolist()):  # tolist: Python floats already
         record = found.get(row)
         if record is not None:
             id_, text, meta, _crc, rcrc = record
+            if damaged_record(id_, text, meta, rcrc):  # the row's own columns decide, not their JSON copy
+                id_, text, meta, _crc, rcrc = docs.by_rows([row]).get(row, record)
             if damaged_record(id_, text, meta, rcrc):
                 raise CorruptStoreError(
                     f"item {id_!r} of {docs.path.parent} fails its text/metadata checksum; "
