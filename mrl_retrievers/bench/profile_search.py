@@ -28,7 +28,7 @@ from mrl_retrievers.store.local import kernel
 
 NAMES = ["validate + normalize query", "plan + read lock enter (+ catch-up check)",
          "coarse: prefix + hnswlib knn_query (all segments)", "rerank: CRC bitmap check",
-         "rerank: score + top-k (kernel.best_of)", "to_hits: SQLite by_rows + Hit objects", "read lock exit"]
+         "rerank: score + top-k (kernel.best_of)", "to_hits: SQLite hit_records + Hit objects", "read lock exit"]
 ns = time.perf_counter_ns
 
 
