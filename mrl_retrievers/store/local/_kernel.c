@@ -212,72 +212,86 @@ static int rows_in_range(const int64_t *rows, int64_t n, int64_t limit) {
     return 1;
 }
 
+/* What every scoring call reads: the matrix (float16 or float32 rows), the rows, the query. */
+typedef struct {
+    Py_buffer matrix, rows, query;
+} Inputs;
+
+static int take_inputs(PyObject *const *args, Inputs *in) {
+    if (!take(args[0], &in->matrix, 2, 0, "ef", 0, "matrix")) return 0;
+    if (take(args[1], &in->rows, 1, 8, "qlQL", 0, "rows")) {
+        if (take(args[2], &in->query, 1, 4, "f", 0, "query")) {
+            if (in->query.shape[0] == in->matrix.shape[1]) return 1;
+            PyErr_SetString(PyExc_ValueError, "the query's width is not the matrix's");
+            PyBuffer_Release(&in->query);
+        }
+        PyBuffer_Release(&in->rows);
+    }
+    PyBuffer_Release(&in->matrix);
+    return 0;
+}
+
+static void release_inputs(Inputs *in) {
+    PyBuffer_Release(&in->query);
+    PyBuffer_Release(&in->rows);
+    PyBuffer_Release(&in->matrix);
+}
+
 /* top_k(matrix, rows, query, out_rows, out_scores) -> count; -1: a row lies outside the matrix;
  * -2: a row is listed twice among the winners (ask again with unique rows). */
 static PyObject *py_top_k(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    Py_buffer m, r, q, orow, oscore;
+    Inputs in;
+    Py_buffer orow, oscore;
     if (nargs != 5) return PyErr_Format(PyExc_TypeError, "top_k takes 5 arguments (%zd given)", nargs);
-    if (!take(args[0], &m, 2, 0, "ef", 0, "matrix")) return NULL;
-    if (!take(args[1], &r, 1, 8, "qlQL", 0, "rows")) goto m_only;
-    if (!take(args[2], &q, 1, 4, "f", 0, "query")) goto m_r;
-    if (!take(args[3], &orow, 1, 8, "qlQL", 1, "out_rows")) goto m_r_q;
-    if (!take(args[4], &oscore, 1, 4, "f", 1, "out_scores")) goto m_r_q_o;
-    int64_t dim = m.shape[1], n = r.shape[0], k = orow.shape[0], count = -1;
-    if (q.shape[0] != dim || oscore.shape[0] != k) {
-        PyErr_SetString(PyExc_ValueError, "top_k: query width or output lengths do not match");
-        goto all;
+    if (!take_inputs(args, &in)) return NULL;
+    PyObject *result = NULL;
+    if (take(args[3], &orow, 1, 8, "qlQL", 1, "out_rows")) {
+        if (take(args[4], &oscore, 1, 4, "f", 1, "out_scores")) {
+            int64_t n = in.rows.shape[0], k = orow.shape[0], count = -1;
+            if (oscore.shape[0] != k) {
+                PyErr_SetString(PyExc_ValueError, "top_k: out_rows and out_scores differ in length");
+            } else {
+                Py_BEGIN_ALLOW_THREADS
+                if (rows_in_range(in.rows.buf, n, in.matrix.shape[0]))
+                    count = top_k(in.matrix.buf, in.matrix.shape[1], in.matrix.itemsize == 2, in.rows.buf, n, in.query.buf,
+                                  k, orow.buf, oscore.buf);
+                Py_END_ALLOW_THREADS
+                result = PyLong_FromLongLong(count);
+            }
+            PyBuffer_Release(&oscore);
+        }
+        PyBuffer_Release(&orow);
     }
-    Py_BEGIN_ALLOW_THREADS
-    if (rows_in_range(r.buf, n, m.shape[0]))
-        count = top_k(m.buf, dim, m.itemsize == 2, r.buf, n, q.buf, k, orow.buf, oscore.buf);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&oscore); PyBuffer_Release(&orow); PyBuffer_Release(&q); PyBuffer_Release(&r); PyBuffer_Release(&m);
-    return PyLong_FromLongLong(count);
-all:
-    PyBuffer_Release(&oscore);
-m_r_q_o:
-    PyBuffer_Release(&orow);
-m_r_q:
-    PyBuffer_Release(&q);
-m_r:
-    PyBuffer_Release(&r);
-m_only:
-    PyBuffer_Release(&m);
-    return NULL;
+    release_inputs(&in);
+    return result;
 }
 
 /* scores(matrix, rows, query, out) -> 0, or -1 when a row lies outside the matrix. */
 static PyObject *py_scores(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    Py_buffer m, r, q, out;
+    Inputs in;
+    Py_buffer out;
     if (nargs != 4) return PyErr_Format(PyExc_TypeError, "scores takes 4 arguments (%zd given)", nargs);
-    if (!take(args[0], &m, 2, 0, "ef", 0, "matrix")) return NULL;
-    if (!take(args[1], &r, 1, 8, "qlQL", 0, "rows")) goto m_only;
-    if (!take(args[2], &q, 1, 4, "f", 0, "query")) goto m_r;
-    if (!take(args[3], &out, 1, 4, "f", 1, "out")) goto m_r_q;
-    int64_t dim = m.shape[1], n = r.shape[0], status = -1;
-    if (q.shape[0] != dim || out.shape[0] != n) {
-        PyErr_SetString(PyExc_ValueError, "scores: query width or output length does not match");
-        goto all;
+    if (!take_inputs(args, &in)) return NULL;
+    PyObject *result = NULL;
+    if (take(args[3], &out, 1, 4, "f", 1, "out")) {
+        int64_t n = in.rows.shape[0], status = -1;
+        if (out.shape[0] != n) {
+            PyErr_SetString(PyExc_ValueError, "scores: out's length is not the rows'");
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            if (rows_in_range(in.rows.buf, n, in.matrix.shape[0])) {
+                scores(in.matrix.buf, in.matrix.shape[1], in.matrix.itemsize == 2, in.rows.buf, n, in.query.buf, out.buf);
+                status = 0;
+            }
+            Py_END_ALLOW_THREADS
+            result = PyLong_FromLongLong(status);
+        }
+        PyBuffer_Release(&out);
     }
-    Py_BEGIN_ALLOW_THREADS
-    if (rows_in_range(r.buf, n, m.shape[0])) {
-        scores(m.buf, dim, m.itemsize == 2, r.buf, n, q.buf, out.buf);
-        status = 0;
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&out); PyBuffer_Release(&q); PyBuffer_Release(&r); PyBuffer_Release(&m);
-    return PyLong_FromLongLong(status);
-all:
-    PyBuffer_Release(&out);
-m_r_q:
-    PyBuffer_Release(&q);
-m_r:
-    PyBuffer_Release(&r);
-m_only:
-    PyBuffer_Release(&m);
-    return NULL;
+    release_inputs(&in);
+    return result;
 }
 
 /* unchecked(checked, rows) -> how many rows the bitmap (one byte a row) does not mark as checked
