@@ -209,3 +209,43 @@ def test_the_build_hook_reports_a_missing_compiler_instead_of_failing(tmp_path, 
     monkeypatch.setenv("CC", "cc")
     out = tmp_path / hatch_build.extension_name()
     assert hatch_build.compile_kernel(ROOT, out) is None and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("path", ["compiled", "twin"])
+def test_queries_are_normalized_alike_by_every_search_entry_point(rng, monkeypatch, path):
+    """``search``/``search_exact`` normalize through ``unit_query``, the batch calls through
+    ``unit_queries``: one query must get the same bits from both, and unit length."""
+    from mrl_retrievers.mrl import unit_vector
+
+    if path == "twin":
+        twin(monkeypatch)
+    elif not kernel.compiled():
+        pytest.skip("the compiled kernel is not in use here")
+    queries = rng.standard_normal((50, 384)).astype(np.float32) * rng.uniform(1e-3, 1e3, (50, 1)).astype(np.float32)
+    queries[0] = 1e30  # its squares overflow float32: the checks' float64 path
+    batch = kernel.unit_queries(queries, 384)
+    for row, unit in zip(queries, batch):
+        single = kernel.unit_query(row, 384)
+        assert np.array_equal(single.view(np.int32), unit.view(np.int32))
+        np.testing.assert_allclose(single, unit_vector(row, 384), rtol=0, atol=1e-7)
+        assert abs(float(np.linalg.norm(single.astype(np.float64))) - 1.0) < 1e-6
+    as_list = kernel.unit_query(queries[3].astype(np.float64).tolist(), 384)  # any input the checks accept
+    assert np.array_equal(as_list, kernel.unit_query(queries[3], 384))
+
+
+@pytest.mark.parametrize("path", ["compiled", "twin"])
+def test_a_bad_query_gets_the_same_typed_error_on_both(monkeypatch, path):
+    from mrl_retrievers.errors import DimensionMismatchError, InvalidVectorError
+
+    if path == "twin":
+        twin(monkeypatch)
+    elif not kernel.compiled():
+        pytest.skip("the compiled kernel is not in use here")
+    bad = np.ones(8, dtype=np.float32)
+    for vector, error in ((np.zeros(8, np.float32), InvalidVectorError), (np.full(8, np.nan, np.float32), InvalidVectorError),
+                          (np.full(8, np.inf, np.float32), InvalidVectorError), (np.ones(9, np.float32), DimensionMismatchError),
+                          ("text", InvalidVectorError)):
+        with pytest.raises(error):
+            kernel.unit_query(vector, 8)
+    with pytest.raises(InvalidVectorError):
+        kernel.unit_queries(np.stack([bad, bad * 0]), 8)

@@ -14,8 +14,11 @@ order); each is deterministic. ``IndexError`` means a row lies outside the matri
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
+
+from ...mrl import as_matrix, as_vector, normalize, unit_vector
 
 try:
     from . import _kernel as _compiled
@@ -114,6 +117,37 @@ def scores_of(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.nda
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     if _compiled.scores(matrix, rows, np.ascontiguousarray(query, dtype=np.float32), out) < 0:
         raise IndexError(f"a row of {len(rows)} lies outside the {len(matrix)} rows mapped")
+    return out
+
+
+def unit_query(vector: Any, dim: int) -> np.ndarray:
+    """A search's query as a unit float32 vector, with ``mrl.unit_vector``'s checks and errors.
+
+    Compiled, the division runs in one call that keeps the GIL: numpy hands it over twice for a
+    1024-number vector (its loops over more than 500 numbers release it), and with two threads
+    searching each hand-over waits for the other thread's Python (+13% two-thread QPS at 100k,
+    docs/benchmarks.md). Every search entry point normalizes through here or ``unit_queries``, so
+    one query gets the same bits whichever takes it.
+    """
+    if _compiled is None:
+        return unit_vector(vector, dim)
+    if not (type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (dim,) and vector.flags.c_contiguous):
+        vector = as_vector(vector, dim)  # the checks and their errors; float32 from here
+    out = np.empty(dim, dtype=np.float32)
+    if _compiled.unit(vector, out) > 0:
+        return out
+    return unit_vector(vector, dim)  # not finite, too long for float32 or (near) zero: its checks decide
+
+
+def unit_queries(vectors: Any, dim: int) -> np.ndarray:
+    """``unit_query`` for each row of a batch (``mrl.as_matrix``'s checks and errors)."""
+    matrix = as_matrix(vectors, dim, what="query vectors")
+    if _compiled is None:
+        return normalize(matrix)
+    out = np.empty_like(matrix)
+    for i, row in enumerate(matrix):
+        if _compiled.unit(row, out[i]) <= 0:
+            out[i] = normalize(row)
     return out
 
 

@@ -29,7 +29,7 @@ from ...errors import (
     StoreLockedError,
 )
 from ...metadata import load_metadata, validate_metadatas
-from ...mrl import as_matrix, check_width, normalize, normalize_as, prefix, unit_vector
+from ...mrl import as_matrix, check_width, normalize_as, prefix
 from ...types import EmbeddingSpec, Hit, Record
 from . import bulk, follow, handles, opening, salvage
 from .docstore import damaged_record
@@ -47,6 +47,7 @@ from .manifest import Manifest
 from .rwlock import ReadWriteLock
 from .search import Searcher
 from ..validation import check_ids, check_k, check_texts
+from . import kernel
 from .kernel import to_float32
 from .vectors import row_checksums
 
@@ -446,7 +447,7 @@ class MRLStore:
         beside other searches and beside writers (read lock); costs one hnswlib query per effort level
         climbed, a read of each candidate row and two SQLite queries.
         """
-        query = unit_vector(vector, self.full_dim)
+        query = kernel.unit_query(vector, self.full_dim)
         flt = filters.parse_filter(filter) if filter is not None else None
         searcher = self._searcher
         searcher.plan(k, shortlist, ef, target_recall)  # bad arguments fail before any lock is taken (cached)
@@ -455,14 +456,14 @@ class MRLStore:
     def search_batch(self, vectors: Any, k: int = 10, shortlist: int | None = None, filter: Any = None, *, ef: int | None = None,
                      target_recall: float | None = None) -> list[list[Hit]]:
         """``search`` for each row of ``vectors``; the (first) coarse stage runs as one threaded batch."""
-        queries = normalize(as_matrix(vectors, self.full_dim, what="query vectors"))
+        queries = kernel.unit_queries(vectors, self.full_dim)
         flt = filters.parse_filter(filter)
         self._searcher.plan(k, shortlist, ef, target_recall)
         return self._read(lambda: self._searcher.batch(queries, self._searcher.plan(k, shortlist, ef, target_recall), flt))
 
     def search_exact(self, vector: Any, k: int = 10, filter: Any = None) -> list[Hit]:
         """The oracle: exact full-width scan of every live (and matching) item. Read lock."""
-        query = unit_vector(vector, self.full_dim)
+        query = kernel.unit_query(vector, self.full_dim)
         k = check_k(k)
         flt = filters.parse_filter(filter)
         return self._read(lambda: self._searcher.exact(query, None if flt is None else self._s.docs.rows_matching(flt), k))
@@ -470,7 +471,7 @@ class MRLStore:
     def search_exact_batch(self, vectors: Any, k: int = 10, filter: Any = None) -> list[list[Hit]]:
         """``search_exact`` for each row of ``vectors`` in one pass over the vector file: the
         oracle for large stores (one block of rows read once for all queries). Read lock."""
-        queries = normalize(as_matrix(vectors, self.full_dim, what="query vectors"))
+        queries = kernel.unit_queries(vectors, self.full_dim)
         k = check_k(k)
         flt = filters.parse_filter(filter)
         return self._read(lambda: self._searcher.exact_batch(queries, None if flt is None else self._s.docs.rows_matching(flt), k))
