@@ -8,7 +8,8 @@ map, with the GIL released. It is built when the package is installed (``hatch_b
 could not be built, or with ``MRL_RETRIEVERS_KERNEL=numpy`` in the environment, the numpy twin runs.
 
 The two agree on which rows win and on every score to float32 rounding (they sum in a different
-order); each is deterministic. ``IndexError`` means a row lies outside the matrix given.
+order); each is deterministic. ``IndexError`` means a row lies outside the matrix given. The search's
+query is normalized here too (``unit_query``): one compiled call instead of numpy's two GIL hand-overs.
 """
 
 from __future__ import annotations
