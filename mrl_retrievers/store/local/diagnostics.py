@@ -53,12 +53,8 @@ class SearchStages:
         return rerank(s.vectors, s.docs, s.checked, rows, query, self.plan.k, self.plan.funnel_dim)
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
-        """The stored rows (ascending ``rows``) in the file's dtype, unchecked: the rerank's read."""
+        """The stored rows (ascending ``rows``) in the file's dtype, copied out and unchecked (the bench's signal study)."""
         return self._state.vectors.gather(rows)
-
-    def check(self, rows: np.ndarray, stored: np.ndarray) -> None:
-        """Check gathered rows against their CRC-32 (``CorruptStoreError`` on a mismatch)."""
-        self._state.checked.verify(self._state.docs, rows, stored)
 
     def ensure_checked(self, rows: np.ndarray) -> None:
         """The rerank's first step: check the rows (any order) this handle has not checked yet."""
