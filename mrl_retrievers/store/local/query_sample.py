@@ -78,15 +78,23 @@ def load(directory: Path, cal: Calibration, full_dim: int) -> np.ndarray | None:
 
 
 def remove_unused(directory: Path, cal: Calibration | None) -> list[str]:
-    """Delete the samples the current calibration does not name; returns their names."""
+    """Delete the samples the current calibration does not name; returns their names.
+
+    Best effort: it runs after the manifest is saved, so a file that cannot be removed (a
+    read-only directory, an I/O error) is logged and left for the next open to remove; it names
+    nothing the manifest uses, and the calibration just recorded must not be reported as failed.
+    """
     keep = None if cal is None or cal.queries_crc is None else file_name(cal.queries_crc)
     removed = []
-    for entry in directory.iterdir():
-        if PATTERN.match(entry.name) and entry.name != keep:
-            entry.unlink()
-            removed.append(entry.name)
-    if removed:
-        fsync_dir(directory)
+    try:
+        for entry in directory.iterdir():
+            if PATTERN.match(entry.name) and entry.name != keep:
+                entry.unlink()
+                removed.append(entry.name)
+        if removed:
+            fsync_dir(directory)
+    except OSError as exc:
+        log.warning("%s: could not remove an unused calibration query sample (%s); the next open retries", directory, exc)
     return removed
 
 
