@@ -148,11 +148,11 @@ def to_hits(docs: DocStore, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
             id_, text, meta, _crc, rcrc = record
             if damaged_record(id_, text, meta, rcrc):  # the row's own columns decide, not their JSON copy
                 id_, text, meta, _crc, rcrc = docs.by_rows([row]).get(row, record)
-            if damaged_record(id_, text, meta, rcrc):
-                raise CorruptStoreError(
-                    f"item {id_!r} of {docs.path.parent} fails its text/metadata checksum; "
-                    f"run `mrl-retrievers verify {docs.path.parent}` to list damaged items"
-                )
+                if damaged_record(id_, text, meta, rcrc):
+                    raise CorruptStoreError(
+                        f"item {id_!r} of {docs.path.parent} fails its text/metadata checksum; "
+                        f"run `mrl-retrievers verify {docs.path.parent}` to list damaged items"
+                    )
             # Most items carry no metadata: skip the JSON parser for the empty object.
             hits.append(Hit(id_, score, text, {} if meta == "{}" else load_metadata(meta)))
     return hits
@@ -171,9 +171,9 @@ def coarse_ranked(ann: AnnIndex, query: np.ndarray, plan: SearchPlan, allowed: n
     With a filter, the shortlist is widened by the inverse of the filter's selectivity and then
     intersected with the allowed rows (hnswlib's Python filter callback costs 35-120x QPS).
     """
-    live = ann.live
     shortlist = max(shortlist, plan.k)
     if allowed is not None:
+        live = ann.live
         shortlist = min(live, int(np.ceil(shortlist * live / max(len(allowed), 1))))
     try:
         rows, sims = ann.query(query_prefix(query, plan.prefix_dim), shortlist, max(ef, shortlist))
