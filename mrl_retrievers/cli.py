@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("text", help="the question or text to search for")
     query.add_argument("-k", type=int, default=5, help="number of results (default: 5)")
     query.add_argument("--shortlist", type=int, help="fix the candidates reranked at full width (the expert override)")
+    query.add_argument("--ef", type=int, help="fix hnswlib's search breadth on the prefix (the expert override, with --shortlist)")
     query.add_argument("--target-recall", type=float, help="recall@10 to aim for (default: the store's; 1.0 = exact)")
     query.add_argument("--filter", help='a JSON metadata filter, e.g. \'{"source": {"$text": "guide"}}\'')
     query.add_argument("--full", action="store_true", help="print each result's whole text, not a snippet")
@@ -252,7 +253,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if settings.store.backend == "local":
         _require_store(settings.store.path)
     with MRLIndex.from_config(settings, read_only=True) as index:
-        hits = index.query(args.text, k=args.k, shortlist=args.shortlist, filter=flt, target_recall=args.target_recall)
+        hits = index.query(args.text, k=args.k, shortlist=args.shortlist, filter=flt, ef=args.ef, target_recall=args.target_recall)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits], indent=2))
         return 0

@@ -311,22 +311,23 @@ class MRLIndex:
     # --- reads -------------------------------------------------------------------------------------
 
     def query(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None, *,
-              target_recall: float | None = None) -> list[Hit]:
+              ef: int | None = None, target_recall: float | None = None) -> list[Hit]:
         """The ``k`` stored texts closest to ``text`` (one provider call, one store search).
-        ``target_recall``: recall@10 to aim for (None: the store's target; 1.0 scans exactly)."""
+        ``target_recall``: recall@10 to aim for (None: the store's target; 1.0 scans exactly);
+        ``shortlist``/``ef`` fix the effort instead (the expert override, as in ``MRLStore.search``)."""
         if self._store is None:  # nothing written yet: no store, no provider call
             check_text(text)
             return []
-        return self._store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter, **_effort(target_recall))
+        return self._store.search(self.embed_query(text), k=k, shortlist=shortlist, filter=filter, **_effort(ef, target_recall))
 
     async def aquery(self, text: str, k: int = 5, shortlist: int | None = None, filter: Any = None, *,
-                     target_recall: float | None = None) -> list[Hit]:
+                     ef: int | None = None, target_recall: float | None = None) -> list[Hit]:
         if self._store is None:
             check_text(text)
             return []
         vector = await self.embedder.aembed_query(check_text(text))
         return await asyncio.to_thread(functools.partial(self._store.search, vector, k, shortlist, filter,
-                                                         **_effort(target_recall)))
+                                                         **_effort(ef, target_recall)))
 
     def query_exact(self, text: str, k: int = 5, filter: Any = None) -> list[Hit]:
         """The exact full-width answer (the oracle), for comparison."""
@@ -338,19 +339,22 @@ class MRLIndex:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embedder.embed_query(check_text(text))
 
-    def query_image(self, image: Any, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
+    def query_image(self, image: Any, k: int = 5, shortlist: int | None = None, filter: Any = None, *,
+                    ef: int | None = None, target_recall: float | None = None) -> list[Hit]:
         """The ``k`` stored items closest to an image embedded as a query (image-to-image, or
         image-to-text on a multimodal model). Filter images only with ``{"mrl_modality": "image"}``."""
         if self._store is None:
             return []
         vector = self.embedder.embed_images([image], kind="query")[0]
-        return self._store.search(vector, k=k, shortlist=shortlist, filter=filter)
+        return self._store.search(vector, k=k, shortlist=shortlist, filter=filter, **_effort(ef, target_recall))
 
-    async def aquery_image(self, image: Any, k: int = 5, shortlist: int | None = None, filter: Any = None) -> list[Hit]:
+    async def aquery_image(self, image: Any, k: int = 5, shortlist: int | None = None, filter: Any = None, *,
+                           ef: int | None = None, target_recall: float | None = None) -> list[Hit]:
         if self._store is None:
             return []
         vector = (await self.embedder.aembed_images([image], kind="query"))[0]
-        return await asyncio.to_thread(self._store.search, vector, k, shortlist, filter)
+        return await asyncio.to_thread(functools.partial(self._store.search, vector, k, shortlist, filter,
+                                                         **_effort(ef, target_recall)))
 
     def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[Record]:
         if self._store is None:
@@ -447,8 +451,10 @@ def _describe_target(store: StoreLike) -> str:
 
 
 
-def _effort(target_recall: float | None) -> dict[str, float]:
-    """Search keywords for a per-call recall target (a store without the keyword gets none)."""
-    return {} if target_recall is None else {"target_recall": target_recall}
+def _effort(ef: int | None, target_recall: float | None) -> dict[str, float]:
+    """Search keywords for a call's ef and recall target: only those given (a store implementing an
+    older protocol without the keywords still serves calls that pass neither)."""
+    given = {"ef": ef, "target_recall": target_recall}
+    return {name: value for name, value in given.items() if value is not None}
 
 __all__ = ["MRLIndex"]

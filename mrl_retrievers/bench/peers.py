@@ -89,8 +89,8 @@ class Ours(Peer):
     def async_qps(self, queries: np.ndarray, k: int, seconds: float, concurrency: int) -> float:
         """``MRLIndex.aquery`` (the only async search: the provider's ``aembed_query``, then
         ``asyncio.to_thread(store.search)``) with ``concurrency`` tasks on one event loop, at the
-        measured setting's shortlist (``aquery`` takes no ef: the store's, which ``tune`` set to the
-        headline's). Without it, a calibrated store's adaptive default would be timed instead."""
+        measured setting (shortlist and ef). Without it, a calibrated store's adaptive default
+        would be timed instead."""
         import asyncio  # noqa: PLC0415
 
         from ..index import MRLIndex  # noqa: PLC0415
@@ -99,7 +99,7 @@ class Ours(Peer):
         provider = StoredQueries(self.store.spec.model if self.store.spec else "stored-queries", self.store.full_dim, queries)
         index = MRLIndex(provider, store=self.store)
         texts = [f"q{i}" for i in range(len(queries))]
-        shortlist = self.setting.get("shortlist")
+        shortlist, ef = self.setting.get("shortlist"), self.setting.get("ef")
 
         async def run() -> float:
             started = time.perf_counter()
@@ -108,7 +108,7 @@ class Ours(Peer):
                 count = 0
                 while True:
                     for text in texts[offset::concurrency]:
-                        await index.aquery(text, k=k, shortlist=shortlist)
+                        await index.aquery(text, k=k, shortlist=shortlist, ef=ef)
                         count += 1
                     if time.perf_counter() - started >= seconds:
                         return count

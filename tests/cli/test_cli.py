@@ -55,6 +55,9 @@ def test_index_query_is_idempotent_and_reports(workspace):
     assert len(hits) == 2 and all({"id", "score", "text", "metadata"} <= set(h) for h in hits)
     code, out, _ = run("query", "schools of fish", "--filter", '{"kind": "animal"}', "--json", cwd=workspace)
     assert [h["id"] for h in json.loads(out)] == ["fish#0"]
+    code, out, err = run("query", "which animal purrs", "-k", "2", "--shortlist", "4", "--ef", "8", "--json", cwd=workspace)
+    assert code == 0, err
+    assert [h["id"] for h in json.loads(out)] == [h["id"] for h in hits]
 
 
 def test_index_drops_chunks_of_a_shortened_file(workspace):
@@ -103,6 +106,8 @@ def test_verify_reports_damage_with_exit_3(workspace):
         (("info", "not-a-store"), "no store at"),
         (("verify", "mrl.toml"), "is a file"),
         (("reindex", "store", "--prefix-dim", "999"), "prefix_dim"),
+        (("query", "x", "--ef", "0"), "ef"),
+        (("query", "x", "--ef", "40", "--target-recall", "0.99"), "not both"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(workspace, args, message):

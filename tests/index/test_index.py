@@ -89,3 +89,40 @@ def test_bad_batches_are_rejected_before_any_call(tmp_path):
         with pytest.raises(InvalidInputError):
             index.query(42)
         assert provider.calls == 0 and len(index) == 0
+
+
+def test_every_query_method_passes_the_effort_keywords_to_the_store(tmp_path):
+    """``query``/``aquery`` (and the image queries) take the store's effort keywords: ``ef`` with
+    ``shortlist`` (the expert override) and ``target_recall``. ``aquery`` had no ``ef``: the bench's
+    async rows could not time the setting its sync rows timed."""
+    import asyncio
+
+    from tests.index.test_multimodal_index import png
+
+    with MRLIndex.from_config(config(tmp_path)) as index:
+        index.add_texts(TEXTS[:60], ids=[str(i) for i in range(60)])
+        index.add_images([png("red")], ids=["img"])
+        store = index.store
+        seen = []
+        real = store.search
+
+        def spy(vector, k=10, shortlist=None, filter=None, **effort):
+            seen.append((shortlist, effort))
+            return real(vector, k, shortlist, filter, **effort)
+
+        store.search = spy
+        vector = index.embed_query(TEXTS[5])
+        expected = [h.id for h in real(vector, k=3, shortlist=20, ef=77)]
+        assert [h.id for h in index.query(TEXTS[5], k=3, shortlist=20, ef=77)] == expected
+        assert [h.id for h in asyncio.run(index.aquery(TEXTS[5], k=3, shortlist=20, ef=77))] == expected
+        index.query(TEXTS[5], k=3, target_recall=0.95)
+        asyncio.run(index.aquery(TEXTS[5], k=3, target_recall=1.0))
+        index.query_image(png("red"), k=1, shortlist=8, ef=9)
+        asyncio.run(index.aquery_image(png("red"), k=1, target_recall=0.9))
+        index.query(TEXTS[5], k=3)
+        assert seen == [(20, {"ef": 77}), (20, {"ef": 77}), (None, {"target_recall": 0.95}), (None, {"target_recall": 1.0}),
+                        (8, {"ef": 9}), (None, {"target_recall": 0.9}), (None, {})]
+        with pytest.raises(InvalidInputError, match="not both"):
+            index.query(TEXTS[5], k=3, ef=40, target_recall=0.99)
+        with pytest.raises(InvalidInputError):
+            asyncio.run(index.aquery(TEXTS[5], k=3, ef=0))
