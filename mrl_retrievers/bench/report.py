@@ -155,20 +155,27 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _speed_ratio(ours: dict[str, Any], peer: dict[str, Any]) -> tuple[float, str]:
-    """Peer latency / ours at equal or better recall (>1: ours faster), and how it was matched."""
-    h = ours["headline"]
-    at = _latency_at(peer, h["recall"])
-    if at is not None:
-        return at[0] / h["p50_ms"], (f"{peer['method']} {at[0]:.3f} ms at {_setting(at[1]['setting'])} (recall "
-                                     f"{at[1]['recall']:.4f}) vs ours {h['p50_ms']:.3f} ms (recall {h['recall']:.4f})")
-    best = max(peer["points"], key=lambda p: (p["recall"], -p["p50_ms"]))
-    ours_at = _latency_at(ours, best["recall"], slack=0.0)
+GOAL_RECALL = 0.99  # issue 16 compares every method at >= 0.99 recall@10
+
+
+def _speed_ratio(ours: dict[str, Any], peer: dict[str, Any]) -> tuple[float | None, str]:
+    """Peer latency / ours (>1: ours faster), ours at a recall at least the peer's.
+
+    The peer runs at its cheapest setting reaching ``GOAL_RECALL`` (its best setting if it never
+    does), ours at its cheapest setting reaching that setting's recall. Until 2026-12-05 ours ran
+    at its headline, whatever its recall: at 100k ours' 0.9886 was set against faiss-hnsw's 0.9956
+    and reported as "1.11x, met" where at >= 0.9956 ours was 0.88x. None: ours never reaches it."""
+    at = _latency_at(peer, GOAL_RECALL, slack=0.0)
+    if at is None:
+        best = max(peer["points"], key=lambda p: (p["recall"], -p["p50_ms"]))
+        at = (best["p50_ms"], best)
+    peer_ms, point = at
+    where = f"{peer['method']} {peer_ms:.3f} ms at {_setting(point['setting'])} (recall {point['recall']:.4f})"
+    ours_at = _latency_at(ours, point["recall"], slack=0.0)
     if ours_at is None:
-        ours_at = (h["p50_ms"], h)
-    return best["p50_ms"] / ours_at[0], (f"{peer['method']} never reaches {h['recall']:.4f}; its best {best['recall']:.4f} at "
-                                         f"{best['p50_ms']:.3f} ms vs ours {ours_at[0]:.3f} ms at {_setting(ours_at[1]['setting'])} "
-                                         f"(recall {ours_at[1]['recall']:.4f})")
+        best = max(p["recall"] for p in ours["points"])
+        return None, f"{where}; ours never reaches its recall (best {best:.4f})"
+    return peer_ms / ours_at[0], f"{where} vs ours {ours_at[0]:.3f} ms at {_setting(ours_at[1]['setting'])} (recall {ours_at[1]['recall']:.4f})"
 
 
 def targets_16(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -189,7 +196,7 @@ def targets_16(report: dict[str, Any]) -> list[dict[str, Any]]:
     for method in SPEED_PEERS:
         if method in ok:
             ratio, detail = _speed_ratio(ours, ok[method])
-            add(f"[16] speed vs {method} at equal or better recall", ratio, ">= 1.0x", ratio >= 1.0, detail)
+            add(f"[16] speed vs {method} at equal or better recall", ratio, ">= 1.0x", ratio is not None and ratio >= 1.0, detail)
     mine = ours["memory"]["index_mb"]
     for method in IN_RAM:
         if method in ok and ok[method]["memory"]["index_mb"] > 0:
