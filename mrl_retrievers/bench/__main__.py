@@ -1,4 +1,4 @@
-"""``python -m mrl_retrievers.bench {bench,tune,ingest,tune-check,adaptive-*} ...`` (see ``cli.py``)."""
+"""``python -m mrl_retrievers.bench {bench,tune,ingest,tune-check,adaptive-*,cost-model} ...`` (see ``cli.py``)."""
 
 from __future__ import annotations
 
