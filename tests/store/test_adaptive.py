@@ -670,3 +670,17 @@ def test_issue15_defaults_hold_on_unseen_mrl_data_with_loose_queries(tmp_path):
         recall = _recall(s, queries)
         print(f"recall@10 at the defaults: {recall:.4f}")
         assert recall >= 0.99
+
+
+def test_default_probes_grow_with_the_store_within_a_work_budget():
+    """Observed at 200k x 768, prefix 192: with 512 probes the recorded 0.99 policy depended on the
+    probe seed (its cost on 2,048 independent probes spanned 1.4k-11.5k us a query over six seeds:
+    a half's stratum of ~85 probes fails its bound on one unreachable loose probe, and only the exact
+    rung passes); 1536 probes chose a climb for every seed. Small stores keep few probes (cheap
+    searches anyway), very large ones a bounded work (probes x live rows)."""
+    assert calibration.default_probes(3_000) == calibration.MIN_PROBES
+    assert calibration.default_probes(16_000) == 500  # an ingestion of 20k texts calibrates about as before (512)
+    assert calibration.default_probes(200_000) == 1536 == calibration.default_probes(1_000_000)
+    assert calibration.default_probes(2_000_000) == 768
+    assert calibration.default_probes(10_000_000) == 153  # the 10M run's calibration took 22 min at 192
+    assert calibration.default_probes(100_000_000) == calibration.MIN_PROBES

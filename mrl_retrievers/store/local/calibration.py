@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from array import array
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -81,11 +82,23 @@ STRIDES = (1, 2, 3)
 # over ~0-10, a k-th score over ~0.3-0.9: 10 gives both a say.
 WEIGHTS = (0.0, 5.0, 10.0, 20.0, 40.0)
 TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995)
-DEFAULT_PROBES = 512
-# Small stores take fewer probes (one per 16 live items, at least MIN_PROBES): their searches are
+# Probes a calibration takes by default (``default_probes``): at most DEFAULT_PROBES. With 512, the
+# policy recorded for 0.99 at 200k x 768 (prefix 192) depended on which probes were drawn: over six
+# probe seeds its cost on 2,048 independent probes spanned 1.4k to 11.5k us a query (at the cost
+# model below), because a policy passes only if each stratum's bound holds on each half (~85 probes)
+# and one loose probe whose neighbours no cheap climb reaches sinks a half's bound; only the exact
+# rung or a deep first level then passes. With 1536, every seed chose a climb: 0.6k to 1.8k us, the
+# same recall on the independent probes (>= 0.9926; docs/benchmarks.md, "How many probes").
+DEFAULT_PROBES = 1536
+# Small stores take fewer (one per PER_PROBE live items, at least MIN_PROBES): their searches are
 # cheap whatever effort is chosen, and the looser bound only makes the policy more careful, while a
 # full calibration would cost a 3,000-item store seconds at every ``GROWTH``.
 MIN_PROBES = 128
+PER_PROBE = 32
+# Large stores take fewer too: a calibration's work grows with probes x live rows (the exact truth
+# pass reads every row for every probe), so at most PROBE_BUDGET // live probes: 1536 up to 1M rows
+# (~50 s at 1M x 1024 here), 153 at 10M (the 10M run's calibration took 22 min with 192).
+PROBE_BUDGET = 1536 * 1_000_000
 DEFAULT_CONFIDENCE = 0.95
 # Probe distances (norm of the noise): from a paraphrase (0.3: cosine ~0.96 to the row it came
 # from) to a loose question (1.5: ~0.55), uniformly. Real text queries sit at 0.5-0.87 from their
@@ -114,18 +127,29 @@ _QUERY_CHUNK = 32
 _TABLE_BYTES = 64 << 20
 # Coarse answers (row, similarity) one chunk of probes may hold: deep levels ask in smaller chunks.
 _COARSE_ROWS = 1 << 17
+# Bytes the trace may keep between levels: each probe's scored rows (``ScoredRows``, up to
+# CACHED_ROWS rows of 12 bytes: read once, shared by the levels) and the 1x answers the 2x ratio
+# reuses (``_Coarse``). Past them (more probes than ~680), rows are scored afresh at each level and
+# the 2x ratio asks hnswlib itself: the same numbers, more reads (1536 probes kept ~20 MB
+# otherwise, past bulk_add's memory bound).
+_SCORED_BYTES = 8 << 20
+_KEPT_BYTES = 4 << 20
 _UNPAID = 2  # deep levels in a row that do not pay stop a ratio's climb (``trace``)
 
-# Cost model (CPU microseconds per query), fitted on ``search`` at 200k x 1024 float16, prefix 128, on
-# one thread (docs/benchmarks.md, "Adaptive effort"): hnswlib's work grows with ef and the prefix
-# width, the rerank's with the rows it reads and the full width; each extra level pays another
-# coarse call and the confidence. Only ratios matter (every policy pays the same fixed part).
-COST_PER_EF = 1.0  # at a 128-wide prefix
-COST_PER_ROW = 1.9  # at 1024 dims
-COST_PER_LEVEL = 40.0
-# An exact scan lists the live rows in SQLite, then reads and scores every one of them, block by
-# block: 4.5 us a row at 1024 dims (1.45 at 256), against 1.9 for a reranked candidate.
-COST_PER_SCANNED_ROW = (0.5, 4.0)  # base + per 1024 dims
+# Cost model (CPU microseconds per query): hnswlib's work grows with ef and the prefix width, the
+# rerank's with the rows it reads and the full width; each extra level pays another coarse call and
+# the confidence. Only ratios matter (every policy pays the same fixed part). Fitted with
+# ``python -m mrl_retrievers.bench cost-model STORE ...`` (steady-state CPU time of fixed searches and
+# exact scans; docs/benchmarks.md, "The cost model, measured again") on 200k x 768 (prefix 192) and
+# 100k x 1024 (prefix 64) after the compiled rerank: a reranked row costs 0.78 us per 1024 dims
+# (1.9 before it) and a scanned row 0.40-0.45 (4.5 at 1024 dims before: the scan was a numpy
+# gather and conversion then), so the old model priced the exact rung ~9x too high against a level.
+COST_PER_EF = 0.76  # at a 128-wide prefix
+COST_PER_ROW = 0.78  # at 1024 dims
+COST_PER_LEVEL = 40.0  # not refitted: another coarse call and confidence, about the fixed part of a level
+# An exact scan lists the live rows in SQLite, then reads and scores every one of them in place
+# (memory-bound: 0.40 us a row at 768 dims, 0.39 at 1024 on the fit's stores).
+COST_PER_SCANNED_ROW = (0.05, 0.40)  # base + per 1024 dims
 
 
 def level_cost(shortlist: int, ef: int, prefix_dim: int, full_dim: int) -> float:
@@ -188,12 +212,14 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
     costs = np.array([[level_cost(s, r * s, m.prefix_dim, m.full_dim) for s in shortlists] for r in EF_RATIOS])
     recall, conf = trace(state, vectors, own, truth, shortlists, enough=1 - (1 - max(wanted)) / 4,
                          paying=(costs + COST_PER_LEVEL, exact_cost), table=None if table is None else (live, table))
-    del table
+    del table, truth
+    probes = len(vectors)
+    del vectors  # not needed to choose: the memory goes to the candidates
     depth = recall.shape[2]  # levels no ratio measured (their climbs stopped paying) are not candidates
     shortlists, costs = shortlists[:depth], costs[:, :depth]
     z = statistics.NormalDist().inv_cdf(confidence_level)
     chosen, fixed = choose(recall, conf, costs, exact_cost, shortlists, wanted, z, target_recall, strata)
-    return Calibration(target_recall, K, len(live), m.prefix_dim, len(vectors), seed, confidence_level, source,
+    return Calibration(target_recall, K, len(live), m.prefix_dim, probes, seed, confidence_level, source,
                        time.perf_counter() - started, chosen, fixed, "probes" if queries is None else "given")
 
 
@@ -219,8 +245,9 @@ def ladder(live: int, prefix_dim: int, full_dim: int) -> list[int]:
 
 
 def default_probes(live: int) -> int:
-    """Probes a calibration takes by default: ``DEFAULT_PROBES``, fewer for small stores."""
-    return min(DEFAULT_PROBES, max(MIN_PROBES, live // 16))
+    """Probes a calibration takes by default: ``DEFAULT_PROBES``, fewer for small and for very large
+    stores (one per ``PER_PROBE`` live items; ``PROBE_BUDGET`` probe-rows), never fewer than ``MIN_PROBES``."""
+    return min(DEFAULT_PROBES, max(MIN_PROBES, min(live // PER_PROBE, PROBE_BUDGET // max(live, 1))))
 
 
 def off_node(vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -274,8 +301,9 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
     ``table`` (the live rows, ascending; every probe's full score of each): scores are looked up
     there instead of read and computed.
 
-    Each ef ratio climbs its levels in order with its own scored rows; the ratios take turns, the
-    2x ratio right behind the 1x one, so a 1x answer it can reuse (``_Coarse``) is held for one level.
+    Each ef ratio climbs its levels in order; a probe's rows scored on the way are shared by the
+    ratios (up to ``CACHED_ROWS``); the ratios take turns, the 2x ratio right behind the 1x one, so a
+    1x answer it can reuse (``_Coarse``) is held for one level.
     """
     m = state.manifest
     nq, nl = len(queries), len(shortlists)
@@ -288,8 +316,12 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
         live, table_scores = table
         column = np.zeros(int(live[-1]) + 1 if len(live) else 0, dtype=np.int64)
         column[live] = np.arange(len(live))
-    # Each ratio's rows scored so far per probe (shared by that ratio's levels); None once it stopped.
-    scored: list[list[ScoredRows | None] | None] = [[ScoredRows() for _ in range(nq)] for _ in EF_RATIOS]
+    # Each probe's rows scored so far, shared by every ratio's levels up to CACHED_ROWS (a row's full
+    # score is the same whichever search found it; one cache for both ratios holds ~half the rows two
+    # did: 1536 probes kept ~28 MB in two, past bulk_add's memory bound). Dropped once no ratio will
+    # climb a cached level again.
+    scored: list[ScoredRows] | None = [ScoredRows() for _ in range(nq)] if nq * CACHED_ROWS * 12 <= _SCORED_BYTES else None
+    climbing_ratios = [True] * len(EF_RATIOS)
     following = [0] * len(EF_RATIOS)  # each ratio's next level
     unpaid = [0] * len(EF_RATIOS)  # deep levels in a row that did not pay, per ratio
 
@@ -302,7 +334,7 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
 
     def climb_one(b: int) -> None:
         ratio, level = EF_RATIOS[b], following[b]
-        shortlist, rows_of = shortlists[level], scored[b]
+        shortlist, rows_of = shortlists[level], scored
         deep = shortlist > CACHED_ROWS
         asked = np.arange(nq)
         if deep and level > 0:
@@ -325,8 +357,7 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
                 r, s = rows[j][keep][:shortlist], sims[j][keep][:shortlist]
                 if table is not None:
                     f = table_scores[i, column[r]]
-                elif deep:  # scored afresh: the rows of every probe at this depth would not fit the bound
-                    rows_of[i] = None
+                elif deep or rows_of is None:  # scored afresh: the rows of every probe at this depth would not fit the bound
                     f = _scores(state, r, queries[i])
                 else:
                     f = rows_of[i].scores(r, lambda fresh, q=queries[i]: state.vectors.scores_of(fresh, q))
@@ -340,11 +371,17 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
             # no policy that lets a probe get there can be chosen.
             recall[:, b, following[b]:] = 0.0
         if recall[:, b, level].mean() >= enough or following[b] == nl or unpaid[b] == _UNPAID:
-            scored[b] = None  # every target is met here already: higher levels would never be chosen
+            climbing_ratios[b] = False  # every target is met here already: higher levels would never be chosen
             coarse.stopped(ratio)
+        release_cache()
+
+    def release_cache() -> None:
+        nonlocal scored
+        if all(not climbing(a) or following[a] >= nl or shortlists[following[a]] > CACHED_ROWS for a in range(len(EF_RATIOS))):
+            scored = None
 
     def climbing(b: int) -> bool:
-        return scored[b] is not None
+        return climbing_ratios[b]
 
     while any(climbing(b) for b in range(len(EF_RATIOS))):
         for b in range(len(EF_RATIOS)):
@@ -387,7 +424,8 @@ class _Coarse:
         self.levels = list(shortlists)
         # Searches worth keeping: ef of an ef-1x level that an ef-2x level will ask again -> columns
         # it needs. Not the deep levels: they ask only the probes still incomplete (``trace``).
-        self.wanted = ({2 * s + 1: s + 1 for s in shortlists if 2 * s in self.levels and 2 * s <= CACHED_ROWS}
+        self.wanted = ({2 * s + 1: s + 1 for s in shortlists
+                        if 2 * s in self.levels and 2 * s <= CACHED_ROWS and len(pq) * (s + 1) * 12 <= _KEPT_BYTES}
                        if 1 in EF_RATIOS and 2 in EF_RATIOS else {})
         self.kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -471,15 +509,20 @@ class _Candidates:
 
     def __init__(self, groups) -> None:
         self._groups: list[tuple] = []
-        cost, mean, low, check, levels, group, tau = [], [], [], [], [], [], []
+        # Packed as they come (a list of ~100k small arrays per figure cost ~10 MB of object headers,
+        # the peak of a calibration's memory): bytes only, turned into arrays once.
+        packed = {name: array(code) for name, code in (("cost", "d"), ("mean", "d"), ("low", "d"), ("check", "d"),
+                                                     ("tau", "d"), ("levels", "h"), ("group", "i"))}
         for key, taus, c, m, lo, ch, n in groups:
-            group.append(np.full(len(taus), len(self._groups), dtype=np.int32))
+            figures = {"cost": c, "mean": m, "low": lo, "check": ch, "tau": taus,
+                       "levels": np.full(len(taus), n), "group": np.full(len(taus), len(self._groups))}
+            for name, values in figures.items():
+                packed[name].frombytes(np.asarray(values, dtype=packed[name].typecode).tobytes())
             self._groups.append(key)
-            tau.append(taus); cost.append(c); mean.append(m); low.append(lo); check.append(ch)  # noqa: E702
-            levels.append(np.full(len(taus), n, dtype=np.int16))
-        self.cost, self.mean, self.low = np.concatenate(cost), np.concatenate(mean), np.concatenate(low)
-        self.check = np.concatenate(check)  # the lower bound on the other half of the probes
-        self.levels, self.group, self.tau = np.concatenate(levels), np.concatenate(group), np.concatenate(tau)
+        arrays = {name: np.frombuffer(values, dtype=values.typecode) for name, values in packed.items()}
+        self.cost, self.mean, self.low = arrays["cost"], arrays["mean"], arrays["low"]
+        self.check = arrays["check"]  # the lower bound on the other half of the probes
+        self.levels, self.group, self.tau = arrays["levels"], arrays["group"], arrays["tau"]
         self.exact = np.array([key[2] for key in self._groups], dtype=bool)[self.group]
 
     def ranked(self, mask: np.ndarray, levels_last: bool = False) -> np.ndarray:

@@ -23,7 +23,7 @@ it rebuilds and when it records the result; searches from other threads keep wor
 
 ``tune`` is also the thorough version of the store's self-calibration (``calibration.py``): once it
 has chosen the prefix width and recorded the fixed defaults, it calibrates the per-query effort
-model with ``calibration_probes`` probes (4x a checkpoint's; or on ``queries``) and records it, with
+model with ``calibration_probes`` probes (2x a checkpoint's; or on ``queries``) and records it, with
 ``target_recall`` as the store's target (only when tune met it: otherwise the store stays as it
 was). Checkpoints do not recalibrate while it sweeps widths.
 """
@@ -141,7 +141,7 @@ def tune(
     query_noise: float = DEFAULT_QUERY_NOISE,
     confidence: float = DEFAULT_CONFIDENCE,
     progress: Callable[[str], None] | None = None,
-    calibration_probes: int = 4 * calibration.DEFAULT_PROBES,
+    calibration_probes: int | None = None,
 ) -> TuneResult:
     """Measure settings on ``store`` and record the fastest one reaching ``target_recall``.
 
@@ -160,7 +160,8 @@ def tune(
         confidence: a setting meets the target when the lower bound of this one-sided confidence
             interval of its sampled recall does (0.5: the plain mean).
         progress: called with one line per measured setting.
-        calibration_probes: probes of the effort calibration that follows (0: skip it).
+        calibration_probes: probes of the effort calibration that follows (0: skip it; None: twice
+            a checkpoint's, ``2 x calibration.default_probes(live)``).
 
     Returns a ``TuneResult``. When no setting reaches the target, the store keeps its previous
     prefix width and defaults (``met`` and ``applied`` are False) and the result says the best seen.
@@ -217,6 +218,8 @@ def tune(
                           points=points, note=f"no setting reached recall@{k} >= {target_recall} (at {confidence:.0%} "
                                               "confidence); try wider prefixes or larger shortlists")
     _record(store, best.shortlist, best.ef)
+    if calibration_probes is None:
+        calibration_probes = 2 * calibration.default_probes(len(live))
     if calibration_probes:
         _calibrate(store, target_recall, calibration_probes, seed, queries, progress)
     return TuneResult(target_recall, k, len(rows), confidence, best.prefix_dim, best.shortlist, best.ef, best.recall,
