@@ -222,11 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .adaptive import add_parsers as add_adaptive_parsers  # noqa: PLC0415 - argparse only; heavy work runs inside
     from .adaptive_compare import add_parser as add_adaptive_compare_parser  # noqa: PLC0415
     from .adaptive_probes import add_parser as add_adaptive_probes_parser  # noqa: PLC0415
+    from .adaptive_seeds import add_parser as add_adaptive_seeds_parser  # noqa: PLC0415
     from .cost_model import add_parser as add_cost_model_parser  # noqa: PLC0415
 
     add_adaptive_parsers(sub)
     add_adaptive_compare_parser(sub)
     add_adaptive_probes_parser(sub)
+    add_adaptive_seeds_parser(sub)
     add_cost_model_parser(sub)
     return parser
 

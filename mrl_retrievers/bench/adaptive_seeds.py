@@ -1,0 +1,123 @@
+"""``adaptive-seeds``: how much the recorded policy depends on which probes a calibration drew.
+
+A calibration draws its probes with a seed (checkpoints use seed 0). For each probe count and seed,
+this runs the store's own ``calibration.calibrate`` (nothing is recorded) and judges the policy it
+chose for the target on an independent set of probes (another seed, ``--test-probes`` of them, every
+level of the ladder traced): mean recall, each stratum's (near, middle, far), and the modeled cost
+(``calibration.level_cost``/``scan_cost``, CPU microseconds at the fitted constants) on the mean and
+the median probe. Stable calibrations choose policies of about the same cost for every seed.
+
+Run: ``python -m mrl_retrievers.bench adaptive-seeds STORE --probes 512 1536 --seeds 0 1 2 3``
+(read-only: the store is opened read-only and nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..mrl import normalize
+from ..store.effort import EffortPolicy
+from ..store.local import calibration
+from ..store.local.kernel import to_float32
+
+TEST_SEED = 10_000
+
+
+def independent_trace(state, probes: int, seed: int = TEST_SEED) -> dict[str, Any]:
+    """Every level of the ladder for ``probes`` independent probes (the same generator as the
+    calibration's), with no early stop: what any policy on this ladder would do with them."""
+    live = state.docs.live_rows()
+    m = state.manifest
+    rng = np.random.default_rng(seed)
+    own = np.sort(rng.choice(live, size=min(probes, len(live) - calibration.K - 1), replace=False))
+    vectors, strata = calibration.off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+    truth = calibration.exact_top_rows(state, live, own, vectors, calibration.K)
+    shortlists = calibration.ladder(len(live), m.prefix_dim, m.full_dim)
+    recall, conf = calibration.trace(state, vectors, own, truth, shortlists, enough=1.0)
+    return {"recall": recall, "conf": conf, "strata": strata, "shortlists": shortlists[: recall.shape[2]],
+            "live": len(live), "prefix_dim": m.prefix_dim, "full_dim": m.full_dim}
+
+
+def judge(policy: EffortPolicy, test: dict[str, Any]) -> dict[str, Any]:
+    """What ``policy`` does with the test probes (``calibration``'s own simulation of ``climb``)."""
+    shortlists = test["shortlists"]
+    visited = [shortlists.index(s) for s, _ in policy.levels]
+    b = calibration.EF_RATIOS.index(policy.levels[0][1] // policy.levels[0][0])
+    costs = np.array([[calibration.level_cost(s, r * s, test["prefix_dim"], test["full_dim"]) for s in shortlists]
+                      for r in calibration.EF_RATIOS])
+    conf = calibration._combined(test["conf"], policy.weight)
+    cost, got, _ = calibration._simulate(test["recall"], conf, costs, calibration.scan_cost(test["live"], test["full_dim"]),
+                                         b, visited, policy.exact, [policy.threshold])
+    cost, got, strata = cost[:, 0], got[:, 0], test["strata"]
+    return {"recall": float(got.mean()), "strata": [float(got[strata == s].mean()) for s in np.unique(strata)],
+            "worst_decile": float(np.sort(got)[: max(1, len(got) // 10)].mean()),
+            "cost_mean": float(cost.mean()), "cost_median": float(np.median(cost))}
+
+
+def describe(policy: EffortPolicy) -> str:
+    levels = " -> ".join(f"{s}/{e}" for s, e in policy.levels)
+    return levels + (" -> exact" if policy.exact else "")
+
+
+def run(path: str | Path, probes: list[int], seeds: list[int], target: float, test_probes: int, log) -> list[dict[str, Any]]:
+    from ..store import MRLStore  # noqa: PLC0415
+
+    rows = []
+    with MRLStore.open(path, read_only=True) as store:
+        state = store._s
+        log(f"tracing {test_probes} test probes ...")
+        test = independent_trace(state, test_probes)
+        for n in probes:
+            for seed in seeds:
+                cal = calibration.calibrate(state, target_recall=target, probes=n, seed=seed)
+                measured = cal.policies.get(target)
+                row = {"probes": n, "seed": seed, "seconds": cal.seconds,
+                       "policy": describe(measured.policy) if measured else None,
+                       "modeled_cost": measured.cost if measured else None}
+                if measured is not None:
+                    row["test"] = judge(measured.policy, test)
+                rows.append(row)
+                log(format_rows(rows[-1:], header=False))
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]], header: bool = True) -> str:
+    lines = ["| probes | seed | policy | its modeled cost | test: recall (near / middle / far) | test: cost mean / median | seconds |",
+             "|---|---|---|---|---|---|---|"] if header else []
+    for r in rows:
+        t = r.get("test")
+        judged = (f"{t['recall']:.4f} ({' / '.join(f'{x:.4f}' for x in t['strata'])}) | {t['cost_mean']:.0f} / {t['cost_median']:.0f}"
+                  if t else "- | -")
+        lines.append(f"| {r['probes']} | {r['seed']} | {r['policy'] or 'none met the target'} | "
+                     f"{r['modeled_cost'] or 0:.0f} | {judged} | {r['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("adaptive-seeds", help="does the calibrated policy depend on the probe seed? (read-only)")
+    p.add_argument("store")
+    p.add_argument("--probes", type=int, nargs="+", default=[512, calibration.DEFAULT_PROBES])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--target", type=float, default=0.99)
+    p.add_argument("--test-probes", type=int, default=2048)
+    p.add_argument("--out", help="write the rows as JSON here")
+    p.set_defaults(func=cmd_seeds)
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    rows = run(args.store, args.probes, args.seeds, args.target, args.test_probes,
+               lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_rows(rows))
+    if args.out is not None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+__all__ = ["add_parser", "independent_trace", "judge", "run"]
