@@ -333,35 +333,36 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_grid)
 
 
-def _log(line: str) -> None:
+def log_line(line: str) -> None:
+    """Progress for a bench command: one line to stderr, flushed (stdout carries the tables)."""
     print(line, file=sys.stderr, flush=True)
 
 
 def cmd_signals(args: argparse.Namespace) -> int:
     levels = [tuple(int(x) for x in level.split("/")) for level in args.levels]
     rows = []
-    for w in _workloads(args, _log):
-        with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=_log) as store:
+    for w in _workloads(args, log_line):
+        with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=log_line) as store:
             rows += study_signals(store, w, levels, args.queries)
-        _log(format_signals(rows[-len(levels):]))
+        log_line(format_signals(rows[-len(levels):]))
     print(format_signals(rows))
-    _save(args.out, rows)
+    save_json(args.out, rows)
     return 0
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
     rows = []
     fixed = [tuple(int(x) for x in setting.split("/")) for setting in args.fixed]
-    for w in _workloads(args, _log):
+    for w in _workloads(args, log_line):
         queries = truth = None
         if args.query_noise_range and w.corpus is None:
             queries, truth = noisy_queries(w, args.queries, tuple(args.query_noise_range))
             w = replace(w, name=f"{w.name}, queries at noise {args.query_noise_range[0]:g}-{args.query_noise_range[1]:g}")
-        with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=_log) as store:
+        with open_store(w, args.cache, rebuild=args.rebuild, recalibrate=args.recalibrate, log=log_line) as store:
             rows.append(grid_row(store, w, args.queries, fixed, queries, truth))
-        _log(format_grid(rows[-1:]))
+        log_line(format_grid(rows[-1:]))
     print(format_grid(rows))
-    _save(args.out, rows)
+    save_json(args.out, rows)
     return 0
 
 
@@ -375,11 +376,13 @@ def noisy_queries(w: Workload, nq: int, noise: float | tuple[float, float]) -> t
     return queries, data.exact_topk(w.dataset, queries, K)
 
 
-def _save(path: Path | None, rows: Any) -> None:
+def save_json(path: str | Path | None, rows: Any) -> None:
+    """A bench command's ``--out``: the rows as JSON (nothing when no path is given)."""
     if path is not None:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rows, indent=2))
 
 
-__all__ = ["Workload", "add_parsers", "auc", "effort_levels", "grid_row", "noisy_queries", "open_store", "signals", "stoppable",
-           "study_signals", "summary", "synthetic_workloads", "text_workloads"]
+__all__ = ["Workload", "add_parsers", "auc", "effort_levels", "grid_row", "log_line", "noisy_queries", "open_store", "save_json",
+           "signals", "stoppable", "study_signals", "summary", "synthetic_workloads", "text_workloads"]

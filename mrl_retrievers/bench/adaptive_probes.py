@@ -17,9 +17,6 @@ workload options as ``adaptive-grid``; nothing is built or searched, only the da
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +24,7 @@ import numpy as np
 from ..mrl import normalize
 from ..store.local import calibration
 from . import data
-from .adaptive import Workload, _common, _workloads
+from .adaptive import Workload, _common, _workloads, log_line, save_json
 
 _PERCENTILES = (10, 50, 90)
 
@@ -86,15 +83,12 @@ def add_parser(sub) -> None:
 
 
 def cmd_probes(args: argparse.Namespace) -> int:
-    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     rows = []
-    for w in _workloads(args, log):
+    for w in _workloads(args, log_line):
         rows.append(study(w, args.queries))
-        log(format_rows(rows[-1:]))
+        log_line(format_rows(rows[-1:]))
     print(format_rows(rows))
-    if args.out is not None:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+    save_json(args.out, rows)
     return 0
 
 

@@ -14,8 +14,6 @@ Run: ``python -m mrl_retrievers.bench adaptive-seeds STORE --probes 512 1536 --s
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from ..mrl import normalize
 from ..store.effort import EffortPolicy
 from ..store.local import calibration
 from ..store.local.kernel import to_float32
+from .adaptive import log_line, save_json
 
 TEST_SEED = 10_000
 
@@ -111,12 +110,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_seeds(args: argparse.Namespace) -> int:
-    rows = run(args.store, args.probes, args.seeds, args.target, args.test_probes,
-               lambda line: print(line, file=sys.stderr, flush=True))
+    rows = run(args.store, args.probes, args.seeds, args.target, args.test_probes, log_line)
     print(format_rows(rows))
-    if args.out is not None:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+    save_json(args.out, rows)
     return 0
 
 

@@ -22,8 +22,6 @@ Run: ``python -m mrl_retrievers.bench cost-model STORE [STORE ...]`` (read-only:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +31,7 @@ import numpy as np
 from ..mrl import normalize
 from ..store.local import calibration
 from ..store.local.kernel import to_float32
+from .adaptive import log_line, save_json
 
 SETTINGS = ((16, 16), (16, 256), (16, 1024), (16, 4096), (256, 256), (1024, 1024), (4096, 4096))
 
@@ -132,12 +131,10 @@ def cmd_cost_model(args: argparse.Namespace) -> int:
     stores = []
     for path in args.stores:
         stores.append(measure(path, queries=args.queries, exact_queries=args.exact_queries))
-        print(f"measured {path}", file=sys.stderr, flush=True)
+        log_line(f"measured {path}")
     fitted = fit(stores)
     print(format_report(stores, fitted))
-    if args.out is not None:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"stores": stores, "fit": fitted}, indent=2))
+    save_json(args.out, {"stores": stores, "fit": fitted})
     return 0
 
 
