@@ -241,8 +241,8 @@ def add_parser(sub) -> None:
     p.add_argument("--recalibrate", action="store_true", help="a cached store: calibrate it again (current code) and re-tune")
     p.add_argument("--out", type=Path, default=Path("bench-results") / "adaptive")
     p.add_argument("--tune-probes", type=int, default=None,
-                   help="probes of tune's thorough calibration (default: tune's own, 4x a checkpoint's); "
-                        "at 1M x 1024 its 2048 take over an hour here")
+                   help="probes of tune's thorough calibration (default: tune's own, 2x a checkpoint's: "
+                        "3072 at 1M); 512 matches the runs in docs/benchmarks.md before 2026-12-05")
     p.add_argument("--build-only", action="store_true", help="build (and calibrate) the cached store, measure nothing")
     p.set_defaults(func=cmd_compare)
 
