@@ -674,7 +674,7 @@ def test_issue15_defaults_hold_on_unseen_mrl_data_with_loose_queries(tmp_path):
 
 def test_default_probes_grow_with_the_store_within_a_work_budget():
     """Observed at 200k x 768, prefix 192: with 512 probes the recorded 0.99 policy depended on the
-    probe seed (its cost on 2,048 independent probes spanned 1.4k-11.5k us a query over six seeds:
+    probe seed (its cost on 2,048 independent probes spanned 2.1k-7.0k us a query over four seeds:
     a half's stratum of ~85 probes fails its bound on one unreachable loose probe, and only the exact
     rung passes); 1536 probes chose a climb for every seed. Small stores keep few probes (cheap
     searches anyway), very large ones a bounded work (probes x live rows)."""

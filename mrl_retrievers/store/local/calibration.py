@@ -83,12 +83,13 @@ STRIDES = (1, 2, 3)
 WEIGHTS = (0.0, 5.0, 10.0, 20.0, 40.0)
 TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995)
 # Probes a calibration takes by default (``default_probes``): at most DEFAULT_PROBES. With 512, the
-# policy recorded for 0.99 at 200k x 768 (prefix 192) depended on which probes were drawn: over six
-# probe seeds its cost on 2,048 independent probes spanned 1.4k to 11.5k us a query (at the cost
-# model below), because a policy passes only if each stratum's bound holds on each half (~85 probes)
-# and one loose probe whose neighbours no cheap climb reaches sinks a half's bound; only the exact
-# rung or a deep first level then passes. With 1536, every seed chose a climb: 0.6k to 1.8k us, the
-# same recall on the independent probes (>= 0.9926; docs/benchmarks.md, "How many probes").
+# policy recorded for 0.99 at 200k x 768 (prefix 192) depended on which probes were drawn: over four
+# probe seeds its cost on 2,048 independent probes spanned 2.1k to 7.0k us a query (at the cost
+# model below; ``bench adaptive-seeds``), because a policy passes only if each stratum's bound holds
+# on each half (~85 probes) and one loose probe whose neighbours no cheap climb reaches sinks a
+# half's bound; only the exact rung or a deep first level then passes. With 1536, every seed chose a
+# climb: 0.6k to 1.8k us, recall on the independent probes >= 0.9926 (docs/benchmarks.md, "How many
+# probes").
 DEFAULT_PROBES = 1536
 # Small stores take fewer (one per PER_PROBE live items, at least MIN_PROBES): their searches are
 # cheap whatever effort is chosen, and the looser bound only makes the policy more careful, while a
