@@ -19,41 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from ..mrl import normalize
 from ..store.effort import EffortPolicy
 from ..store.local import calibration
-from ..store.local.kernel import to_float32
 from .adaptive import log_line, save_json
 
 TEST_SEED = 10_000
 
 
-def independent_trace(state, probes: int, seed: int = TEST_SEED) -> dict[str, Any]:
-    """Every level of the ladder for ``probes`` independent probes (the same generator as the
-    calibration's), with no early stop: what any policy on this ladder would do with them."""
-    live = state.docs.live_rows()
-    m = state.manifest
-    rng = np.random.default_rng(seed)
-    own = np.sort(rng.choice(live, size=min(probes, len(live) - calibration.K - 1), replace=False))
-    vectors, strata = calibration.off_node(normalize(to_float32(state.vectors.gather(own))), rng)
-    truth = calibration.exact_top_rows(state, live, own, vectors, calibration.K)
-    shortlists = calibration.ladder(len(live), m.prefix_dim, m.full_dim)
-    recall, conf = calibration.trace(state, vectors, own, truth, shortlists, enough=1.0)
-    return {"recall": recall, "conf": conf, "strata": strata, "shortlists": shortlists[: recall.shape[2]],
-            "live": len(live), "prefix_dim": m.prefix_dim, "full_dim": m.full_dim}
-
-
-def judge(policy: EffortPolicy, test: dict[str, Any]) -> dict[str, Any]:
-    """What ``policy`` does with the test probes (``calibration``'s own simulation of ``climb``)."""
-    shortlists = test["shortlists"]
-    visited = [shortlists.index(s) for s, _ in policy.levels]
-    b = calibration.EF_RATIOS.index(policy.levels[0][1] // policy.levels[0][0])
-    costs = np.array([[calibration.level_cost(s, r * s, test["prefix_dim"], test["full_dim"]) for s in shortlists]
-                      for r in calibration.EF_RATIOS])
-    conf = calibration._combined(test["conf"], policy.weight)
-    cost, got, _ = calibration._simulate(test["recall"], conf, costs, calibration.scan_cost(test["live"], test["full_dim"]),
-                                         b, visited, policy.exact, [policy.threshold])
-    cost, got, strata = cost[:, 0], got[:, 0], test["strata"]
+def judge(policy: EffortPolicy, test) -> dict[str, Any]:
+    """What ``policy`` does with the probes of ``test`` (a ``Diagnostics.trace_probes``): the
+    calibration's own simulation of ``climb``."""
+    cost, got = test.replay(policy)
+    strata = test.strata
     return {"recall": float(got.mean()), "strata": [float(got[strata == s].mean()) for s in np.unique(strata)],
             "worst_decile": float(np.sort(got)[: max(1, len(got) // 10)].mean()),
             "cost_mean": float(cost.mean()), "cost_median": float(np.median(cost))}
@@ -69,12 +46,11 @@ def run(path: str | Path, probes: list[int], seeds: list[int], target: float, te
 
     rows = []
     with MRLStore.open(path, read_only=True) as store:
-        state = store._s
         log(f"tracing {test_probes} test probes ...")
-        test = independent_trace(state, test_probes)
+        test = store.diagnostics.trace_probes(test_probes, TEST_SEED)
         for n in probes:
             for seed in seeds:
-                cal = calibration.calibrate(state, target_recall=target, probes=n, seed=seed)
+                cal = store.diagnostics.measure_calibration(target, probes=n, seed=seed)
                 measured = cal.policies.get(target)
                 row = {"probes": n, "seed": seed, "seconds": cal.seconds,
                        "policy": describe(measured.policy) if measured else None,
@@ -116,4 +92,4 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "independent_trace", "judge", "run"]
+__all__ = ["add_parser", "judge", "run"]

@@ -30,7 +30,6 @@ import numpy as np
 
 from ..mrl import normalize
 from ..store.local import calibration
-from ..store.local.kernel import to_float32
 from .adaptive import log_line, save_json
 
 SETTINGS = ((16, 16), (16, 256), (16, 1024), (16, 4096), (256, 256), (1024, 1024), (4096, 4096))
@@ -51,18 +50,18 @@ def measure(path: str | Path, *, queries: int = 300, exact_queries: int = 30, se
     from ..store import MRLStore  # noqa: PLC0415
 
     with MRLStore.open(path, read_only=True) as store:
-        state = store._s
-        live = state.docs.live_rows()
+        ids = store.ids()
         rng = np.random.default_rng(seed)
-        own = np.sort(rng.choice(live, size=min(queries, len(live)), replace=False))
-        probes, _ = calibration.off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+        chosen = [ids[i] for i in np.sort(rng.choice(len(ids), size=min(queries, len(ids)), replace=False))]
+        stored = np.stack([r.vector for r in store.get(chosen, include_vectors=True)])
+        probes, _ = calibration.off_node(normalize(stored.astype(np.float32)), rng)
         timed = []
         for shortlist, ef in SETTINGS:
-            if shortlist < len(live) // 2:
+            if shortlist < len(ids) // 2:
                 t = cpu_us(lambda q, s=shortlist, e=ef: store.search(q, k=10, shortlist=s, ef=e), probes)
                 timed.append({"shortlist": shortlist, "ef": ef, "us": t})
         exact = cpu_us(lambda q: store.search_exact(q, k=10), probes[:exact_queries])
-        return {"store": str(path), "live": len(live), "prefix_dim": store.prefix_dim, "full_dim": store.full_dim,
+        return {"store": str(path), "live": len(ids), "prefix_dim": store.prefix_dim, "full_dim": store.full_dim,
                 "settings": timed, "exact_us": exact}
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from mrl_retrievers import MRLStore
 from mrl_retrievers.bench import synthetic
-from mrl_retrievers.bench.adaptive_seeds import format_rows, independent_trace, judge, run
+from mrl_retrievers.bench.adaptive_seeds import TEST_SEED, format_rows, judge, run
 from mrl_retrievers.store.effort import EffortPolicy
 
 
@@ -27,8 +27,8 @@ def test_an_exact_rung_for_every_probe_finds_everything(tmp_path):
     data = synthetic.mrl_like(3000, 32, decay=0.5, seed=2)
     with MRLStore.create(tmp_path / "s", full_dim=32, prefix_dim=4, exact_below=0) as store:
         store.bulk_add(data)
-        test = independent_trace(store._s, 96)
-    first = test["shortlists"][0]
+        test = store.diagnostics.trace_probes(96, TEST_SEED)
+    first = test.shortlists[0]
     shallow = judge(EffortPolicy(((first, first),), float("inf"), exact=False), test)
     everything = judge(EffortPolicy(((first, first),), float("inf"), exact=True), test)
     assert everything["recall"] == 1.0 and all(s == 1.0 for s in everything["strata"])

@@ -604,6 +604,18 @@ def _simulate(recall, conf, costs, exact_cost, b, visited, exact, taus):
     return cumulative[stop], got, stop
 
 
+def replay(policy: EffortPolicy, recall: np.ndarray, conf: np.ndarray, shortlists: Sequence[int], prefix_dim: int,
+           full_dim: int, live: int) -> tuple[np.ndarray, np.ndarray]:
+    """(modeled cost, recall) per probe of ``policy`` run on a trace (``trace``'s arrays over
+    ``shortlists``): the simulation ``choose`` ranks policies by, for a policy chosen elsewhere."""
+    visited = [list(shortlists).index(s) for s, _ in policy.levels]
+    b = EF_RATIOS.index(policy.levels[0][1] // policy.levels[0][0])
+    costs = np.array([[level_cost(s, r * s, prefix_dim, full_dim) for s in shortlists] for r in EF_RATIOS])
+    cost, got, _ = _simulate(recall, _combined(conf, policy.weight), costs, scan_cost(live, full_dim), b, visited,
+                             policy.exact, [policy.threshold])
+    return cost[:, 0], got[:, 0]
+
+
 def _measure(recall, conf, costs, exact_cost, shortlists, rows, z, strata, b, visited, tau, exact, weight) -> Measured:
     cf = _combined(conf[rows], weight)
     cost, rec, stop = (a[:, 0] for a in _simulate(recall[rows], cf, costs, exact_cost, b, visited, exact, [tau]))
@@ -646,5 +658,5 @@ def _check(target_recall, probes, confidence_level) -> None:
         raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
 
 
-__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "ladder", "TARGETS", "due", "calibrate", "exact_top_rows",
+__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "ladder", "TARGETS", "due", "calibrate", "exact_top_rows", "replay",
            "level_cost", "needs_calibration", "off_node", "sample_queries"]

@@ -3,8 +3,9 @@
 For benchmarks and profiling; not a stable API. The bench times single stages of the search
 (``bench/framework.py``'s cold rerank, ``bench/adaptive.py``'s effort levels and signals,
 ``bench/profile_search.py``), evicts the vector file from the page cache between cold queries
-(``bench/peers.py``, ``bench/scale.py``) and compares calibrations in memory
-(``bench/adaptive_compare.py``). Each of those is one method here, so nothing outside the store
+(``bench/peers.py``, ``bench/scale.py``), compares calibrations in memory
+(``bench/adaptive_compare.py``), calibrates without recording and traces independent probes
+(``bench/adaptive_seeds.py``). Each of those is one method here, so nothing outside the store
 package reaches into the store's private parts (``tests/unit/test_architecture.py`` checks it).
 
 ``SearchStages`` runs the very functions ``search.py`` runs, on the store's parts, only inside
@@ -20,9 +21,11 @@ from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
+from ...mrl import normalize
 from ...types import Hit
 from ..effort import Calibration
-from . import follow
+from . import calibration, follow
+from .kernel import to_float32
 from .handles import SharedStore
 from .search import SearchPlan, coarse_ranked, exact_scores, rerank, to_hits
 from .state import StoreState
@@ -75,6 +78,24 @@ class SearchStages:
         return to_hits(self._state.docs, rows, scores)
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbeTrace:
+    """``Diagnostics.trace_probes``: per probe, ef ratio and level, the level's recall and the
+    confidence's parts; each probe's stratum (near, middle, far); the ladder and the store's shape."""
+
+    recall: np.ndarray
+    conf: np.ndarray
+    strata: np.ndarray
+    shortlists: list[int]
+    live: int
+    prefix_dim: int
+    full_dim: int
+
+    def replay(self, policy) -> tuple[np.ndarray, np.ndarray]:
+        """(modeled cost, recall) per probe of ``policy`` on this trace (``calibration.replay``)."""
+        return calibration.replay(policy, self.recall, self.conf, self.shortlists, self.prefix_dim, self.full_dim, self.live)
+
+
 class Diagnostics:
     """For benchmarks and profiling; not a stable API (see the module docstring)."""
 
@@ -104,19 +125,41 @@ class Diagnostics:
         searcher.plan(k, shortlist, ef, target_recall)  # bad arguments fail before any lock is taken
         return self._read(lambda: fn(SearchStages(self._shared.state, searcher.plan(k, shortlist, ef, target_recall))))
 
+    def measure_calibration(self, target_recall: float, *, probes: int | None = None, seed: int = 0) -> Calibration:
+        """What a calibration with these probes and seed would record (``calibration.calibrate``),
+        under the read lock; nothing is recorded."""
+        return self._read(lambda: calibration.calibrate(self._shared.state, target_recall=target_recall, probes=probes, seed=seed))
+
+    def trace_probes(self, probes: int, seed: int) -> ProbeTrace:
+        """Every level of the calibration's ladder for ``probes`` probes drawn with ``seed`` (the
+        calibration's own generator; no level skipped for cost, none cut short): what any policy
+        on this ladder would do with them (``calibration.replay``). Under the read lock."""
+        def run() -> ProbeTrace:
+            state, m = self._shared.state, self._shared.state.manifest
+            live = state.docs.live_rows()
+            rng = np.random.default_rng(seed)
+            own = np.sort(rng.choice(live, size=min(probes, len(live) - calibration.K - 1), replace=False))
+            vectors, strata = calibration.off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+            truth = calibration.exact_top_rows(state, live, own, vectors, calibration.K)
+            shortlists = calibration.ladder(len(live), m.prefix_dim, m.full_dim)
+            recall, conf = calibration.trace(state, vectors, own, truth, shortlists, enough=1.0)
+            return ProbeTrace(recall, conf, strata, shortlists[: recall.shape[2]], len(live), m.prefix_dim, m.full_dim)
+
+        return self._read(run)
+
     @contextmanager
-    def calibration_override(self, calibration: Calibration | None) -> Iterator[None]:
-        """Searches of every handle on this store use ``calibration`` inside the block (None: the
+    def calibration_override(self, recorded: Calibration | None) -> Iterator[None]:
+        """Searches of every handle on this store use ``recorded`` inside the block (None: the
         store's own); the store's is put back after it. In memory only: nothing is saved (unless
         something inside the block writes the manifest, which would save the override)."""
-        if calibration is None:
+        if recorded is None:
             yield
             return
         state = self._shared.state
         with self._shared.rw.write():
             self._check_open()
             saved = state.manifest.calibration
-            state.manifest = dataclasses.replace(state.manifest, calibration=calibration)
+            state.manifest = dataclasses.replace(state.manifest, calibration=recorded)
         try:
             yield
         finally:
@@ -124,4 +167,4 @@ class Diagnostics:
                 state.manifest = dataclasses.replace(state.manifest, calibration=saved)
 
 
-__all__ = ["Diagnostics", "SearchStages"]
+__all__ = ["Diagnostics", "ProbeTrace", "SearchStages"]
