@@ -198,8 +198,7 @@ def calibrate(state: "StoreState", *, target_recall: float, probes: int | None =
         own = np.full(len(vectors), -1, dtype=np.int64)
         strata = np.zeros(len(vectors), dtype=np.int64)
     else:
-        own = np.sort(rng.choice(live, size=min(probes, len(live) - K - 1), replace=False))
-        vectors, strata = off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+        own, vectors, strata = draw_probes(state, live, probes, rng)
     # The truth pass scores every live row for every probe: when those scores fit ``_TABLE_BYTES``
     # (stores up to ~32k rows at 512 probes), the trace looks its rows up there instead of reading
     # and scoring them again (at 16k x 1024 that was a third of the calibration).
@@ -249,6 +248,15 @@ def default_probes(live: int) -> int:
     """Probes a calibration takes by default: ``DEFAULT_PROBES``, fewer for small and for very large
     stores (one per ``PER_PROBE`` live items; ``PROBE_BUDGET`` probe-rows), never fewer than ``MIN_PROBES``."""
     return min(DEFAULT_PROBES, max(MIN_PROBES, min(live // PER_PROBE, PROBE_BUDGET // max(live, 1))))
+
+
+def draw_probes(state: "StoreState", live: np.ndarray, probes: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(own rows ascending, probe vectors, strata): ``probes`` sampled live rows moved off their
+    nodes (``off_node``); fewer when the store holds too few rows to leave each its top-``K``."""
+    own = np.sort(rng.choice(live, size=min(probes, len(live) - K - 1), replace=False))
+    vectors, strata = off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+    return own, vectors, strata
 
 
 def off_node(vectors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -658,5 +666,5 @@ def _check(target_recall, probes, confidence_level) -> None:
         raise InvalidInputError(f"confidence must lie in [0.5, 1), got {confidence_level!r}")
 
 
-__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "ladder", "TARGETS", "due", "calibrate", "exact_top_rows", "replay",
+__all__ = ["DEFAULT_PROBES", "LADDER", "default_probes", "draw_probes", "ladder", "TARGETS", "due", "calibrate", "exact_top_rows", "replay",
            "level_cost", "needs_calibration", "off_node", "sample_queries"]

@@ -21,11 +21,9 @@ from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
-from ...mrl import normalize
 from ...types import Hit
 from ..effort import Calibration
 from . import calibration, follow
-from .kernel import to_float32
 from .handles import SharedStore
 from .search import SearchPlan, coarse_ranked, exact_scores, rerank, to_hits
 from .state import StoreState
@@ -137,9 +135,7 @@ class Diagnostics:
         def run() -> ProbeTrace:
             state, m = self._shared.state, self._shared.state.manifest
             live = state.docs.live_rows()
-            rng = np.random.default_rng(seed)
-            own = np.sort(rng.choice(live, size=min(probes, len(live) - calibration.K - 1), replace=False))
-            vectors, strata = calibration.off_node(normalize(to_float32(state.vectors.gather(own))), rng)
+            own, vectors, strata = calibration.draw_probes(state, live, probes, np.random.default_rng(seed))
             truth = calibration.exact_top_rows(state, live, own, vectors, calibration.K)
             shortlists = calibration.ladder(len(live), m.prefix_dim, m.full_dim)
             recall, conf = calibration.trace(state, vectors, own, truth, shortlists, enough=1.0)

@@ -31,7 +31,7 @@ from ...errors import (
 from ...metadata import load_metadata, validate_metadatas
 from ...mrl import as_matrix, check_width, normalize_as, prefix
 from ...types import EmbeddingSpec, Hit, Record
-from . import bulk, follow, handles, opening, salvage
+from . import bulk, follow, handles, kernel, opening, salvage
 from .docstore import damaged_record
 from .bulk import PreparedBatch
 from .crashpoints import crash_point
@@ -47,7 +47,6 @@ from .manifest import Manifest
 from .rwlock import ReadWriteLock
 from .search import Searcher
 from ..validation import check_ids, check_k, check_texts
-from . import kernel
 from .kernel import to_float32
 from .vectors import row_checksums
 
