@@ -22,20 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl_retrievers.mrl import unit_vector
 from mrl_retrievers.store import MRLStore
 from mrl_retrievers.store.local import kernel
 
 NAMES = ["validate + normalize query", "plan + read lock enter (+ catch-up check)",
          "coarse: prefix + hnswlib knn_query (all segments)", "rerank: CRC bitmap check",
-         "rerank: score + top-k (kernel.best_of)", "to_hits: SQLite hit_records + Hit objects", "read lock exit"]
+         "rerank: score + top-k (kernel.best_of)", "to_hits: records (SQLite at a first read) + Hit objects", "read lock exit"]
 ns = time.perf_counter_ns
 
 
 def stage_times(store: MRLStore, vector: np.ndarray, effort: dict, k: int = 10) -> list[int]:
     """Nanoseconds of each of ``NAMES`` for one search (``search``'s fixed-effort path, inlined)."""
     t = [ns()]
-    query = unit_vector(vector, store.full_dim)
+    query = kernel.unit_query(vector, store.full_dim)
     t.append(ns())
 
     def run(st):

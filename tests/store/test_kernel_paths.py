@@ -94,13 +94,13 @@ def test_a_record_whose_json_copy_disagrees_is_read_again_not_called_damaged(tmp
 def test_each_hit_is_checksummed_once(tmp_path, rng, monkeypatch):
     """A hit's record is checked once; only a record failing it is read again and checked again
     (the check ran twice for every hit until 2026-12-05: ~5 us of each 100k search)."""
-    from mrl_retrievers.store.local import docstore, search
+    from mrl_retrievers.store.local import docstore, records
 
     data = rng.standard_normal((40, 16)).astype(np.float32)
     with MRLStore.create(tmp_path / "s", full_dim=16, prefix_dim=4) as s:
         s.add([f"d{i}" for i in range(40)], data, texts=[f"text {i}" for i in range(40)])
         calls = []
-        monkeypatch.setattr(search, "damaged_record", lambda *a: calls.append(a) or docstore.damaged_record(*a))
+        monkeypatch.setattr(records, "damaged_record", lambda *a: calls.append(a) or docstore.damaged_record(*a))
         hits = s.search(data[3], k=5, target_recall=1.0)
         assert [h.id for h in hits][0] == "d3"
         assert len(calls) == 5

@@ -1,5 +1,6 @@
 /* The rerank's inner loop in one call: score candidate rows of the memory-mapped vector file
- * against a query and keep the best k, with the GIL released for the whole call.
+ * against a query and keep the best k, in one call that hands the GIL over at most once (and only
+ * for long work: GIL_HOLD_WORK).
  *
  * Why compiled: in Python the same work is ~25 numpy calls a search (gather, float16 conversion, dot,
  * partition, sort), each taking and releasing the GIL; two threads searching side by side then spend
@@ -188,7 +189,7 @@ static int64_t top_k(const void *base, int64_t dim, int f16, const int64_t *rows
 }
 
 
-/* ---- The Python module: buffers in (numpy arrays), the GIL released around the arithmetic ---- */
+/* ---- The Python module: buffers in (numpy arrays), the GIL released around long arithmetic ---- */
 
 /* Acquire `obj`'s buffer, C-contiguous, with `ndim` dimensions and items of `itemsize` bytes whose
  * format is one of `formats` (NULL: any); raises TypeError/ValueError and returns 0 otherwise. */
@@ -240,6 +241,18 @@ static void release_inputs(Inputs *in) {
     PyBuffer_Release(&in->matrix);
 }
 
+/* Work (rows x dims) below which a call keeps the GIL. Releasing it lets another thread's Python run
+ * meanwhile, but a short release hurts threads more than it helps: the call ends before the other
+ * thread is awake, takes the GIL back at once, and the other thread waits again (up to the 5 ms
+ * switch interval). A 50-row rerank at 1024 dims is ~20 us: two threads searching side by side
+ * ran slower than one when every rerank handed the GIL over (docs/benchmarks.md, "The records of
+ * the hits"). 2^18 numbers: a 256-row shortlist at 1024 dims, ~50-100 us. */
+#define GIL_HOLD_WORK (1 << 18)
+
+/* Releases the GIL for work above GIL_HOLD_WORK only. */
+#define BEGIN_LONG_WORK(work) PyThreadState *_gil_saved = (work) > GIL_HOLD_WORK ? PyEval_SaveThread() : NULL;
+#define END_LONG_WORK() if (_gil_saved != NULL) PyEval_RestoreThread(_gil_saved);
+
 /* top_k(matrix, rows, query, out_rows, out_scores) -> count; -1: a row lies outside the matrix;
  * -2: a row is listed twice among the winners (ask again with unique rows). */
 static PyObject *py_top_k(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -255,11 +268,11 @@ static PyObject *py_top_k(PyObject *self, PyObject *const *args, Py_ssize_t narg
             if (oscore.shape[0] != k) {
                 PyErr_SetString(PyExc_ValueError, "top_k: out_rows and out_scores differ in length");
             } else {
-                Py_BEGIN_ALLOW_THREADS
+                BEGIN_LONG_WORK(n * in.matrix.shape[1])
                 if (rows_in_range(in.rows.buf, n, in.matrix.shape[0]))
                     count = top_k(in.matrix.buf, in.matrix.shape[1], in.matrix.itemsize == 2, in.rows.buf, n, in.query.buf,
                                   k, orow.buf, oscore.buf);
-                Py_END_ALLOW_THREADS
+                END_LONG_WORK()
                 result = PyLong_FromLongLong(count);
             }
             PyBuffer_Release(&oscore);
@@ -283,12 +296,12 @@ static PyObject *py_scores(PyObject *self, PyObject *const *args, Py_ssize_t nar
         if (out.shape[0] != n) {
             PyErr_SetString(PyExc_ValueError, "scores: out's length is not the rows'");
         } else {
-            Py_BEGIN_ALLOW_THREADS
+            BEGIN_LONG_WORK(n * in.matrix.shape[1])
             if (rows_in_range(in.rows.buf, n, in.matrix.shape[0])) {
                 scores(in.matrix.buf, in.matrix.shape[1], in.matrix.itemsize == 2, in.rows.buf, n, in.query.buf, out.buf);
                 status = 0;
             }
-            Py_END_ALLOW_THREADS
+            END_LONG_WORK()
             result = PyLong_FromLongLong(status);
         }
         PyBuffer_Release(&out);

@@ -73,7 +73,7 @@ class SearchStages:
 
     def hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
         """Ids, texts and metadata for ranked rows: the search's last stage."""
-        return to_hits(self._state.docs, rows, scores)
+        return to_hits(self._state.docs, self._state.records, rows, scores)
 
 
 @dataclasses.dataclass(frozen=True)

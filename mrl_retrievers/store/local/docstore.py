@@ -269,6 +269,11 @@ class DocStore:
             return self.conn
         return self._thread_reader()
 
+    def reads_committed(self) -> bool:
+        """Whether this thread's lookups (``_lookup_db``) see committed state only: not the writer's
+        own open transaction, which may still roll back (its rows then numbered again)."""
+        return self.read_only or getattr(self._local, "snapshot", None) is not None or not self.conn.in_transaction
+
     @contextmanager
     def snapshot(self) -> Iterator[CommittedState]:
         """One read transaction on this thread: every read inside sees the same committed state.

@@ -115,10 +115,13 @@ def catch_up(state: "StoreState", snap: CommittedState) -> None:
 
 def _apply_tombstones(state: "StoreState", snap: CommittedState) -> None:
     if snap.generation is None:  # schema 1: no log; marking is idempotent
-        state.ann.mark_deleted(state.docs.tombstone_rows())
+        rows = state.docs.tombstone_rows()
+        state.ann.mark_deleted(rows)
+        state.records.forget(rows)
         return
     rows, state.tomb_seq = state.docs.tombstones_after(state.tomb_seq)
     state.ann.mark_deleted(rows)
+    state.records.forget(rows)
 
 
 def _reload(state: "StoreState", snap: CommittedState) -> None:
@@ -142,6 +145,7 @@ def _reload(state: "StoreState", snap: CommittedState) -> None:
     old = state.vectors
     state.manifest, state.vectors, state.epoch, state.rows, state.ann = manifest, vectors, snap.epoch, snap.rows, ann
     state.checked.reset()
+    state.records.reset()
     state.tomb_seq = state.docs.tombstone_seq()
     state.ann_note = moved.ann_note
     old.close()

@@ -60,6 +60,7 @@ def compact(state: "StoreState") -> int:
     state.vectors = VectorFile(new_path, dim=state.manifest.full_dim, dtype=state.manifest.dtype, writable=True)
     state.epoch, state.rows = epoch, len(live)
     state.checked.reset()  # row numbers changed
+    state.records.reset()
     old.close()
     old.path.unlink(missing_ok=True)
     state.ann = build_ann(state.vectors, np.arange(len(live), dtype=np.int64), state.manifest, state.manifest.prefix_dim)

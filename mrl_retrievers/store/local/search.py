@@ -20,8 +20,9 @@ from .. import effort
 from .ann import AnnIndex
 from ..validation import check_k
 from . import kernel
-from .docstore import DocStore, damaged_record
+from .docstore import DocStore
 from .kernel import to_float32, top_k
+from .records import HitRecords
 from .vectors import VectorFile, row_checksums
 
 
@@ -134,26 +135,21 @@ def verify_rows(docs: DocStore, rows: np.ndarray, stored: np.ndarray) -> None:
             )
 
 
-def to_hits(docs: DocStore, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
-    """Attach ids, texts and metadata (one query), each checked against its record checksum.
+def to_hits(docs: DocStore, records: HitRecords, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
+    """Attach ids, texts and metadata (one query), each record checked against its checksum the
+    first time this handle reads it (``records.HitRecords``).
 
     The caller reads inside the committed state it ranked (see ``follow``): every row is live there.
     """
     rows = rows.tolist()
-    found = docs.hit_records(rows)
+    found = records.get(docs, rows)
     hits = []
     for row, score in zip(rows, scores.tolist()):  # tolist: Python floats already
         record = found.get(row)
         if record is not None:
-            id_, text, meta, _crc, rcrc = record
-            if damaged_record(id_, text, meta, rcrc):  # the row's own columns decide, not their JSON copy
-                id_, text, meta, _crc, rcrc = docs.by_rows([row]).get(row, record)
-                if damaged_record(id_, text, meta, rcrc):
-                    raise CorruptStoreError(
-                        f"item {id_!r} of {docs.path.parent} fails its text/metadata checksum; "
-                        f"run `mrl-retrievers verify {docs.path.parent}` to list damaged items"
-                    )
-            # Most items carry no metadata: skip the JSON parser for the empty object.
+            id_, text, meta = record
+            # Most items carry no metadata: skip the JSON parser for the empty object. Parsed per
+            # hit, never shared: a caller may change the dict it was handed.
             hits.append(Hit(id_, score, text, {} if meta == "{}" else load_metadata(meta)))
     return hits
 
@@ -283,12 +279,12 @@ class Searcher:
         if s.ann.live <= s.manifest.exact_below:
             live, matrix = self._small_store()
             if rows is None:
-                return to_hits(s.docs, *top_k(live, matrix @ query, k))
+                return to_hits(s.docs, s.records, *top_k(live, matrix @ query, k))
             positions = np.minimum(np.searchsorted(live, rows), len(live) - 1)
             known = live[positions] == rows  # a read-only handle may see rows newer than its cache
-            return to_hits(s.docs, *top_k(rows[known], matrix[positions[known]] @ query, k))
+            return to_hits(s.docs, s.records, *top_k(rows[known], matrix[positions[known]] @ query, k))
         rows = s.docs.live_rows() if rows is None else rows
-        return to_hits(s.docs, *top_k(rows, exact_scores(s.vectors, s.docs, s.checked, rows, query), k))
+        return to_hits(s.docs, s.records, *top_k(rows, exact_scores(s.vectors, s.docs, s.checked, rows, query), k))
 
     def exact_batch(self, queries: np.ndarray, rows: np.ndarray | None, k: int, block: int = 65536) -> list[list[Hit]]:
         """Exact scan of ``rows`` (None: every live row) for many queries in one pass over the
@@ -302,7 +298,7 @@ class Searcher:
             stored = s.vectors.gather(part)
             s.checked.verify(s.docs, part, stored)
             best = fold_top_k(best, part, to_float32(stored) @ transposed, k)
-        return [to_hits(s.docs, r, sc) for r, sc in zip(*best)]
+        return [to_hits(s.docs, s.records, r, sc) for r, sc in zip(*best)]
 
     def _small_store(self) -> tuple[np.ndarray, np.ndarray]:
         small = self._small
@@ -337,9 +333,9 @@ class Searcher:
         rows, scores, _level, sure = found
         if not sure and (plan.policy.exact or allowed is not None and len(allowed) <= effort.EXACT_FALLBACK * plan.shortlist):
             return self.exact(query, allowed, plan.k)
-        return to_hits(s.docs, *top_k(rows, scores, plan.k))
+        return to_hits(s.docs, s.records, *top_k(rows, scores, plan.k))
 
     def _finish(self, query: np.ndarray, rows: np.ndarray, plan: SearchPlan) -> list[Hit]:
         s = self.s
         best_rows, scores = rerank(s.vectors, s.docs, s.checked, rows, query, plan.k, plan.funnel_dim)
-        return to_hits(s.docs, best_rows, scores)
+        return to_hits(s.docs, s.records, best_rows, scores)

@@ -13,6 +13,7 @@ from .coarse import CoarseIndex
 from .docstore import DocStore
 from .fs import WriterLock
 from .manifest import Manifest
+from .records import HitRecords
 from .search import RowChecks
 from .vectors import VectorFile
 
@@ -34,6 +35,7 @@ class StoreState:
     released: bool = field(default=False)
     ann_note: str | None = None  # why the coarse index was rebuilt on open, if it was
     checked: RowChecks = field(default_factory=RowChecks)  # rows whose checksum this handle verified
+    records: HitRecords = field(default_factory=HitRecords)  # hits' ids, texts and metadata, checked
     token: tuple = ()  # the committed state this handle's index and map reflect (read-only handles)
     tomb_seq: int = 0  # tombstone-log position applied to the index (read-only handles)
     auto_calibrate: bool = True  # checkpoints recalibrate the search effort when needed (tune pauses it)

@@ -293,6 +293,7 @@ class MRLStore:
             s.ann.add(prefix(to_float32(stored[:, : self.prefix_dim]), self.prefix_dim), np.arange(start, s.rows),
                       num_threads=-1 if len(ids) >= PARALLEL_ADD_ROWS else 1)
             s.ann.mark_deleted(superseded)
+            s.records.forget(superseded)
             self._searcher.invalidate()
             crash_point("add:ann-updated")
             checkpointed = checkpoints.checkpoint_due(s, CHECKPOINT_ROWS)
@@ -332,6 +333,7 @@ class MRLStore:
             self._check_open()
             rows = self._s.docs.delete(ids)
             self._s.ann.mark_deleted(rows)
+            self._s.records.forget(rows)
             self._searcher.invalidate()
         return len(rows)
 

@@ -29,7 +29,10 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 def _load_mincore():
     """libc's mincore (is a page in the page cache?), or None where it is unavailable."""
     try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).mincore
+        # PyDLL: the call keeps the GIL. A ctypes.CDLL call hands it over, and a hand-over this short
+        # (one system call) makes a thread searching beside it wait for the GIL instead (kernel.c,
+        # GIL_HOLD_WORK).
+        fn = ctypes.PyDLL(ctypes.util.find_library("c") or None, use_errno=True).mincore
     except (OSError, AttributeError):
         return None
     fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)

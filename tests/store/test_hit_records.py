@@ -1,0 +1,141 @@
+"""A search's hits take their ids, texts and metadata from SQLite once per handle
+(``store/local/records.py``): later searches serve them from memory, and nothing a write changes
+(an upsert, a delete, a compaction's new row numbers, another process's compaction) is ever served
+from the old copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrl_retrievers import MRLStore
+from mrl_retrievers.errors import CorruptStoreError
+from mrl_retrievers.store.local import records
+from mrl_retrievers.store.local.docstore import DocStore
+
+DIM = 16
+
+
+def _data(rng, n):
+    return rng.standard_normal((n, DIM)).astype(np.float32)
+
+
+def _count_sqlite_reads(monkeypatch) -> list[list[int]]:
+    calls: list[list[int]] = []
+    real = DocStore.hit_records
+    monkeypatch.setattr(DocStore, "hit_records", lambda self, rows: calls.append(list(rows)) or real(self, rows))
+    return calls
+
+
+@pytest.mark.parametrize("exact_below", [0, 10_000])
+def test_a_hit_record_is_read_from_sqlite_once_per_handle(tmp_path, rng, monkeypatch, exact_below):
+    data = _data(rng, 400)
+    with MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=4, exact_below=exact_below) as s:
+        s.add([f"d{i}" for i in range(400)], data, texts=[f"text {i}" for i in range(400)],
+              metadatas=[{"i": i} for i in range(400)])
+        calls = _count_sqlite_reads(monkeypatch)
+        first = s.search(data[7], k=5)
+        assert first[0].id == "d7" and len(calls) == 1 and len(calls[0]) == 5
+        again = s.search(data[7], k=5)
+        assert again == first and len(calls) == 1  # all five served from memory
+        s.search(data[7], k=8)
+        assert len(calls) == 2 and len(calls[1]) == 3  # only the three it had not read
+
+
+def test_a_hit_record_is_checked_before_it_is_kept(tmp_path, rng):
+    import sqlite3
+
+    path = tmp_path / "s"
+    data = _data(rng, 50)
+    with MRLStore.create(path, full_dim=DIM, prefix_dim=4) as s:
+        s.add([f"d{i}" for i in range(50)], data, texts=[f"text {i}" for i in range(50)])
+    conn = sqlite3.connect(path / "docs.sqlite")
+    conn.execute("UPDATE docs SET text = 'text 9!' WHERE id = 'd9'")
+    conn.commit()
+    conn.close()
+    with MRLStore.open(path, read_only=True) as s:
+        for _ in range(2):  # never kept: the second search fails like the first
+            with pytest.raises(CorruptStoreError, match="d9"):
+                s.search(data[9], k=3)
+        assert len(s._s.records) == 0
+        assert s.search(data[10], k=1)[0].text == "text 10"
+
+
+def test_a_changed_metadata_dict_does_not_leak_into_later_hits(tmp_path, rng):
+    data = _data(rng, 30)
+    with MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=4) as s:
+        s.add([f"d{i}" for i in range(30)], data, metadatas=[{"tags": ["a"], "i": i} for i in range(30)])
+        hit = s.search(data[3], k=1)[0]
+        hit.metadata["tags"].append("changed by the caller")
+        hit.metadata["new"] = 1
+        assert s.search(data[3], k=1)[0].metadata == {"tags": ["a"], "i": 3}
+
+
+@pytest.mark.parametrize("exact_below", [0, 10_000])
+def test_upserts_deletes_and_compaction_are_never_answered_from_the_old_records(tmp_path, rng, exact_below):
+    n = 300
+    data = _data(rng, n)
+    with MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=4, exact_below=exact_below) as s:
+        s.add([f"d{i}" for i in range(n)], data, texts=[f"text {i}" for i in range(n)])
+        for q in data:
+            s.search(q, k=3)  # every record read once
+        s.add(["d5"], data[5:6], texts=["text 5, new"])
+        assert s.search(data[5], k=1)[0].text == "text 5, new"
+        s.delete([f"d{i}" for i in range(0, 100)] + ["d150"])
+        assert all(h.id != "d150" for h in s.search(data[150], k=5))
+        assert s.compact() == 102  # rows renumbered: row r now holds another item
+        for i in (120, 200, 299):
+            top = s.search(data[i], k=1)[0]
+            assert (top.id, top.text) == (f"d{i}", f"text {i}")
+            exact = s.search_exact(data[i], k=5)
+            assert [h.text for h in exact] == [f"text {h.id[1:]}" for h in exact]
+
+
+def test_a_read_only_handle_drops_its_records_when_the_writer_compacts(tmp_path, rng):
+    n = 3000
+    data = _data(rng, n)
+    path = tmp_path / "s"
+    MRLStore.create(path, full_dim=DIM, prefix_dim=8, exact_below=0).close()
+    reader = MRLStore.open(path, read_only=True)  # first: a separate read-only open store
+    with MRLStore.open(path) as writer:
+        writer.add([f"d{i}" for i in range(n)], data, texts=[f"text {i}" for i in range(n)])
+        for i in range(1000, 3000, 7):
+            assert reader.search(data[i], k=1)[0].text == f"text {i}"
+        writer.delete([f"d{i}" for i in range(1000)])
+        assert all(not h.id.startswith("d9") or int(h.id[1:]) >= 1000 for h in reader.search(data[900], k=5))
+        writer.compact()  # old row r + 1000 is row r now
+        for i in range(2000, 3000):  # each lands on a row number whose old record the reader read
+            top = reader.search(data[i], k=1)[0]
+            assert (top.id, top.text) == (f"d{i}", f"text {i}")
+    reader.close()
+
+
+def test_records_are_bounded_by_their_budget_oldest_first(tmp_path, rng, monkeypatch):
+    data = _data(rng, 500)
+    with MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=4) as s:
+        s.add([f"d{i:03d}" for i in range(500)], data, texts=["x" * 1000 for _ in range(500)])
+        kept = s._s.records
+        kept.budget = 20 * (1000 + 4 + 2 + records._OVERHEAD) + 10  # room for 20 records of 1000-char texts
+        for q in data:
+            assert len(s.search(q, k=3)) == 3
+            assert kept.bytes <= kept.budget and len(kept) <= 20
+        assert len(kept) == 20
+        calls = _count_sqlite_reads(monkeypatch)
+        s.search(data[0], k=1)  # read long ago: left
+        assert len(calls) == 1
+
+
+def test_records_read_inside_a_writers_open_transaction_are_not_kept(tmp_path, rng):
+    """Its rows may still roll back, and the next add would number its own rows the same."""
+    data = _data(rng, 10)
+    with MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=4) as s:
+        s.add([f"d{i}" for i in range(10)], data, texts=[f"text {i}" for i in range(10)])
+        docs, kept = s._s.docs, s._s.records
+        docs.conn.execute("BEGIN IMMEDIATE")
+        try:
+            assert kept.get(docs, [1, 2])[2][1] == "text 2"
+            assert len(kept) == 0
+        finally:
+            docs.conn.execute("ROLLBACK")
+        kept.get(docs, [1, 2])
+        assert len(kept) == 2
