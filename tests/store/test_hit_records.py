@@ -133,7 +133,7 @@ def test_records_read_inside_a_writers_open_transaction_are_not_kept(tmp_path, r
         docs, kept = s._s.docs, s._s.records
         docs.conn.execute("BEGIN IMMEDIATE")
         try:
-            assert kept.get(docs, [1, 2])[2][1] == "text 2"
+            assert kept.get(docs, [1, 2])[1][1] == "text 2"
             assert len(kept) == 0
         finally:
             docs.conn.execute("ROLLBACK")

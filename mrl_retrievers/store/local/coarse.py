@@ -111,8 +111,7 @@ class CoarseIndex:
         against 0.85 (a cheap graph search costs less than handing it to a thread). Batches
         (``num_threads`` != 1) use hnswlib's own threads, segment after segment."""
         if len(self.segments) == 1:  # every store up to segment_rows rows: no merge, no sort
-            (only,) = self.segments.values()
-            segments = [only] if only.live > 0 else []
+            segments = list(self.segments.values())  # (an empty one answers with no columns)
         else:
             segments = [s for _, s in sorted(self.segments.items()) if s.live > 0]
         if len(segments) > 1 and num_threads == 1 and max(ef, k) >= _PARALLEL_EF:

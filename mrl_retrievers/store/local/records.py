@@ -40,23 +40,18 @@ class HitRecords:
     def __len__(self) -> int:
         return len(self._records)
 
-    def get(self, docs: DocStore, rows: list[int]) -> dict[int, tuple[str, str | None, str]]:
-        """The records of ``rows`` that exist (the caller reads inside the committed state it ranked),
-        each checked against its record checksum the first time this handle reads it."""
+    def get(self, docs: DocStore, rows: list[int]) -> list[tuple[str, str | None, str] | None]:
+        """The record of each of ``rows``, in order (None where a row holds none: the caller reads
+        inside the committed state it ranked, where every row is live), each checked against its
+        record checksum the first time this handle reads it."""
         known = self._records
-        found = {}
-        missing = []
-        for row in rows:
-            record = known.get(row)
-            if record is None:
-                missing.append(row)
-            else:
-                found[row] = record
+        found = [known.get(row) for row in rows]
+        missing = [row for row, record in zip(rows, found) if record is None]
         if missing:
             fresh = _read_checked(docs, missing)
-            found.update(fresh)
             if docs.reads_committed():
                 self._keep(fresh)
+            found = [record if record is not None else fresh.get(row) for row, record in zip(rows, found)]
         return found
 
     def forget(self, rows: Iterable[int]) -> None:

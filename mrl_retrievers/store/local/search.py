@@ -141,17 +141,10 @@ def to_hits(docs: DocStore, records: HitRecords, rows: np.ndarray, scores: np.nd
 
     The caller reads inside the committed state it ranked (see ``follow``): every row is live there.
     """
-    rows = rows.tolist()
-    found = records.get(docs, rows)
-    hits = []
-    for row, score in zip(rows, scores.tolist()):  # tolist: Python floats already
-        record = found.get(row)
-        if record is not None:
-            id_, text, meta = record
-            # Most items carry no metadata: skip the JSON parser for the empty object. Parsed per
-            # hit, never shared: a caller may change the dict it was handed.
-            hits.append(Hit(id_, score, text, {} if meta == "{}" else load_metadata(meta)))
-    return hits
+    # Metadata is parsed per hit, never shared (a caller may change the dict it was handed); most
+    # items carry none: the empty object skips the JSON parser. tolist: Python floats already.
+    return [Hit(record[0], score, record[1], {} if record[2] == "{}" else load_metadata(record[2]))
+            for record, score in zip(records.get(docs, rows.tolist()), scores.tolist()) if record is not None]
 
 
 def coarse_candidates(ann: AnnIndex, query: np.ndarray, plan: SearchPlan, allowed: np.ndarray | None) -> np.ndarray | None:
