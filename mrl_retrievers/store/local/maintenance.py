@@ -56,11 +56,11 @@ def compact(state: "StoreState") -> int:
     mapping = np.full(state.rows, -1, dtype=np.int64)
     mapping[live] = np.arange(len(live))
     state.docs.renumber(mapping, epoch=epoch, vector_file=name)  # the commit point
+    state.records.reset()  # row numbers changed: at once, whatever fails below
     old = state.vectors
     state.vectors = VectorFile(new_path, dim=state.manifest.full_dim, dtype=state.manifest.dtype, writable=True)
     state.epoch, state.rows = epoch, len(live)
     state.checked.reset()  # row numbers changed
-    state.records.reset()
     old.close()
     old.path.unlink(missing_ok=True)
     state.ann = build_ann(state.vectors, np.arange(len(live), dtype=np.int64), state.manifest, state.manifest.prefix_dim)

@@ -288,12 +288,12 @@ class MRLStore:
             start = s.rows
             s.vectors.append(start, stored)
             superseded = s.docs.publish(ids, start, texts, metas, crcs, cursor=cursor)
+            s.records.forget(superseded)  # committed: whatever fails below, no old version is served
             s.rows = start + len(ids)
             s.vectors.ensure_mapped(s.rows)
             s.ann.add(prefix(to_float32(stored[:, : self.prefix_dim]), self.prefix_dim), np.arange(start, s.rows),
                       num_threads=-1 if len(ids) >= PARALLEL_ADD_ROWS else 1)
             s.ann.mark_deleted(superseded)
-            s.records.forget(superseded)
             self._searcher.invalidate()
             crash_point("add:ann-updated")
             checkpointed = checkpoints.checkpoint_due(s, CHECKPOINT_ROWS)
@@ -332,8 +332,8 @@ class MRLStore:
         with self._rw.write(), io_errors("writing", self.path):
             self._check_open()
             rows = self._s.docs.delete(ids)
-            self._s.ann.mark_deleted(rows)
             self._s.records.forget(rows)
+            self._s.ann.mark_deleted(rows)
             self._searcher.invalidate()
         return len(rows)
 
