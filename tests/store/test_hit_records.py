@@ -139,3 +139,21 @@ def test_records_read_inside_a_writers_open_transaction_are_not_kept(tmp_path, r
             docs.conn.execute("ROLLBACK")
         kept.get(docs, [1, 2])
         assert len(kept) == 2
+
+
+def test_a_write_that_fails_after_its_commit_leaves_no_old_version_to_serve(tmp_path, rng, monkeypatch):
+    """The upsert committed in SQLite, then the coarse index failed: the old row was never marked
+    deleted there, so a search may still rank it; its record must not come back from memory."""
+    data = _data(rng, 200)
+    with MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=4, exact_below=0) as s:
+        s.add([f"d{i}" for i in range(200)], data, texts=[f"text {i}" for i in range(200)])
+        assert s.search(data[5], k=1)[0].text == "text 5"  # read once: kept
+        coarse = s._s.ann
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("the coarse index failed after the commit")
+
+        monkeypatch.setattr(coarse, "add", fail)
+        with pytest.raises(RuntimeError):
+            s.add(["d5"], data[6:7], texts=["text 5, new"])
+        assert all(h.text != "text 5" for h in s.search(data[5], k=5))
