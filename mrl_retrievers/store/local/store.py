@@ -446,7 +446,8 @@ class MRLStore:
         The effort per query adapts to reach the store's ``target_recall`` (or this call's; 1.0 scans
         exactly); ``shortlist``/``ef`` fix it instead. Returns fewer hits when fewer items match. Safe
         beside other searches and beside writers (read lock); costs one hnswlib query per effort level
-        climbed, a read of each candidate row and two SQLite queries.
+        climbed, a read of each candidate row and, for hits this handle has not returned before,
+        one SQLite query (their records stay in memory afterwards: ``records.HitRecords``).
         """
         query = kernel.unit_query(vector, self.full_dim)
         flt = filters.parse_filter(filter) if filter is not None else None
