@@ -81,3 +81,36 @@ def test_a_search_runs_at_its_own_ef_while_another_thread_asks_for_another(monke
     wide.join(timeout=5)
     narrow.join(timeout=5)
     assert sorted(fake.seen) == [(16, 16), (400, 400)]
+
+
+def test_a_different_ef_is_not_starved_by_a_stream_of_searches(monkeypatch):
+    """Searches at one ef kept joining those in flight, so a calibration waiting for another ef
+    waited as long as any search was running: with four threads searching it never got in
+    (tests/reliability/test_concurrency.py hung once searches got fast). Now a search arriving
+    while another ef waits queues behind it."""
+    from mrl_retrievers.store.local.ann import _EfGate
+
+    class Fake:
+        ef = None
+
+        def set_ef(self, ef):
+            self.ef = ef
+
+    gate, order = _EfGate(Fake()), []
+    gate.enter(50)  # a search at 50 in flight
+
+    def search(ef, name):
+        gate.enter(ef)
+        order.append(name)
+        gate.leave()
+
+    calibrating = threading.Thread(target=search, args=(800, "calibration at 800"))
+    calibrating.start()
+    time.sleep(0.3)  # it waits for the search in flight
+    later = threading.Thread(target=search, args=(50, "a later search at 50"))
+    later.start()
+    time.sleep(0.3)
+    gate.leave()  # the first search ends
+    calibrating.join(timeout=5)
+    later.join(timeout=5)
+    assert order == ["calibration at 800", "a later search at 50"]

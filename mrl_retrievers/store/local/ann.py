@@ -181,25 +181,47 @@ class _EfGate:
     """hnswlib's search breadth is one setting of the index (``set_ef``), not an argument of
     ``knn_query``: a search that set 400 could run at another thread's 16 (fewer neighbours than it
     asked for), and a calibration measuring one level beside searches could measure another level's
-    recall. Searches at the same ef run together; a different ef waits until those in flight end."""
+    recall. Searches at the same ef run together; a different ef waits until those in flight end.
+
+    Fair: the first search that must wait for another ef books it (``_next``), and searches that
+    arrive after it queue behind, even at the ef in flight. Without that, searches at one ef kept
+    joining those in flight, and a calibration waiting for its ef beside four searching threads
+    never got in."""
 
     def __init__(self, index: hnswlib.Index) -> None:
         self._index = index
         self._cond = threading.Condition()
         self._ef: int | None = None
         self._inflight = 0
+        self._next: int | None = None  # the ef the gate switches to when those in flight end
 
     def enter(self, ef: int) -> None:
-        """Wait until searches at another ef have ended, then set ``ef`` and count this one in;
-        every ``enter`` needs its ``leave``. (Two calls, not a context manager: a generator-based
-        one costs a search ~1.5 us.)"""
+        """Wait for this ef's turn, then set ``ef`` and count this search in; every ``enter``
+        needs its ``leave``. (Two calls, not a context manager: a generator-based one costs a
+        search ~1.5 us.)"""
         with self._cond:
-            while self._inflight and self._ef != ef:
-                self._cond.wait()
+            booked = False
+            try:
+                while not self._may_enter(ef):
+                    if self._next is None:
+                        self._next, booked = ef, True
+                    self._cond.wait()
+            except BaseException:  # interrupted while waiting: give the booking up
+                if booked and self._next == ef:
+                    self._next = None
+                    self._cond.notify_all()
+                raise
+            if self._next == ef:
+                self._next = None
             if self._ef != ef:
                 self._index.set_ef(ef)
                 self._ef = ef
             self._inflight += 1
+
+    def _may_enter(self, ef: int) -> bool:
+        if self._inflight == 0:
+            return self._next is None or self._next == ef
+        return self._ef == ef and self._next is None
 
     def leave(self) -> None:
         with self._cond:
