@@ -1,7 +1,7 @@
 """Where a search's time goes: ``MRLStore.search``'s steps one by one, a timestamp between them.
 
 Run: ``OPENBLAS_NUM_THREADS=1 python -m mrl_retrievers.bench.profile_search DATASET_DIR [--read-only]
-[--shortlist S --ef E] [--threads 1 2]`` where DATASET_DIR is a bench dataset folder whose
+[--shortlist S --ef E] [--threads 1 2] [--warm PASSES]`` where DATASET_DIR is a bench dataset folder whose
 store ``ours-*/store`` was built by ``bench`` (``--store`` when it holds several). The stages add up to the whole call
 (a timestamp costs ~0.1 us); tight loop over the 1000 queries, 3 passes, medians, beside a plain
 ``store.search`` loop. ``--threads 1 2``: the same stages timed in N threads searching side by side
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ef", type=int, default=None)
     p.add_argument("--threads", type=int, nargs="*", default=None, help="thread counts to compare (e.g. 1 2)")
     p.add_argument("--seconds", type=float, default=3.0, help="per thread count and round (--threads)")
+    p.add_argument("--warm", type=int, default=0,
+                   help="whole passes over the queries before timing (default: the first 300 queries once); at "
+                        "1M a pass checks each new candidate row's CRC and reads it from disk once")
     args = p.parse_args(argv)
     queries = np.load(sorted(args.dataset.glob("queries-*.npy"))[0])
     found = sorted(args.dataset.glob("ours-*/store"))
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     store = MRLStore.open(args.store or found[0], read_only=args.read_only)
     effort = {name: value for name, value in (("shortlist", args.shortlist), ("ef", args.ef)) if value is not None}
     try:
-        for q in queries[:300]:  # warm: page cache, plan cache, SQLite's
+        for q in queries[:300] if args.warm == 0 else np.tile(queries, (args.warm, 1)):  # warm: page cache, plan cache, SQLite's
             store.search(q, k=10, **effort)
         print(f"prefix {store.prefix_dim}, effort {effort or 'the store default'}, "
               f"scoring: {'compiled kernel' if kernel.compiled() else 'numpy twin'}")
