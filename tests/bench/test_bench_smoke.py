@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 
 from mrl_retrievers.bench.cli import main
@@ -103,3 +104,18 @@ def test_profile_search_times_every_stage_in_one_and_two_threads(bench_run, caps
     line = table.split("| searches per second |")[1].splitlines()[0]
     counts = [float(x) for x in line.replace("|", " ").replace("/", " ").split()]
     assert len(counts) == 4 and all(c > 0 for c in counts)
+
+
+def test_profile_search_warms_with_whole_passes_over_the_queries(bench_run, capsys, monkeypatch):
+    from mrl_retrievers.bench import profile_search
+    from mrl_retrievers.store import MRLStore
+
+    _, _, cache = bench_run
+    (dataset,) = [d for d in cache.iterdir() if list(d.glob("ours-*/store"))]
+    queries = np.load(sorted(dataset.glob("queries-*.npy"))[0])
+    calls = []
+    real = MRLStore.search
+    monkeypatch.setattr(MRLStore, "search", lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))
+    monkeypatch.setattr(profile_search, "threaded", lambda *a, **kw: None)  # count the warm-up only
+    assert profile_search.main([str(dataset), "--shortlist", "20", "--ef", "40", "--threads", "1", "--warm", "2"]) == 0
+    assert len(calls) == 2 * len(queries)
