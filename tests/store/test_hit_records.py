@@ -120,6 +120,7 @@ def test_records_are_bounded_by_their_budget_oldest_first(tmp_path, rng, monkeyp
             assert len(s.search(q, k=3)) == 3
             assert kept.bytes <= kept.budget and len(kept) <= 20
         assert len(kept) == 20
+        assert (s.stats()["records_in_memory"], s.stats()["records_in_memory_bytes"]) == (20, kept.bytes)
         calls = _count_sqlite_reads(monkeypatch)
         s.search(data[0], k=1)  # read long ago: left
         assert len(calls) == 1

@@ -111,6 +111,9 @@ def stats(state: "StoreState") -> dict:
         "files": files,
         # hnswlib memory: N * (4 * dim + 8 * M + ~110) bytes (FACTS.md); the vector file is mapped, not resident.
         "estimated_ram_bytes": state.ann.count * (4 * m.prefix_dim + 8 * m.M + 110),
+        # hits' records this handle keeps in memory (``records.HitRecords``), of this process too
+        "records_in_memory": len(state.records),
+        "records_in_memory_bytes": state.records.bytes,
     }
 
 
