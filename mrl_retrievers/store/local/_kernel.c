@@ -242,11 +242,12 @@ static void release_inputs(Inputs *in) {
 }
 
 /* Work (rows x dims) below which a call keeps the GIL. Releasing it lets another thread's Python run
- * meanwhile, but a short release hurts threads more than it helps: the call ends before the other
- * thread is awake, takes the GIL back at once, and the other thread waits again (up to the 5 ms
- * switch interval). A 50-row rerank at 1024 dims is ~20 us: two threads searching side by side
- * ran slower than one when every rerank handed the GIL over (docs/benchmarks.md, "The records of
- * the hits"). 2^18 numbers: a 256-row shortlist at 1024 dims, ~50-100 us. */
+ * meanwhile, but a short release can cost more than it gains: the call ends before the other thread
+ * is awake, takes the GIL back, and the other thread waits again. Measured at 100k (50-row reranks
+ * at 1024 dims, ~20 us each; docs/benchmarks.md, "The hits' records from memory"): in two threads
+ * the rerank alone did 0.93x one thread's work when it released the GIL and 0.99x when it kept it,
+ * rerank + hits 0.90x and 1.00x; whole searches were within noise either way (keeping it halves the
+ * futex calls of a two-thread search). 2^18 numbers: a 256-row shortlist at 1024 dims, ~50-100 us. */
 #define GIL_HOLD_WORK (1 << 18)
 
 /* Releases the GIL for work above GIL_HOLD_WORK only. */
