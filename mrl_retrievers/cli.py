@@ -290,7 +290,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("store", stats["path"]),
         ("items", f"{stats['count']:,} ({stats['rows']:,} rows on disk, {stats['tombstones']:,} reclaimable by `compact`)"),
         ("vectors", f"{stats['full_dim']} dims, {stats['dtype']} on disk (memory-mapped)"),
-        ("coarse index", f"HNSW over the first {stats['prefix_dim']} dims{funnel}"),
+        ("coarse index", f"HNSW over the first {stats['prefix_dim']} dims{funnel} ({stats['coarse_index']})"),
         ("search", _describe_search(stats)),
         ("rerank", stats["scoring"]),
         ("disk", f"{_size(stats['disk_bytes'])} ("

@@ -5,11 +5,13 @@ Run: ``OPENBLAS_NUM_THREADS=1 python -m mrl_retrievers.bench.profile_search DATA
 store ``ours-*/store`` was built by ``bench`` (``--store`` when it holds several). The stages add up to the whole call
 (a timestamp costs ~0.1 us); tight loop over the 1000 queries, 3 passes, medians, beside a plain
 ``store.search`` loop. ``--threads 1 2``: the same stages timed in N threads searching side by side
-for ``--seconds`` each (alternating, twice): which stages swell when threads share the GIL. The
-stages are the store's own (``MRLStore.diagnostics.search_stages``, under its read lock); what is
-spelled out here is the fixed-effort path of ``search.Searcher.one`` and ``search.rerank`` without a
-funnel (pass ``--shortlist``/``--ef`` on a calibrated store): when that path changes, this copy must
-follow it.
+for ``--seconds`` each (alternating, twice): which stages swell when threads share the GIL, and
+plain ``store.search`` calls in N threads beside them. The stages are the store's own
+(``MRLStore.diagnostics.search_stages``, under its read lock); what is spelled out here is the
+stepwise fixed-effort path of ``search.Searcher.one`` and ``search.rerank`` without a funnel (pass
+``--shortlist``/``--ef`` on a calibrated store): when that path changes, this copy must follow it.
+``store.search`` itself takes the fused path where it applies (the graph walk and the rerank in one
+compiled call, ``search.Searcher._fused``): the plain ``store.search`` rows time that.
 """
 
 from __future__ import annotations
@@ -75,15 +77,21 @@ def one_thread(store: MRLStore, queries: np.ndarray, effort: dict) -> None:
         print(f"| {name} | {med(column):.1f} | {statistics.mean(column) / 1000:.1f} |")
 
 
-def side_by_side(store: MRLStore, queries: np.ndarray, effort: dict, threads: int, seconds: float) -> tuple[float, np.ndarray]:
-    """(searches per second, mean ns of each stage) with ``threads`` threads searching at once."""
+def side_by_side(store: MRLStore, queries: np.ndarray, effort: dict, threads: int, seconds: float,
+                 whole: bool = False) -> tuple[float, np.ndarray]:
+    """(searches per second, mean ns of each stage) with ``threads`` threads searching at once;
+    ``whole``: plain ``store.search`` calls (the fused path where it applies), no stages."""
     results: list[list[list[int]]] = [[] for _ in range(threads)]
     stop = time.perf_counter() + seconds
 
     def work(i: int) -> None:
         j = i * 331  # each thread its own walk through the queries
         while time.perf_counter() < stop:
-            results[i].append(stage_times(store, queries[j % len(queries)], effort))
+            if whole:
+                store.search(queries[j % len(queries)], k=10, **effort)
+                results[i].append([0] * len(NAMES))
+            else:
+                results[i].append(stage_times(store, queries[j % len(queries)], effort))
             j += 1
 
     workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
@@ -98,13 +106,18 @@ def side_by_side(store: MRLStore, queries: np.ndarray, effort: dict, threads: in
 
 def threaded(store: MRLStore, queries: np.ndarray, effort: dict, counts: list[int], seconds: float) -> None:
     measured = {n: [] for n in counts}
+    searches = {n: [] for n in counts}
     for _ in range(2):  # alternate the thread counts, twice (a machine's load drifts)
         for n in counts:
             measured[n].append(side_by_side(store, queries, effort, n, seconds))
+            searches[n].append(side_by_side(store, queries, effort, n, seconds, whole=True)[0])
     print("| stage | " + " | ".join(f"{n} thr mean us" for n in counts) + " |\n" + "|---" * (len(counts) + 1) + "|")
     for i, name in enumerate(NAMES):
         print(f"| {name} | " + " | ".join(" / ".join(f"{m[1][i] / 1000:.0f}" for m in measured[n]) for n in counts) + " |")
-    print("| searches per second | " + " | ".join(" / ".join(f"{m[0]:.0f}" for m in measured[n]) for n in counts) + " |")
+    print("| searches per second (the stages above, stepwise) | "
+          + " | ".join(" / ".join(f"{m[0]:.0f}" for m in measured[n]) for n in counts) + " |")
+    print("| `store.search` per second (fused where it applies) | "
+          + " | ".join(" / ".join(f"{q:.0f}" for q in searches[n]) for n in counts) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -228,12 +228,16 @@ def test_the_core_wheel_needs_no_framework(built):
     assert re.search(r"^mrl-retrievers = mrl_retrievers\.cli:main$", scripts, re.M), scripts
 
 
-def test_the_core_wheel_carries_the_compiled_kernel(built):
-    """hatch_build.py compiles the search's scoring kernel into the wheel (a platform wheel), and the
-    installed package scores with it (not with the numpy twin kept for machines without a compiler)."""
+def test_the_core_wheel_carries_the_compiled_kernel_and_graph(built):
+    """hatch_build.py compiles the search's scoring kernel and the coarse index's graph into the wheel
+    (a platform wheel), and the installed package uses them (not the numpy twin and the hnswlib
+    package kept for machines without a compiler)."""
     wheels, _, _ = built
     files = _wheel_files(wheels["mrl-retrievers"])
-    assert any(re.fullmatch(r"mrl_retrievers/store/local/_kernel\.[^/]+\.so", f) for f in files), files
+    for stem in ("_kernel", "_graph"):
+        assert any(re.fullmatch(rf"mrl_retrievers/store/local/{stem}\.[^/]+\.so", f) for f in files), files
     assert "Root-Is-Purelib: false" in _dist_info(wheels["mrl-retrievers"], "WHEEL")
-    proc = _venv_run(built, "from mrl_retrievers.store.local import kernel; print(kernel.describe())")
-    assert proc.returncode == 0 and proc.stdout.startswith("compiled kernel"), (proc.stdout, proc.stderr)
+    proc = _venv_run(built, "from mrl_retrievers.store.local import ann, kernel; print(kernel.describe()); print(ann.describe())")
+    assert proc.returncode == 0, proc.stderr
+    scoring, graph = proc.stdout.splitlines()
+    assert scoring.startswith("compiled kernel") and graph.startswith("compiled graph"), proc.stdout

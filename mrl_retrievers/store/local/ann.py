@@ -1,5 +1,11 @@
 """The coarse index: hnswlib over renormalized prefixes, with its sharp edges owned here.
 
+The graph is hnswlib's: compiled into this package (``_graph.cpp`` over the vendored headers of
+hnswlib 0.8.0), or the hnswlib package where that extension was not built (or with
+``MRL_RETRIEVERS_GRAPH=hnswlib`` in the environment). Both read and write the same files. The
+compiled graph takes the search breadth per call and searches and reranks in one GIL-free call
+(``search_best_of``); the package takes the breadth as a setting of the index (``_EfGate``).
+
 hnswlib 0.8.0 facts this wrapper exists for (see FACTS.md):
 - ``knn_query`` raises "Cannot return the results in a contiguous 2D array" when it finds fewer
   than k live items (empty index, k above the live count, deletions): we clamp k and retry.
@@ -14,6 +20,7 @@ hnswlib 0.8.0 facts this wrapper exists for (see FACTS.md):
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from pathlib import Path
@@ -23,6 +30,38 @@ import numpy as np
 
 from ...errors import CorruptStoreError, StoreIOError
 from .fs import commit_temp_file, file_crc32, temp_path
+
+try:
+    from . import _graph
+except ImportError:  # not built (no C++ compiler at install time, or a source checkout never installed)
+    _graph = None
+    _WHY_NOT = "the hnswlib package (the compiled graph was not built: reinstall with a C++ compiler)"
+else:
+    _WHY_NOT = "the hnswlib package (MRL_RETRIEVERS_GRAPH=hnswlib)"
+
+if os.environ.get("MRL_RETRIEVERS_GRAPH", "").lower() == "hnswlib":
+    _graph = None
+
+
+def compiled() -> bool:
+    """Whether new and loaded indexes use the compiled graph (False: the hnswlib package)."""
+    return _graph is not None
+
+
+def use_package() -> None:
+    """Build and load indexes with the hnswlib package from now on, in this process (tests, the
+    bench's ablation; ``MRL_RETRIEVERS_GRAPH=hnswlib`` in the environment does the same at import)."""
+    global _graph, _WHY_NOT
+    _graph, _WHY_NOT = None, "the hnswlib package (asked for: ann.use_package())"
+
+
+def describe() -> str:
+    """What serves the coarse index here (``mrl-retrievers info`` shows it)."""
+    return "compiled graph (vendored hnswlib 0.8.0)" if _graph is not None else _WHY_NOT
+
+
+def _new_graph(dim: int):
+    return _graph.Graph(dim) if _graph is not None else hnswlib.Index(space="ip", dim=dim)
 
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswalg.h saveIndex(), fields in order
 
@@ -69,16 +108,28 @@ def _link_list_problems(body: bytes, count: int, per_level: int, max_level: int)
 class AnnIndex:
     """hnswlib inner-product index over unit prefixes; labels are vector-file rows."""
 
-    def __init__(self, index: hnswlib.Index, dim: int, deleted: int = 0) -> None:
-        self._index = index
+    def __init__(self, index, dim: int, deleted: int = 0) -> None:
+        """``index``: a compiled ``_graph.Graph`` or an ``hnswlib.Index`` (anything with its methods)."""
+        if _graph is not None and isinstance(index, _graph.Graph):
+            self._graph, self._knn = index, lambda prefixes, k, ef, threads: _compiled_knn(index, prefixes, k, ef, threads)
+        else:
+            self._graph = _PackageGraph(index)
+            self._knn = self._graph.knn
         self.dim = dim
         self.deleted = deleted
-        self._ef = _EfGate(index)
+
+    @property
+    def fused(self) -> bool:
+        """Whether ``search_best_of`` can answer (the compiled graph)."""
+        return not isinstance(self._graph, _PackageGraph)
 
     @classmethod
     def empty(cls, dim: int, *, M: int, ef_construction: int, capacity: int = 1024) -> "AnnIndex":
-        index = hnswlib.Index(space="ip", dim=dim)
-        index.init_index(max_elements=max(capacity, 16), M=M, ef_construction=ef_construction, random_seed=100)
+        index = _new_graph(dim)
+        if _graph is not None and isinstance(index, _graph.Graph):
+            index.init(max(capacity, 16), M, ef_construction, 100)
+        else:
+            index.init_index(max_elements=max(capacity, 16), M=M, ef_construction=ef_construction, random_seed=100)
         return cls(index, dim)
 
     @classmethod
@@ -89,9 +140,12 @@ class AnnIndex:
         check_header(path, dim=dim)
         if file_crc32(path) != crc32:
             raise CorruptStoreError(f"{path.name}: checksum mismatch")
-        index = hnswlib.Index(space="ip", dim=dim)
+        index = _new_graph(dim)
         try:
-            index.load_index(str(path), max_elements=0)
+            if _graph is not None and isinstance(index, _graph.Graph):
+                index.load(str(path), 0)
+            else:
+                index.load_index(str(path), max_elements=0)
         except RuntimeError as exc:  # "Index seems to be corrupted or unsupported"
             raise CorruptStoreError(f"{path.name}: hnswlib refused it ({exc})") from None
         return cls(index, dim)
@@ -101,7 +155,7 @@ class AnnIndex:
     @property
     def count(self) -> int:
         """Elements ever added (deleted included): labels [0, count) for our row-ordered adds."""
-        return self._index.get_current_count()
+        return self._graph.count()
 
     @property
     def live(self) -> int:
@@ -112,15 +166,15 @@ class AnnIndex:
     def add(self, prefixes: np.ndarray, rows: np.ndarray, num_threads: int = 1) -> None:
         """Insert prefixes under row labels (bulk builds pass num_threads=-1: all cores)."""
         needed = self.count + len(rows)
-        capacity = self._index.get_max_elements()
+        capacity = self._graph.capacity()
         if needed > capacity:
-            self._index.resize_index(max(needed, capacity * 2))
-        self._index.add_items(prefixes, rows, num_threads=num_threads)
+            self._graph.resize(max(needed, capacity * 2))
+        self._graph.add(np.ascontiguousarray(prefixes, dtype=np.float32), np.ascontiguousarray(rows, dtype=np.int64), num_threads)
 
     def mark_deleted(self, rows) -> None:
         for row in rows:
             try:
-                self._index.mark_deleted(int(row))
+                self._graph.mark_deleted(int(row))
             except RuntimeError:  # not in the index, or already deleted: nothing to do
                 continue
             self.deleted += 1
@@ -129,7 +183,7 @@ class AnnIndex:
         """Checkpoint atomically; return (size, crc32) for the manifest."""
         tmp = temp_path(path)
         tmp.unlink(missing_ok=True)  # hnswlib's ofstream would write through a planted symlink
-        self._index.save_index(str(tmp))
+        self._graph.save(str(tmp))
         try:
             # hnswlib never checks its ofstream: on a full disk it returns with a short file.
             check_header(tmp, dim=self.dim)
@@ -145,10 +199,13 @@ class AnnIndex:
 
     def vectors_of(self, rows: np.ndarray) -> np.ndarray | None:
         """The prefixes stored under these labels (None if one is missing or deleted)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
         try:
-            return np.asarray(self._index.get_items(np.asarray(rows, dtype=np.int64), return_type="numpy"), dtype=np.float32)
+            self._graph.get_items(rows, out)
         except RuntimeError:  # "Label not found"
             return None
+        return out
 
     def query(self, prefixes: np.ndarray, k: int, ef: int, num_threads: int = 1, *,
               attempts: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -163,18 +220,82 @@ class AnnIndex:
             return np.empty((q, 0), dtype=np.int64), np.empty((q, 0), dtype=np.float32)
         for attempt in range(attempts):
             # ef below k is meaningless; hnswlib silently raises it, we do it explicitly.
-            gate = self._ef
-            gate.enter(max(ef, k) * (2**attempt))
-            try:
-                labels, dist = self._index.knn_query(prefixes, k=k, num_threads=num_threads)
-            except RuntimeError:
-                # Deletions can leave the graph search short of k live items: widen and retry.
-                continue
-            finally:
-                gate.leave()
-            # hnswlib's labels are uint64 and its distances float32 (1 - inner product).
-            return labels.astype(np.int64), np.subtract(np.float32(1.0), dist, dtype=np.float32)
+            found = self._knn(prefixes, k, max(ef, k) * (2**attempt), num_threads)
+            if found is not None:
+                return found
+            # Deletions can leave the graph search short of k live items: widen and retry.
         raise LookupError("coarse index could not return enough candidates")
+
+    def search_best_of(self, prefix: np.ndarray, shortlist: int, ef: int, matrix: np.ndarray, checked: np.ndarray,
+                       query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | np.ndarray | None:
+        """A fixed-effort search in one call (compiled graph only: ``fused``): the ``shortlist`` rows
+        nearest ``prefix`` (unit, float32) at ``ef``, then the ``k`` best of them by ``query`` against
+        ``matrix`` (the vector file's rows), as (rows, scores) best first: ``kernel.best_of``'s answer.
+
+        Returns the shortlist's rows alone (an array) when one of them is not marked in ``checked`` yet
+        (the caller verifies their checksums, then reranks them), and None when the call cannot answer
+        (fewer than ``shortlist`` live items found at this ef, or a row outside ``matrix``): the caller
+        takes the unfused path, which retries wider and raises what is wrong."""
+        shortlist = min(shortlist, self.live)
+        if shortlist <= 0:
+            return None
+        candidates = np.empty(shortlist, dtype=np.int64)
+        rows = np.empty(min(k, shortlist), dtype=np.int64)
+        scores = np.empty(len(rows), dtype=np.float32)
+        count = self._graph.search_best_of(prefix, shortlist, max(ef, shortlist), matrix, checked, query, candidates, rows, scores)
+        if count >= 0:
+            return rows[:count], scores[:count]
+        return candidates if count == -4 else None
+
+
+def _compiled_knn(graph, prefixes: np.ndarray, k: int, ef: int, threads: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, similarities) from the compiled graph, or None when the walk found fewer than ``k``."""
+    prefixes = np.ascontiguousarray(prefixes, dtype=np.float32)
+    labels = np.empty((len(prefixes), k), dtype=np.int64)
+    sims = np.empty((len(prefixes), k), dtype=np.float32)
+    return (labels, sims) if graph.knn(prefixes, k, ef, threads, labels, sims) >= k else None
+
+
+class _PackageGraph:
+    """The hnswlib package's ``Index`` behind the compiled graph's methods (``_graph.Graph``)."""
+
+    def __init__(self, index) -> None:
+        self._index = index
+        self._ef = _EfGate(index)
+
+    def count(self) -> int:
+        return self._index.get_current_count()
+
+    def capacity(self) -> int:
+        return self._index.get_max_elements()
+
+    def resize(self, size: int) -> None:
+        self._index.resize_index(size)
+
+    def add(self, items: np.ndarray, labels: np.ndarray, threads: int) -> None:
+        self._index.add_items(items, labels, num_threads=threads)
+
+    def mark_deleted(self, label: int) -> None:
+        self._index.mark_deleted(label)
+
+    def save(self, path: str) -> None:
+        self._index.save_index(path)
+
+    def get_items(self, labels: np.ndarray, out: np.ndarray) -> None:
+        out[:] = self._index.get_items(labels, return_type="numpy")
+
+    def knn(self, prefixes: np.ndarray, k: int, ef: int, threads: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows, similarities), or None when the walk found fewer than ``k`` live items."""
+        gate = self._ef
+        gate.enter(ef)
+        try:
+            labels, dist = self._index.knn_query(prefixes, k=k, num_threads=threads)
+        except RuntimeError:  # "Cannot return the results in a contiguous 2D array"
+            return None
+        finally:
+            gate.leave()
+        # hnswlib's labels are uint64 and its distances float32 (1 - inner product).
+        return labels.astype(np.int64), np.subtract(np.float32(1.0), dist, dtype=np.float32)
 
 
 class _EfGate:

@@ -131,6 +131,17 @@ class CoarseIndex:
         order = np.argsort(-sims, axis=1, kind="stable")
         return np.take_along_axis(rows, order, axis=1), np.take_along_axis(sims, order, axis=1)
 
+    def search_best_of(self, prefix: np.ndarray, shortlist: int, ef: int, matrix: np.ndarray, checked: np.ndarray,
+                       query: np.ndarray, k: int):
+        """``AnnIndex.search_best_of`` for a store of one segment with the compiled graph; None otherwise
+        (the caller takes the unfused path)."""
+        if len(self.segments) != 1:
+            return None
+        (segment,) = self.segments.values()
+        if not segment.fused:
+            return None
+        return segment.search_best_of(prefix, shortlist, ef, matrix, checked, query, k)
+
     def vectors_of(self, rows: np.ndarray) -> np.ndarray | None:
         """The prefixes stored under these labels (None if one is missing or deleted)."""
         rows = np.asarray(rows, dtype=np.int64)

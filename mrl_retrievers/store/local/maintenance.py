@@ -17,7 +17,7 @@ import numpy as np
 from ...errors import CorruptStoreError
 from .checkpoints import VERIFY_INDEX_SAMPLE, build_ann, check_index_sample, checkpoint
 from .crashpoints import crash_point
-from . import kernel, query_sample
+from . import ann, kernel, query_sample
 from .fs import fsync_dir
 from .docstore import damaged_record
 from .vectors import VectorFile, row_checksums, vector_file_name
@@ -106,6 +106,7 @@ def stats(state: "StoreState") -> dict:
         "exact_below": m.exact_below,
         "segments": len(state.ann.segments),  # coarse-index segments (``store/coarse.py``)
         "scoring": kernel.describe(),  # of this process, not of the store
+        "coarse_index": ann.describe(),  # the compiled graph or the hnswlib package (this process too)
         "spec": m.spec.to_dict() if m.spec else None,
         "disk_bytes": sum(files.values()),
         "files": files,

@@ -69,6 +69,11 @@ class RowChecks:
     def reset(self) -> None:
         self._ok = np.zeros(0, dtype=bool)
 
+    @property
+    def bitmap(self) -> np.ndarray:
+        """One flag a row: checked (rows past its end are not)."""
+        return self._ok
+
     def ensure(self, vf: VectorFile, docs: DocStore, rows: np.ndarray) -> None:
         """Check the ``rows`` (any order) this handle has not checked yet, before their scores count."""
         if len(rows) and kernel.unchecked(self._ok, rows):  # the warm path: one call, no copy
@@ -248,6 +253,9 @@ class Searcher:
                 if found is not None:
                     return found
             else:
+                found = self._fused(query, plan) if allowed is None and plan.funnel_dim is None else None
+                if found is not None:
+                    return found
                 rows = coarse_candidates(self.s.ann, query, plan, allowed)
                 if rows is not None:
                     return self._finish(query, rows, plan)
@@ -327,6 +335,25 @@ class Searcher:
         if not sure and (plan.policy.exact or allowed is not None and len(allowed) <= effort.EXACT_FALLBACK * plan.shortlist):
             return self.exact(query, allowed, plan.k)
         return to_hits(s.docs, s.records, *top_k(rows, scores, plan.k))
+
+    def _fused(self, query: np.ndarray, plan: SearchPlan) -> list[Hit] | None:
+        """A fixed-effort search without a filter or funnel in one compiled call (graph walk, checksum
+        look-up, rerank; ``ann.AnnIndex.search_best_of``), or None: the call cannot answer (several
+        segments, the hnswlib package, a cache not known to be warm, fewer live items than the
+        shortlist) and the steps run one by one. Both ways give the same hits (the same walk at the
+        same ef, the same scoring code). Why: each step in Python kept the GIL between hnswlib and
+        the kernel, and two searching threads waited on each other (docs/benchmarks.md)."""
+        s = self.s
+        shortlist = max(plan.shortlist, plan.k)
+        prefix_query = query_prefix(query, plan.prefix_dim)[0]
+        bitmap = s.checked.bitmap
+        answer = s.vectors.read_unnamed(
+            lambda matrix: s.ann.search_best_of(prefix_query, shortlist, plan.ef, matrix, bitmap, query, plan.k), shortlist)
+        if answer is None:
+            return None
+        if isinstance(answer, np.ndarray):  # a candidate this handle never checked: check, then rerank
+            return self._finish(query, answer, plan)
+        return to_hits(s.docs, s.records, *answer)
 
     def _finish(self, query: np.ndarray, rows: np.ndarray, plan: SearchPlan) -> list[Hit]:
         s = self.s

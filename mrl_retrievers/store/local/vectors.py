@@ -17,12 +17,14 @@ import os
 import time
 import zlib
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from . import kernel
 from .crashpoints import crash_point
 
+T = TypeVar("T")
 _PAGE = mmap.PAGESIZE
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -154,6 +156,20 @@ class VectorFile:
         if len(rows) == 0:
             return np.empty(0, dtype=np.float32)
         return self._in_place(rows, lambda: kernel.scores_of(self._view, rows, query))
+
+    def read_unnamed(self, read: Callable[[np.ndarray], T], rows_read: int) -> T | None:
+        """``read(map as an array)`` for a read whose rows are not known before the call (the fused
+        search: the graph names them inside it), or None when the cache is not known to be warm: the
+        caller then takes a path that names its rows first, which probes and prefetches cold ones
+        (``_read``). A call slower than twice the cold-row threshold for ``rows_read`` rows re-arms the probe."""
+        if self._warm_left <= 0 or self._map is None:
+            return None
+        self._warm_left -= 1
+        started = time.perf_counter_ns()
+        out = read(self._view)
+        if time.perf_counter_ns() - started > 2 * _SLOW_ROW_NS * rows_read:
+            self._warm_left = 0
+        return out
 
     def _in_place(self, rows: np.ndarray, score):
         self.ensure_mapped(int(rows.max()) + 1)  # rows come in any order

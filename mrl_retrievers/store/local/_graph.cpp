@@ -1,0 +1,467 @@
+/* The coarse index's graph: hnswlib's HNSW (vendored headers, _hnswlib/, v0.8.0, Apache-2.0) behind a
+ * small CPython type, and the whole fixed-effort search in one call.
+ *
+ * Why not the hnswlib package: its Python binding takes the search breadth as a setting of the index
+ * (set_ef), so searches at different breadths must take turns (ann._EfGate), and its knn_query is
+ * one GIL-free call with Python on both sides. A search here is the graph walk, the checksum-bitmap
+ * look-up and the exact rerank of the shortlist in one call that releases the GIL once: with two
+ * threads searching, each hand-over of the GIL costs a wake-up of the other thread, and the Python
+ * between hnswlib and the kernel kept the GIL ~50-60 us a search (docs/benchmarks.md, "One call from
+ * the query to the ranked rows"). The files it reads and writes are hnswlib's own (saveIndex /
+ * loadIndex of the same code): a store written with the package opens here and the other way round.
+ * ann.py holds the Python face; where this extension was not built, the hnswlib package serves.
+ *
+ * Thread safety: as hnswlib's. Searches run side by side; adds, resizes and deletions need the
+ * store's write lock (the caller holds it).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "_hnswlib/hnswlib.h"
+#include "_score.h"
+
+namespace {
+
+using Alg = hnswlib::HierarchicalNSW<float>;
+
+struct Graph {
+    PyObject_HEAD
+    hnswlib::InnerProductSpace *space;
+    Alg *alg;
+    Py_ssize_t dim;
+};
+
+/* hnswlib's binding's ParallelFor: rows handed out one at a time to `threads` threads; the first
+ * exception stops the others and is rethrown here. */
+template <class Function>
+void parallel_for(size_t start, size_t end, size_t threads, Function fn) {
+    if (threads <= 1 || end - start <= 1) {
+        for (size_t id = start; id < end; id++) fn(id);
+        return;
+    }
+    std::vector<std::thread> pool;
+    std::atomic<size_t> next(start);
+    std::exception_ptr failure = nullptr;
+    std::mutex failure_lock;
+    for (size_t t = 0; t < threads; t++) {
+        pool.emplace_back([&] {
+            for (;;) {
+                size_t id = next.fetch_add(1);
+                if (id >= end) break;
+                try {
+                    fn(id);
+                } catch (...) {
+                    std::lock_guard<std::mutex> guard(failure_lock);
+                    failure = std::current_exception();
+                    next = end;
+                    break;
+                }
+            }
+        });
+    }
+    for (auto &thread : pool) thread.join();
+    if (failure) std::rethrow_exception(failure);
+}
+
+size_t thread_count(long asked, size_t work) {
+    size_t threads = asked > 0 ? (size_t)asked : std::max(1u, std::thread::hardware_concurrency());
+    return work <= threads * 4 ? 1 : threads;  // a few rows: one thread (the binding's rule)
+}
+
+/* hnswlib's searchKnn with the breadth as an argument and without its metric counters (atomics every
+ * thread would write). Writes up to k labels and similarities (1 - distance), best first; returns how
+ * many (fewer than k when the graph walk found fewer live items), or -1 on a broken link list. */
+int64_t search(const Alg *alg, const float *query, size_t k, size_t ef, int64_t *labels, float *sims) {
+    if (alg->cur_element_count == 0 || k == 0) return 0;
+    hnswlib::tableint current = alg->enterpoint_node_;
+    float best = alg->fstdistfunc_(query, alg->getDataByInternalId(current), alg->dist_func_param_);
+    for (int level = alg->maxlevel_; level > 0; level--) {
+        bool changed = true;
+        while (changed) {
+            changed = false;
+            unsigned int *data = (unsigned int *)alg->get_linklist(current, level);
+            int size = alg->getListCount(data);
+            hnswlib::tableint *links = (hnswlib::tableint *)(data + 1);
+            for (int i = 0; i < size; i++) {
+                hnswlib::tableint candidate = links[i];
+                if (candidate > alg->max_elements_) return -1;
+                float d = alg->fstdistfunc_(query, alg->getDataByInternalId(candidate), alg->dist_func_param_);
+                if (d < best) {
+                    best = d;
+                    current = candidate;
+                    changed = true;
+                }
+            }
+        }
+    }
+    size_t breadth = std::max(ef, k);
+    auto found = alg->num_deleted_ ? alg->searchBaseLayerST<false>(current, query, breadth)
+                                   : alg->searchBaseLayerST<true>(current, query, breadth);
+    while (found.size() > k) found.pop();
+    int64_t count = (int64_t)found.size();
+    for (int64_t i = count - 1; i >= 0; i--) {  // the queue pops the farthest first
+        labels[i] = (int64_t)alg->getExternalLabel(found.top().second);
+        sims[i] = 1.0f - found.top().first;
+        found.pop();
+    }
+    return count;
+}
+
+/* ---- buffers ---- */
+
+int take(PyObject *obj, Py_buffer *view, int ndim, Py_ssize_t itemsize, const char *formats, bool writable, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0) return 0;
+    const char *format = view->format ? view->format : "B";
+    if (format[0] == '<' || format[0] == '=' || format[0] == '@') format++;
+    if (view->ndim != ndim || (itemsize && view->itemsize != itemsize) ||
+        (formats && (strlen(format) != 1 || !strchr(formats, format[0])))) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a %d-d C-contiguous array of format %s, got %d-d '%s'", what, ndim,
+                     formats ? formats : "(any)", view->ndim, format);
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+/* Buffers released on every way out of a method. */
+struct Views {
+    Py_buffer views[8];
+    int held = 0;
+    Py_buffer *take(PyObject *obj, int ndim, Py_ssize_t itemsize, const char *formats, bool writable, const char *what) {
+        Py_buffer *view = &views[held];
+        if (!::take(obj, view, ndim, itemsize, formats, writable, what)) return nullptr;
+        held++;
+        return view;
+    }
+    ~Views() {
+        for (int i = 0; i < held; i++) PyBuffer_Release(&views[i]);
+    }
+};
+
+const char *const INT64 = "qlQL";
+
+bool ready(Graph *self) {
+    if (self->alg != nullptr) return true;
+    PyErr_SetString(PyExc_RuntimeError, "the graph holds no index (call init or load first)");
+    return false;
+}
+
+/* Runs `fn` without the GIL; a C++ exception becomes RuntimeError (MemoryError for bad_alloc). */
+template <class Function>
+bool without_gil(Function fn) {
+    std::string message;
+    bool memory = false;
+    Py_BEGIN_ALLOW_THREADS
+    try {
+        fn();
+    } catch (const std::bad_alloc &) {
+        memory = true;
+    } catch (const std::exception &exc) {
+        message = exc.what();
+        if (message.empty()) message = "hnswlib failed";
+    }
+    Py_END_ALLOW_THREADS
+    if (memory) {
+        PyErr_NoMemory();
+        return false;
+    }
+    if (!message.empty()) {
+        PyErr_SetString(PyExc_RuntimeError, message.c_str());
+        return false;
+    }
+    return true;
+}
+
+/* ---- the type ---- */
+
+PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    Py_ssize_t dim;
+    static const char *names[] = {"dim", nullptr};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n", (char **)names, &dim)) return nullptr;
+    if (dim <= 0) return PyErr_Format(PyExc_ValueError, "dim must be positive (got %zd)", dim);
+    Graph *self = (Graph *)type->tp_alloc(type, 0);
+    if (self == nullptr) return nullptr;
+    try {
+        self->space = new hnswlib::InnerProductSpace((size_t)dim);
+    } catch (const std::bad_alloc &) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->alg = nullptr;
+    self->dim = dim;
+    return (PyObject *)self;
+}
+
+void graph_dealloc(Graph *self) {
+    delete self->alg;
+    delete self->space;
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* init(max_elements, M, ef_construction, seed): a new empty index (hnswlib's init_index). */
+PyObject *graph_init(Graph *self, PyObject *args) {
+    Py_ssize_t max_elements, M, ef_construction, seed;
+    if (!PyArg_ParseTuple(args, "nnnn", &max_elements, &M, &ef_construction, &seed)) return nullptr;
+    if (self->alg != nullptr) return PyErr_Format(PyExc_RuntimeError, "the graph already holds an index");
+    if (max_elements < 1 || M < 2 || ef_construction < 1 || seed < 0)
+        return PyErr_Format(PyExc_ValueError, "bad graph parameters");
+    Alg *alg = nullptr;
+    if (!without_gil([&] { alg = new Alg(self->space, (size_t)max_elements, (size_t)M, (size_t)ef_construction, (size_t)seed); }))
+        return nullptr;
+    self->alg = alg;
+    Py_RETURN_NONE;
+}
+
+/* load(path, max_elements): hnswlib's loadIndex (the caller checked the file: ann.check_header). */
+PyObject *graph_load(Graph *self, PyObject *args) {
+    const char *path;
+    Py_ssize_t max_elements;
+    if (!PyArg_ParseTuple(args, "sn", &path, &max_elements)) return nullptr;
+    if (self->alg != nullptr) return PyErr_Format(PyExc_RuntimeError, "the graph already holds an index");
+    std::string location(path);
+    Alg *alg = nullptr;
+    if (!without_gil([&] { alg = new Alg(self->space, location, false, (size_t)std::max<Py_ssize_t>(max_elements, 0)); }))
+        return nullptr;
+    self->alg = alg;
+    Py_RETURN_NONE;
+}
+
+PyObject *graph_save(Graph *self, PyObject *args) {
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path) || !ready(self)) return nullptr;
+    std::string location(path);
+    if (!without_gil([&] { self->alg->saveIndex(location); })) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject *graph_count(Graph *self, PyObject *) {
+    if (!ready(self)) return nullptr;
+    return PyLong_FromSize_t(self->alg->cur_element_count);
+}
+
+PyObject *graph_capacity(Graph *self, PyObject *) {
+    if (!ready(self)) return nullptr;
+    return PyLong_FromSize_t(self->alg->max_elements_);
+}
+
+PyObject *graph_resize(Graph *self, PyObject *args) {
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "n", &size) || !ready(self)) return nullptr;
+    if (size < (Py_ssize_t)self->alg->cur_element_count)
+        return PyErr_Format(PyExc_ValueError, "cannot resize below the element count");
+    if (!without_gil([&] { self->alg->resizeIndex((size_t)size); })) return nullptr;
+    Py_RETURN_NONE;
+}
+
+/* add(items float32 (n, dim), labels int64 (n,), threads): hnswlib's add_items (the first element
+ * of an empty graph alone: it becomes the entry point). */
+PyObject *graph_add(Graph *self, PyObject *args) {
+    PyObject *items_obj, *labels_obj;
+    long threads;
+    if (!PyArg_ParseTuple(args, "OOl", &items_obj, &labels_obj, &threads) || !ready(self)) return nullptr;
+    Views v;
+    Py_buffer *items = v.take(items_obj, 2, 4, "f", false, "items");
+    Py_buffer *labels = items ? v.take(labels_obj, 1, 8, INT64, false, "labels") : nullptr;
+    if (labels == nullptr) return nullptr;
+    size_t n = (size_t)items->shape[0];
+    if (items->shape[1] != self->dim || (size_t)labels->shape[0] != n)
+        return PyErr_Format(PyExc_ValueError, "add: items must be (n, %zd) with n labels", self->dim);
+    const float *data = (const float *)items->buf;
+    const int64_t *ids = (const int64_t *)labels->buf;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0) return PyErr_Format(PyExc_ValueError, "add: labels must not be negative");
+    Alg *alg = self->alg;
+    size_t dim = (size_t)self->dim;
+    bool ok = without_gil([&] {
+        size_t start = 0;
+        if (n && alg->cur_element_count == 0) {
+            alg->addPoint(data, (hnswlib::labeltype)ids[0]);
+            start = 1;
+        }
+        parallel_for(start, n, thread_count(threads, n), [&](size_t i) { alg->addPoint(data + i * dim, (hnswlib::labeltype)ids[i]); });
+    });
+    if (!ok) return nullptr;
+    Py_RETURN_NONE;
+}
+
+/* mark_deleted(label): RuntimeError when the label is unknown or already deleted (as hnswlib). */
+PyObject *graph_mark_deleted(Graph *self, PyObject *arg) {
+    long long label = PyLong_AsLongLong(arg);
+    if ((label == -1 && PyErr_Occurred()) || !ready(self)) return nullptr;
+    if (label < 0) return PyErr_Format(PyExc_RuntimeError, "Label not found");
+    try {
+        self->alg->markDelete((hnswlib::labeltype)label);
+    } catch (const std::exception &exc) {
+        return PyErr_Format(PyExc_RuntimeError, "%s", exc.what());
+    }
+    Py_RETURN_NONE;
+}
+
+/* get_items(labels int64 (n,), out float32 (n, dim)): the stored vectors; RuntimeError when a label
+ * is unknown or deleted (as hnswlib). */
+PyObject *graph_get_items(Graph *self, PyObject *args) {
+    PyObject *labels_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OO", &labels_obj, &out_obj) || !ready(self)) return nullptr;
+    Views v;
+    Py_buffer *labels = v.take(labels_obj, 1, 8, INT64, false, "labels");
+    Py_buffer *out = labels ? v.take(out_obj, 2, 4, "f", true, "out") : nullptr;
+    if (out == nullptr) return nullptr;
+    if (out->shape[0] != labels->shape[0] || out->shape[1] != self->dim)
+        return PyErr_Format(PyExc_ValueError, "get_items: out must be (n, %zd)", self->dim);
+    const int64_t *ids = (const int64_t *)labels->buf;
+    float *dest = (float *)out->buf;
+    try {
+        for (Py_ssize_t i = 0; i < labels->shape[0]; i++) {
+            if (ids[i] < 0) throw std::runtime_error("Label not found");
+            std::vector<float> stored = self->alg->getDataByLabel<float>((hnswlib::labeltype)ids[i]);
+            std::copy(stored.begin(), stored.end(), dest + i * self->dim);
+        }
+    } catch (const std::exception &exc) {
+        return PyErr_Format(PyExc_RuntimeError, "%s", exc.what());
+    }
+    Py_RETURN_NONE;
+}
+
+/* knn(queries float32 (q, dim), k, ef, threads, out_labels int64 (q, k), out_sims float32 (q, k))
+ * -> the fewest results any query got (< k: the walk found fewer live items; the columns past it
+ * are unset for that query). Searches at any ef run side by side. */
+PyObject *graph_knn(Graph *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) return PyErr_Format(PyExc_TypeError, "knn takes 6 arguments (%zd given)", nargs);
+    Py_ssize_t k = PyLong_AsSsize_t(args[1]), ef = PyLong_AsSsize_t(args[2]);
+    long threads = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred() || !ready(self)) return nullptr;
+    Views v;
+    Py_buffer *queries = v.take(args[0], 2, 4, "f", false, "queries");
+    Py_buffer *labels = queries ? v.take(args[4], 2, 8, INT64, true, "out_labels") : nullptr;
+    Py_buffer *sims = labels ? v.take(args[5], 2, 4, "f", true, "out_sims") : nullptr;
+    if (sims == nullptr) return nullptr;
+    size_t n = (size_t)queries->shape[0];
+    if (queries->shape[1] != self->dim || k < 1 || ef < 1 || (size_t)labels->shape[0] != n || labels->shape[1] != k ||
+        (size_t)sims->shape[0] != n || sims->shape[1] != k)
+        return PyErr_Format(PyExc_ValueError, "knn: queries (q, %zd), outputs (q, k), k and ef positive", self->dim);
+    const Alg *alg = self->alg;
+    const float *q = (const float *)queries->buf;
+    int64_t *out_labels = (int64_t *)labels->buf;
+    float *out_sims = (float *)sims->buf;
+    std::atomic<int64_t> fewest((int64_t)k);
+    bool ok = without_gil([&] {
+        parallel_for(0, n, thread_count(threads, n), [&](size_t i) {
+            int64_t got = search(alg, q + i * self->dim, (size_t)k, (size_t)ef, out_labels + i * k, out_sims + i * k);
+            if (got < 0) throw std::runtime_error("a link list of the graph is broken");
+            int64_t seen = fewest.load();
+            while (got < seen && !fewest.compare_exchange_weak(seen, got)) {
+            }
+        });
+    });
+    if (!ok) return nullptr;
+    return PyLong_FromLongLong(fewest.load());
+}
+
+/* search_best_of(prefix_query f32 (dim,), shortlist, ef, matrix (rows, full) f16/f32, checked u8
+ * bitmap, query f32 (full,), candidates int64 (shortlist,), out_rows int64 (k,), out_scores f32 (k,))
+ * -> the number of hits written, best first: the graph walk for `shortlist` candidates at `ef`, then
+ * the exact rerank of those candidates (the kernel's top_k), in one call without the GIL. Negative:
+ *   -1  a candidate lies outside the matrix (a read-only handle's map is older than its graph),
+ *   -3  the walk found fewer than `shortlist` live items (the caller widens ef and asks again),
+ *   -4  a candidate's checksum was never verified by this handle (the checked bitmap): `candidates`
+ *       holds the whole shortlist, for the caller to verify and rerank,
+ *   -2  a candidate listed twice (the graph's labels are unique: not expected).
+ * The same answer as knn followed by the kernel's top_k over the candidates. */
+PyObject *graph_search_best_of(Graph *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) return PyErr_Format(PyExc_TypeError, "search_best_of takes 9 arguments (%zd given)", nargs);
+    Py_ssize_t shortlist = PyLong_AsSsize_t(args[1]), ef = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred() || !ready(self)) return nullptr;
+    Views v;
+    Py_buffer *prefix = v.take(args[0], 1, 4, "f", false, "prefix_query");
+    Py_buffer *matrix = prefix ? v.take(args[3], 2, 0, "ef", false, "matrix") : nullptr;
+    Py_buffer *checked = matrix ? v.take(args[4], 1, 1, "?bB", false, "checked") : nullptr;
+    Py_buffer *query = checked ? v.take(args[5], 1, 4, "f", false, "query") : nullptr;
+    Py_buffer *candidates = query ? v.take(args[6], 1, 8, INT64, true, "candidates") : nullptr;
+    Py_buffer *rows = candidates ? v.take(args[7], 1, 8, INT64, true, "out_rows") : nullptr;
+    Py_buffer *scores = rows ? v.take(args[8], 1, 4, "f", true, "out_scores") : nullptr;
+    if (scores == nullptr) return nullptr;
+    if (prefix->shape[0] != self->dim || query->shape[0] != matrix->shape[1] || shortlist < 1 || ef < 1 ||
+        candidates->shape[0] != shortlist || rows->shape[0] != scores->shape[0])
+        return PyErr_Format(PyExc_ValueError, "search_best_of: argument shapes do not agree");
+    std::vector<float> sims((size_t)shortlist);
+    int64_t *cand = (int64_t *)candidates->buf;
+    const uint8_t *bitmap = (const uint8_t *)checked->buf;
+    int64_t known = checked->shape[0], count = 0;
+    bool ok = without_gil([&] {
+        int64_t got = search(self->alg, (const float *)prefix->buf, (size_t)shortlist, (size_t)ef, cand, sims.data());
+        if (got < 0) throw std::runtime_error("a link list of the graph is broken");
+        if (got < shortlist) {
+            count = -3;
+            return;
+        }
+        for (int64_t i = 0; i < got; i++) {
+            if (cand[i] >= matrix->shape[0]) {
+                count = -1;
+                return;
+            }
+            if (cand[i] >= known || !bitmap[cand[i]]) {
+                count = -4;
+                return;
+            }
+        }
+        count = top_k(matrix->buf, matrix->shape[1], matrix->itemsize == 2, cand, got, (const float *)query->buf,
+                      rows->shape[0], (int64_t *)rows->buf, (float *)scores->buf);
+    });
+    if (!ok) return nullptr;
+    return PyLong_FromLongLong(count);
+}
+
+PyMethodDef graph_methods[] = {
+    {"init", (PyCFunction)graph_init, METH_VARARGS, "init(max_elements, M, ef_construction, seed)"},
+    {"load", (PyCFunction)graph_load, METH_VARARGS, "load(path, max_elements): an hnswlib index file"},
+    {"save", (PyCFunction)graph_save, METH_VARARGS, "save(path): an hnswlib index file"},
+    {"count", (PyCFunction)graph_count, METH_NOARGS, "elements ever added (deleted included)"},
+    {"capacity", (PyCFunction)graph_capacity, METH_NOARGS, "elements the index has room for"},
+    {"resize", (PyCFunction)graph_resize, METH_VARARGS, "resize(max_elements)"},
+    {"add", (PyCFunction)graph_add, METH_VARARGS, "add(items, labels, threads)"},
+    {"mark_deleted", (PyCFunction)graph_mark_deleted, METH_O, "mark_deleted(label)"},
+    {"get_items", (PyCFunction)graph_get_items, METH_VARARGS, "get_items(labels, out)"},
+    {"knn", (PyCFunction)(void (*)(void))graph_knn, METH_FASTCALL,
+     "knn(queries, k, ef, threads, out_labels, out_sims) -> the fewest results a query got"},
+    {"search_best_of", (PyCFunction)(void (*)(void))graph_search_best_of, METH_FASTCALL,
+     "search_best_of(prefix_query, shortlist, ef, matrix, checked, query, candidates, out_rows, out_scores) -> hits or a "
+     "negative status"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyTypeObject GraphType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_graph", "The coarse index's HNSW graph (vendored hnswlib) and the fused search.",
+                      -1, nullptr, nullptr, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__graph(void) {
+    GraphType.tp_name = "mrl_retrievers.store.local._graph.Graph";
+    GraphType.tp_basicsize = sizeof(Graph);
+    GraphType.tp_flags = Py_TPFLAGS_DEFAULT;
+    GraphType.tp_doc = "Graph(dim): an HNSW inner-product index (hnswlib's, vendored)";
+    GraphType.tp_new = graph_new;
+    GraphType.tp_dealloc = (destructor)graph_dealloc;
+    GraphType.tp_methods = graph_methods;
+    if (PyType_Ready(&GraphType) < 0) return nullptr;
+    PyObject *m = PyModule_Create(&module);
+    if (m == nullptr) return nullptr;
+    Py_INCREF(&GraphType);
+    if (PyModule_AddObject(m, "Graph", (PyObject *)&GraphType) < 0) {
+        Py_DECREF(&GraphType);
+        Py_DECREF(m);
+        return nullptr;
+    }
+    return m;
+}

@@ -1,0 +1,181 @@
+"""The compiled graph (store/local/_graph.cpp: hnswlib's HNSW, vendored) against the hnswlib package,
+and the fused search (graph walk + checksum look-up + rerank in one call) against the stepwise one.
+
+Why it exists: at 100k a search held the GIL ~50-60 us between hnswlib's call and the kernel's, and
+two searching threads did 0.85-1.06x one thread's searches (docs/benchmarks.md, "One call from the
+query to the ranked rows"). Wall-clock is not asserted here; what is: the store's fixed-effort
+search is one graph call that returns the ranked rows (no `knn` + rerank round trip through Python),
+its answers equal the stepwise path's to the bit, the files are hnswlib's own, and a row whose
+checksum this handle never verified cannot rank through the fused call.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import hnswlib
+import numpy as np
+import pytest
+
+from mrl_retrievers import MRLStore
+from mrl_retrievers.errors import CorruptStoreError
+from mrl_retrievers.store.local import ann, coarse, kernel
+from mrl_retrievers.store.local.ann import AnnIndex
+
+pytestmark = pytest.mark.skipif(not ann.compiled(), reason="the compiled graph is not in use here")
+
+DIM = 32
+
+
+def unit_rows(rng, n: int, dim: int = DIM) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def package_index(data: np.ndarray) -> hnswlib.Index:
+    index = hnswlib.Index(space="ip", dim=data.shape[1])
+    index.init_index(max_elements=len(data) + 16, M=16, ef_construction=100, random_seed=100)
+    index.add_items(data, np.arange(len(data)), num_threads=1)
+    return index
+
+
+def test_the_graph_writes_and_reads_the_hnswlib_packages_files(tmp_path, rng):
+    """Same construction, same file bytes; each loads the other's file and answers alike: a store
+    checkpointed by either opens with the other."""
+    data = unit_rows(rng, 3000)
+    ours = AnnIndex.empty(DIM, M=16, ef_construction=100, capacity=len(data) + 16)
+    ours.add(data, np.arange(len(data)))
+    ours.save(tmp_path / "ours.bin")
+    package_index(data).save_index(str(tmp_path / "package.bin"))
+    assert (tmp_path / "ours.bin").read_bytes() == (tmp_path / "package.bin").read_bytes()
+
+    queries = unit_rows(rng, 50)
+    theirs = hnswlib.Index(space="ip", dim=DIM)
+    theirs.load_index(str(tmp_path / "ours.bin"))
+    theirs.set_ef(64)
+    want_rows, want_dist = theirs.knn_query(queries, k=20)
+    size, crc = (tmp_path / "package.bin").stat().st_size, __import__("zlib").crc32((tmp_path / "package.bin").read_bytes())
+    loaded = AnnIndex.load(tmp_path / "package.bin", dim=DIM, size=size, crc32=crc)
+    assert loaded.fused
+    rows, sims = loaded.query(queries, 20, 64)
+    assert (rows == want_rows.astype(np.int64)).all()
+    np.testing.assert_array_equal(sims, np.float32(1) - want_dist)
+
+
+def test_searches_at_different_breadths_run_side_by_side(rng):
+    """The package's breadth is one setting of the index (searches at another ef wait: ``_EfGate``);
+    the graph takes it per call: threads at 16 and at 400 each get their own breadth's answers."""
+    data = unit_rows(rng, 4000)
+    index = AnnIndex.empty(DIM, M=8, ef_construction=64, capacity=len(data))
+    index.add(data, np.arange(len(data)))
+    queries = unit_rows(rng, 200)
+    want = {ef: index.query(queries, 10, ef)[0] for ef in (16, 400)}
+    assert not (want[16] == want[400]).all()  # the breadths differ in what they find
+    got, failures = {}, []
+
+    def search(ef: int) -> None:
+        try:
+            got[ef] = np.vstack([index.query(q[None, :], 10, ef)[0] for q in queries for _ in range(3)][::3])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=search, args=(ef,)) for ef in (16, 400)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures
+    for ef in (16, 400):
+        assert (got[ef] == want[ef]).all()
+
+
+def make_store(path, rng, *, n=5000, dim=64, dtype="float16", delete=0):
+    data = rng.standard_normal((n, dim)).astype(np.float32) * (1 + np.arange(dim)) ** -0.5
+    store = MRLStore.create(path, full_dim=dim, prefix_dim=16, dtype=dtype, exact_below=100)
+    store.add([f"d{i}" for i in range(n)], data)
+    if delete:
+        store.delete([f"d{i}" for i in range(0, n, n // delete)])
+    return store, data
+
+
+def stepwise(monkeypatch) -> None:
+    monkeypatch.setattr(coarse.CoarseIndex, "search_best_of", lambda self, *a, **kw: None)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_the_fused_search_answers_as_the_stepwise_one(tmp_path, rng, monkeypatch, dtype):
+    store, data = make_store(tmp_path / "s", rng, dtype=dtype, delete=200)
+    queries = data[rng.choice(len(data), 40, replace=False)] + 0.3 * rng.standard_normal((40, data.shape[1])).astype(np.float32)
+    efforts = [{"shortlist": 50, "ef": 50}, {"shortlist": 10, "ef": 10, "k": 10}, {"shortlist": 300, "ef": 100, "k": 25}]
+    calls = {"fused": 0}
+    real = coarse.CoarseIndex.search_best_of
+
+    def counting(self, *a, **kw):
+        calls["fused"] += 1
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(coarse.CoarseIndex, "search_best_of", counting)
+    for q in queries[:5]:
+        store.search(q, shortlist=50, ef=50)  # warm: every candidate checked, the cache probed warm
+    fused = [[(h.id, h.score) for h in store.search(q, **{"k": 10, **e})] for q in queries for e in efforts]
+    assert calls["fused"] >= len(fused) * 0.9, calls  # (every 32nd read of the map probes the cache first)
+    stepwise(monkeypatch)
+    steps = [[(h.id, h.score) for h in store.search(q, **{"k": 10, **e})] for q in queries for e in efforts]
+    assert fused == steps  # same rows, same order, same float32 scores
+    store.close()
+
+
+def test_a_warm_search_is_one_graph_call(tmp_path, rng, monkeypatch):
+    """The fixed-effort search's coarse walk and rerank are one call into the graph: no `knn` (the
+    stepwise path's hnswlib query) and no kernel rerank from Python once the cache is warm and the
+    candidates checked (but every 32nd read of the map, which probes the page cache first)."""
+    store, data = make_store(tmp_path / "s", rng)
+    queries = data[50:90]
+    for q in queries:  # every candidate checked once
+        store.search(q, shortlist=40, ef=40)
+    seen = []
+    real_query, real_best_of = AnnIndex.query, kernel.best_of
+    monkeypatch.setattr(AnnIndex, "query", lambda self, *a, **kw: seen.append("knn") or real_query(self, *a, **kw))
+    monkeypatch.setattr(kernel, "best_of", lambda *a, **kw: seen.append("rerank") or real_best_of(*a, **kw))
+    hits = [store.search(q, shortlist=40, ef=40)[0].id for q in queries]
+    assert hits == [f"d{i}" for i in range(50, 90)]
+    assert seen.count("knn") <= 2 and seen.count("rerank") <= 2, seen
+    store.close()
+
+
+def test_a_row_never_checked_cannot_rank_through_the_fused_call(tmp_path, rng):
+    """A damaged row that this handle has not checked yet, found by a warm fused search, raises
+    (the call hands the shortlist back unranked; the stepwise rerank checks it first)."""
+    path = tmp_path / "s"
+    store, data = make_store(path, rng, dtype="float32")
+    store.close()
+    with MRLStore.open(path, read_only=True) as s:
+        for q in data[:300]:  # warm: the cache probed warm, rows of these 300 neighbourhoods checked
+            s.search(q, k=5, shortlist=20, ef=20)
+        unchecked = [r for r in range(len(data)) if not (r < len(s._s.checked.bitmap) and s._s.checked.bitmap[r])]
+        victim = unchecked[len(unchecked) // 2]
+        vector_file = next(path.glob("vectors.*"))
+        with open(vector_file, "r+b") as fh:  # the map is shared: the handle sees the flipped bit
+            fh.seek(victim * 64 * 4 + 8)
+            byte = fh.read(1)
+            fh.seek(victim * 64 * 4 + 8)
+            fh.write(bytes([byte[0] ^ 0x10]))
+        with pytest.raises(CorruptStoreError, match=f"row {victim}"):
+            s.search(data[victim], k=5, shortlist=20, ef=20)
+
+
+def test_the_package_serves_where_the_graph_is_not_built(tmp_path, monkeypatch):
+    """``ann.use_package()`` (as on a machine without a C++ compiler): it opens the compiled graph's
+    checkpoint and answers alike (file identity: the first test)."""
+    store, data = make_store(tmp_path / "compiled", np.random.default_rng(5), n=3000)
+    queries = data[:30] + 0.2 * np.random.default_rng(6).standard_normal((30, data.shape[1])).astype(np.float32)
+    want = [[(h.id, h.score) for h in store.search(q, shortlist=30, ef=30)] for q in queries]
+    store.close()
+    compiled_graph = ann._graph
+    ann.use_package()
+    try:
+        with MRLStore.open(tmp_path / "compiled") as s:
+            assert not s._s.ann.segments[0].fused and s.stats()["coarse_index"].startswith("the hnswlib package")
+            assert [[(h.id, h.score) for h in s.search(q, shortlist=30, ef=30)] for q in queries] == want
+    finally:
+        monkeypatch.setattr(ann, "_graph", compiled_graph)
