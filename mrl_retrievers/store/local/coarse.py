@@ -65,6 +65,8 @@ class CoarseIndex:
 
     @property
     def live(self) -> int:
+        if len(self.segments) == 1:  # every store up to segment_rows rows (a search asks ~twice)
+            return next(iter(self.segments.values())).live
         return sum(s.live for s in self.segments.values())
 
     def set_live(self, live_per_segment: dict[int, int]) -> None:

@@ -148,7 +148,7 @@ def to_hits(docs: DocStore, records: HitRecords, rows: np.ndarray, scores: np.nd
     """
     # Metadata is parsed per hit, never shared (a caller may change the dict it was handed); most
     # items carry none: the empty object skips the JSON parser. tolist: Python floats already.
-    return [Hit(record[0], score, record[1], {} if record[2] == "{}" else load_metadata(record[2]))
+    return [Hit._of(record[0], score, record[1], {} if record[2] == "{}" else load_metadata(record[2]))
             for record, score in zip(records.get(docs, rows.tolist()), scores.tolist()) if record is not None]
 
 
