@@ -179,3 +179,19 @@ def test_the_package_serves_where_the_graph_is_not_built(tmp_path, monkeypatch):
             assert [[(h.id, h.score) for h in s.search(q, shortlist=30, ef=30)] for q in queries] == want
     finally:
         monkeypatch.setattr(ann, "_graph", compiled_graph)
+
+
+def test_the_numpy_twin_asked_for_turns_the_fused_call_off(tmp_path, rng, monkeypatch):
+    """``kernel.use_numpy()`` (the bench's ``ours-numpy`` ablation, ``MRL_RETRIEVERS_KERNEL=numpy``)
+    means no compiled scoring anywhere: the fused call scores with the same compiled code as the
+    kernel, so it steps aside and numpy reranks what the graph found."""
+    store, data = make_store(tmp_path / "s", rng)
+    for q in data[:40]:
+        store.search(q, shortlist=40, ef=40)
+    monkeypatch.setattr(kernel, "_compiled", None)
+    fused = []
+    real = coarse.CoarseIndex.search_best_of
+    monkeypatch.setattr(coarse.CoarseIndex, "search_best_of", lambda self, *a, **kw: fused.append(1) or real(self, *a, **kw))
+    assert [store.search(q, shortlist=40, ef=40)[0].id for q in data[:40]] == [f"d{i}" for i in range(40)]
+    assert not fused
+    store.close()

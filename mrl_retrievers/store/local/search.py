@@ -343,6 +343,8 @@ class Searcher:
         shortlist) and the steps run one by one. Both ways give the same hits (the same walk at the
         same ef, the same scoring code). Why: each step in Python kept the GIL between hnswlib and
         the kernel, and two searching threads waited on each other (docs/benchmarks.md)."""
+        if not kernel.compiled():  # the numpy twin asked for (or the kernel not built): no compiled scoring
+            return None
         s = self.s
         shortlist = max(plan.shortlist, plan.k)
         prefix_query = query_prefix(query, plan.prefix_dim)[0]
