@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "_hnswlib/hnswlib.h"
+#include "_buffers.h"
 #include "_score.h"
 
 namespace {
@@ -118,20 +119,6 @@ int64_t search(const Alg *alg, const float *query, size_t k, size_t ef, int64_t 
 }
 
 /* ---- buffers ---- */
-
-int take(PyObject *obj, Py_buffer *view, int ndim, Py_ssize_t itemsize, const char *formats, bool writable, const char *what) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0) return 0;
-    const char *format = view->format ? view->format : "B";
-    if (format[0] == '<' || format[0] == '=' || format[0] == '@') format++;
-    if (view->ndim != ndim || (itemsize && view->itemsize != itemsize) ||
-        (formats && (strlen(format) != 1 || !strchr(formats, format[0])))) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a %d-d C-contiguous array of format %s, got %d-d '%s'", what, ndim,
-                     formats ? formats : "(any)", view->ndim, format);
-        PyBuffer_Release(view);
-        return 0;
-    }
-    return 1;
-}
 
 /* Buffers released on every way out of a method. */
 struct Views {

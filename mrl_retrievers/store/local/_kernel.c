@@ -15,27 +15,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include "_buffers.h"
 #include "_score.h"
 
 /* ---- The Python module: buffers in (numpy arrays), the GIL released around long arithmetic ---- */
-
-/* Acquire `obj`'s buffer, C-contiguous, with `ndim` dimensions and items of `itemsize` bytes whose
- * format is one of `formats` (NULL: any); raises TypeError/ValueError and returns 0 otherwise. */
-static int take(PyObject *obj, Py_buffer *view, int ndim, Py_ssize_t itemsize, const char *formats, int writable,
-                const char *what) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return 0;
-    const char *format = view->format ? view->format : "B";
-    if (format[0] == '<' || format[0] == '=' || format[0] == '@') format++;
-    if (view->ndim != ndim || (itemsize && view->itemsize != itemsize) ||
-        (formats && (strlen(format) != 1 || !strchr(formats, format[0])))) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a %d-d C-contiguous array of format %s, got %d-d '%s'",
-                     what, ndim, formats ? formats : "(any)", view->ndim, format);
-        PyBuffer_Release(view);
-        return 0;
-    }
-    return 1;
-}
 
 /* Rows outside [0, matrix rows): the caller remaps (a row newer than its map) or raises. */
 static int rows_in_range(const int64_t *rows, int64_t n, int64_t limit) {
