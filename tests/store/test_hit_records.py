@@ -158,3 +158,34 @@ def test_a_write_that_fails_after_its_commit_leaves_no_old_version_to_serve(tmp_
         with pytest.raises(RuntimeError):
             s.add(["d5"], data[6:7], texts=["text 5, new"])
         assert all(h.text != "text 5" for h in s.search(data[5], k=5))
+
+
+def test_a_read_only_handle_beside_a_rebuild_that_cut_rows_answers_from_the_new_rows(tmp_path, rng):
+    """``rebuild`` of a short vector file drops the items whose rows are gone and lowers the committed
+    row count, so the writer's next adds reuse those row numbers. A read-only handle open across
+    that caught up incrementally (rows only grew since it looked) and kept its index entries, checked
+    flags and records of the old rows: it returned a dropped item's id and text for a new item's
+    vector. Cutting rows is now a new row epoch, which makes every follower reload."""
+    path, n, cut = tmp_path / "s", 600, 100
+    old = _data(rng, n)
+    with MRLStore.create(path, full_dim=DIM, prefix_dim=4, exact_below=0) as s:
+        s.add([f"old{i}" for i in range(n)], old, texts=[f"old text {i}" for i in range(n)])
+    reader = MRLStore.open(path, read_only=True)
+    try:
+        for i in range(n - cut, n):  # the rows to be cut: read, checked and their records kept
+            assert reader.search(old[i], k=1)[0].id == f"old{i}"
+        vector_file = next(path.glob("vectors.*"))
+        with open(vector_file, "r+b") as fh:  # the last `cut` rows lost (float16 rows of DIM numbers)
+            fh.truncate((n - cut) * DIM * 2)
+        report = MRLStore.rebuild(path)
+        assert report.damaged_ids == sorted(f"old{i}" for i in range(n - cut, n))
+        new = _data(rng, cut)
+        with MRLStore.open(path) as s:
+            s.add([f"new{j}" for j in range(cut)], new, texts=[f"new text {j}" for j in range(cut)])
+        for j in range(cut):
+            hit = reader.search(new[j], k=1)[0]
+            assert (hit.id, hit.text) == (f"new{j}", f"new text {j}")
+        assert reader.search(old[3], k=1)[0].id == "old3"
+        assert len(reader) == n
+    finally:
+        reader.close()

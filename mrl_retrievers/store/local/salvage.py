@@ -10,7 +10,8 @@ Runs under the writer lock, step by step, each step only as destructive as its d
    ``docs.sqlite.damaged``.
 3. **committed rows**: if ``meta.rows`` disagrees with the rows in use, set it from them.
 4. **vector file**: if it is shorter than the committed rows, keep every whole row; items whose
-   rows are gone are dropped (listed) and the partial row at the end is cut off.
+   rows are gone are dropped (listed), the partial row at the end is cut off, and the store moves
+   to a new row epoch (the next adds reuse the cut row numbers: read-only handles must reload).
 5. **checksums**: items whose vector row or whose id/text/metadata fail their checksum are dropped
    (listed, so they can be re-added).
 6. the coarse index is rebuilt from the vector file and checkpointed.
@@ -233,6 +234,35 @@ def _rows(directory: Path, docs: DocStore, manifest: Manifest, report: VerifyRep
         report.damaged_ids = sorted(set(dropped))
     finally:
         vectors.close()
+    if whole < committed.rows:
+        _new_epoch(directory, docs, manifest.dtype)
+
+
+def _new_epoch(directory: Path, docs: DocStore, dtype: str) -> None:
+    """Rows were cut, so the next adds reuse their numbers: move to a new row epoch, as a compaction
+    does. A read-only handle open across the rebuild then reloads (map, index, checked rows, kept
+    records) instead of catching up incrementally: rows only grew since it last looked, and it kept
+    the cut rows' index entries and records, answering with a dropped item for a new one's vector.
+
+    The same file under a new name (a hard link: no copy), committed, then the old name removed; a
+    crash in between leaves a name the next writer open removes as an orphan."""
+    state = docs.state()
+    epoch = state.epoch + 1
+    old, new = directory / state.vector_file, directory / vector_file_name(epoch, dtype)
+    new.unlink(missing_ok=True)
+    os.link(old, new)
+    fsync_dir(directory)
+    conn = docs.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("UPDATE meta SET value = ? WHERE key = ?", [(str(epoch), "epoch"), (new.name, "vector_file")])
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    old.unlink()
+    fsync_dir(directory)
 
 
 def _drop(docs: DocStore, where: str, params: tuple, *, tombstones_too: bool, rows: int) -> None:
