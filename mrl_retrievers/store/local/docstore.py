@@ -638,3 +638,11 @@ class DocStore:
 def damaged_record(id_: str, text: str | None, metadata: str, rcrc: int | None) -> bool:
     """Whether a record's id, text or metadata fail their checksum (None: written before schema 2)."""
     return rcrc is not None and record_checksum(id_, text, metadata) != rcrc
+
+
+def check_record(store: object, id_: str, text: str | None, metadata: str, rcrc: int | None) -> None:
+    """``CorruptStoreError`` (naming ``store``'s path and the command that lists the damage) when the
+    record fails its checksum: what a search's hits and ``get`` say about a damaged record."""
+    if damaged_record(id_, text, metadata, rcrc):
+        raise CorruptStoreError(f"item {id_!r} of {store} fails its text/metadata checksum; "
+                                f"run `mrl-retrievers verify {store}` to list damaged items")

@@ -19,8 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Iterable
 
-from ...errors import CorruptStoreError
-from .docstore import DocStore, damaged_record
+from .docstore import DocStore, check_record, damaged_record
 
 # Per open handle. A record costs its strings plus ~150 bytes of Python objects: 32 MiB holds a 100k
 # store's records whole when they carry no texts, and ~20k RAG chunks of 1-2 KB.
@@ -97,11 +96,7 @@ def _read_checked(docs: DocStore, rows: list[int]) -> dict[int, tuple[str, str |
         id_, text, meta, _crc, rcrc = record
         if damaged_record(id_, text, meta, rcrc):  # the row's own columns decide, not their JSON copy
             id_, text, meta, _crc, rcrc = docs.by_rows([row]).get(row, record)
-            if damaged_record(id_, text, meta, rcrc):
-                raise CorruptStoreError(
-                    f"item {id_!r} of {docs.path.parent} fails its text/metadata checksum; "
-                    f"run `mrl-retrievers verify {docs.path.parent}` to list damaged items"
-                )
+            check_record(docs.path.parent, id_, text, meta, rcrc)
         out[row] = (id_, text, meta)
     return out
 

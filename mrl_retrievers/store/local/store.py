@@ -32,7 +32,7 @@ from ...metadata import load_metadata, validate_metadatas
 from ...mrl import as_matrix, check_width, normalize_as, prefix
 from ...types import EmbeddingSpec, Hit, Record
 from . import bulk, follow, handles, kernel, opening, salvage
-from .docstore import damaged_record
+from .docstore import check_record
 from .bulk import PreparedBatch
 from .crashpoints import crash_point
 from .diagnostics import Diagnostics
@@ -428,9 +428,7 @@ class MRLStore:
         for id_ in ids:
             if id_ in found:
                 row, text, meta, _crc, rcrc = found[id_]
-                if damaged_record(id_, text, meta, rcrc):
-                    raise CorruptStoreError(f"item {id_!r} of {self.path} fails its text/metadata checksum; "
-                                            f"run `mrl-retrievers verify {self.path}` to list damaged items")
+                check_record(self.path, id_, text, meta, rcrc)
                 records.append(Record(id=id_, text=text, metadata=load_metadata(meta), vector=vectors.get(row)))
         return records
 
