@@ -236,13 +236,14 @@ class AnnIndex:
         (the caller verifies their checksums, then reranks them), and None when the call cannot answer
         (fewer than ``shortlist`` live items found at this ef, or a row outside ``matrix``): the caller
         takes the unfused path, which retries wider and raises what is wrong."""
+        ef = max(ef, shortlist)  # before the clamp below, as ``query`` is asked by the stepwise path
         shortlist = min(shortlist, self.live)
         if shortlist <= 0:
             return None
         candidates = np.empty(shortlist, dtype=np.int64)
         rows = np.empty(min(k, shortlist), dtype=np.int64)
         scores = np.empty(len(rows), dtype=np.float32)
-        count = self._graph.search_best_of(prefix, shortlist, max(ef, shortlist), matrix, checked, query, candidates, rows, scores)
+        count = self._graph.search_best_of(prefix, shortlist, ef, matrix, checked, query, candidates, rows, scores)
         if count >= 0:
             return rows[:count], scores[:count]
         return candidates if count == -4 else None
