@@ -21,6 +21,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ NAMES = ["validate + normalize query", "plan + read lock enter (+ catch-up check
          "coarse: prefix + hnswlib knn_query (all segments)", "rerank: CRC bitmap check",
          "rerank: score + top-k (kernel.best_of)", "to_hits: records (SQLite at a first read) + Hit objects", "read lock exit"]
 ns = time.perf_counter_ns
+T = TypeVar("T")
 
 
 def stage_times(store: MRLStore, vector: np.ndarray, effort: dict, k: int = 10) -> list[int]:
@@ -77,21 +79,16 @@ def one_thread(store: MRLStore, queries: np.ndarray, effort: dict) -> None:
         print(f"| {name} | {med(column):.1f} | {statistics.mean(column) / 1000:.1f} |")
 
 
-def side_by_side(store: MRLStore, queries: np.ndarray, effort: dict, threads: int, seconds: float,
-                 whole: bool = False) -> tuple[float, np.ndarray]:
-    """(searches per second, mean ns of each stage) with ``threads`` threads searching at once;
-    ``whole``: plain ``store.search`` calls (the fused path where it applies), no stages."""
-    results: list[list[list[int]]] = [[] for _ in range(threads)]
+def in_threads(threads: int, seconds: float, call: Callable[[int], T]) -> tuple[float, list[T]]:
+    """(calls per second, every call's result) with ``threads`` threads calling ``call(j)`` for
+    ``seconds``, each thread on its own walk ``j`` through the queries."""
+    results: list[list[T]] = [[] for _ in range(threads)]
     stop = time.perf_counter() + seconds
 
     def work(i: int) -> None:
-        j = i * 331  # each thread its own walk through the queries
+        j = i * 331
         while time.perf_counter() < stop:
-            if whole:
-                store.search(queries[j % len(queries)], k=10, **effort)
-                results[i].append([0] * len(NAMES))
-            else:
-                results[i].append(stage_times(store, queries[j % len(queries)], effort))
+            results[i].append(call(j))
             j += 1
 
     workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
@@ -100,8 +97,19 @@ def side_by_side(store: MRLStore, queries: np.ndarray, effort: dict, threads: in
         w.start()
     for w in workers:
         w.join()
-    rows = np.array([r for per_thread in results for r in per_thread], dtype=np.float64)
-    return len(rows) / (time.perf_counter() - started), rows.mean(axis=0)
+    done = [r for per_thread in results for r in per_thread]
+    return len(done) / (time.perf_counter() - started), done
+
+
+def side_by_side(store: MRLStore, queries: np.ndarray, effort: dict, threads: int, seconds: float) -> tuple[float, np.ndarray]:
+    """(searches per second, mean ns of each stage) with ``threads`` threads searching at once."""
+    rate, rows = in_threads(threads, seconds, lambda j: stage_times(store, queries[j % len(queries)], effort))
+    return rate, np.array(rows, dtype=np.float64).mean(axis=0)
+
+
+def whole_searches(store: MRLStore, queries: np.ndarray, effort: dict, threads: int, seconds: float) -> float:
+    """Plain ``store.search`` calls per second (the fused path where it applies) in ``threads`` threads."""
+    return in_threads(threads, seconds, lambda j: store.search(queries[j % len(queries)], k=10, **effort))[0]
 
 
 def threaded(store: MRLStore, queries: np.ndarray, effort: dict, counts: list[int], seconds: float) -> None:
@@ -110,7 +118,7 @@ def threaded(store: MRLStore, queries: np.ndarray, effort: dict, counts: list[in
     for _ in range(2):  # alternate the thread counts, twice (a machine's load drifts)
         for n in counts:
             measured[n].append(side_by_side(store, queries, effort, n, seconds))
-            searches[n].append(side_by_side(store, queries, effort, n, seconds, whole=True)[0])
+            searches[n].append(whole_searches(store, queries, effort, n, seconds))
     print("| stage | " + " | ".join(f"{n} thr mean us" for n in counts) + " |\n" + "|---" * (len(counts) + 1) + "|")
     for i, name in enumerate(NAMES):
         print(f"| {name} | " + " | ".join(" / ".join(f"{m[1][i] / 1000:.0f}" for m in measured[n]) for n in counts) + " |")

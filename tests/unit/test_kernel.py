@@ -205,11 +205,15 @@ def test_the_build_hook_reports_a_missing_compiler_instead_of_failing(tmp_path, 
     finally:
         sys.path.remove(str(ROOT))
     monkeypatch.setenv("CC", "false")
-    problem = hatch_build.compile_kernel(ROOT, tmp_path / hatch_build.extension_name())
+    problem = hatch_build.compile_extension(ROOT, tmp_path / hatch_build.KERNEL.name)
     assert problem is not None and "false" in problem
     monkeypatch.setenv("CC", "cc")
-    out = tmp_path / hatch_build.extension_name()
-    assert hatch_build.compile_kernel(ROOT, out) is None and out.stat().st_size > 0
+    out = tmp_path / hatch_build.KERNEL.name
+    assert hatch_build.compile_extension(ROOT, out) is None and out.stat().st_size > 0
+    # The graph (C++) the same way, with its own compiler variable.
+    monkeypatch.setenv("CXX", "false")
+    problem = hatch_build.compile_extension(ROOT, tmp_path / hatch_build.GRAPH.name, hatch_build.GRAPH)
+    assert problem is not None and "false" in problem
 
 
 @pytest.mark.parametrize("path", ["compiled", "twin"])

@@ -20,6 +20,7 @@ hnswlib 0.8.0 facts this wrapper exists for (see FACTS.md):
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import threading
@@ -48,13 +49,6 @@ def compiled() -> bool:
     return _graph is not None
 
 
-def use_package() -> None:
-    """Build and load indexes with the hnswlib package from now on, in this process (tests, the
-    bench's ablation; ``MRL_RETRIEVERS_GRAPH=hnswlib`` in the environment does the same at import)."""
-    global _graph, _WHY_NOT
-    _graph, _WHY_NOT = None, "the hnswlib package (asked for: ann.use_package())"
-
-
 def describe() -> str:
     """What serves the coarse index here (``mrl-retrievers info`` shows it)."""
     return "compiled graph (vendored hnswlib 0.8.0)" if _graph is not None else _WHY_NOT
@@ -62,6 +56,11 @@ def describe() -> str:
 
 def _new_graph(dim: int):
     return _graph.Graph(dim) if _graph is not None else hnswlib.Index(space="ip", dim=dim)
+
+
+def _is_compiled(index) -> bool:
+    """Whether ``index`` is the compiled graph (else the hnswlib package's ``Index``, or a stand-in)."""
+    return _graph is not None and isinstance(index, _graph.Graph)
 
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswalg.h saveIndex(), fields in order
 
@@ -110,8 +109,8 @@ class AnnIndex:
 
     def __init__(self, index, dim: int, deleted: int = 0) -> None:
         """``index``: a compiled ``_graph.Graph`` or an ``hnswlib.Index`` (anything with its methods)."""
-        if _graph is not None and isinstance(index, _graph.Graph):
-            self._graph, self._knn = index, lambda prefixes, k, ef, threads: _compiled_knn(index, prefixes, k, ef, threads)
+        if _is_compiled(index):
+            self._graph, self._knn = index, functools.partial(_compiled_knn, index)
         else:
             self._graph = _PackageGraph(index)
             self._knn = self._graph.knn
@@ -126,7 +125,7 @@ class AnnIndex:
     @classmethod
     def empty(cls, dim: int, *, M: int, ef_construction: int, capacity: int = 1024) -> "AnnIndex":
         index = _new_graph(dim)
-        if _graph is not None and isinstance(index, _graph.Graph):
+        if _is_compiled(index):
             index.init(max(capacity, 16), M, ef_construction, 100)
         else:
             index.init_index(max_elements=max(capacity, 16), M=M, ef_construction=ef_construction, random_seed=100)
@@ -142,7 +141,7 @@ class AnnIndex:
             raise CorruptStoreError(f"{path.name}: checksum mismatch")
         index = _new_graph(dim)
         try:
-            if _graph is not None and isinstance(index, _graph.Graph):
+            if _is_compiled(index):
                 index.load(str(path), 0)
             else:
                 index.load_index(str(path), max_elements=0)
