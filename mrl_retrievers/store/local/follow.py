@@ -12,6 +12,13 @@ returns and the scores it reports all belong to one state. A compaction cannot p
 away from a reader: the writer unlinks the old file, and the reader's open descriptor and map keep
 it readable until the reader moves on.
 
+Most reads find nothing committed since the last one (``PRAGMA data_version`` on the thread's
+connection says so without a transaction: ``DocStore.unchanged``), and a warm search needs no SQLite
+at all. Such a read runs without a snapshot and opens one only at its first SQLite read
+(``DocStore.pinned``); if a writer committed in between, that read raises ``StaleRead`` and the read
+starts again the full way. A commit landing during a read that needs no SQLite is one that read
+does not see, as if it had landed just after: the answer is still one committed state's.
+
 Writers need none of this: their process makes every change, under the store's write lock.
 """
 
@@ -24,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 import numpy as np
 
 from ...errors import CorruptStoreError, StoreIOError
-from .docstore import CommittedState
+from .docstore import CommittedState, StaleRead
 from .manifest import load_manifest
 from .vectors import VectorFile
 
@@ -56,6 +63,15 @@ def read(shared: "SharedStore", fn: Callable[[], T]) -> T:
         finally:
             shared.rw.release_read()
     docs = state.docs
+    if docs.unchanged() == state.token:  # nothing committed since this thread last looked: no transaction
+        shared.rw.acquire_read()
+        try:
+            with docs.pinned(state.token):  # under the lock: the state fn reads cannot move
+                return fn()
+        except StaleRead:
+            pass  # a commit landed after the look and fn needed SQLite: pin a snapshot first, below
+        finally:
+            shared.rw.release_read()
     for _ in range(MAX_ATTEMPTS):
         with docs.snapshot() as snap:
             if snap.token != state.token:
