@@ -135,21 +135,9 @@ def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(normalize(truncate(vectors, dim)))
 
 
-def query_prefix(query: np.ndarray, dim: int) -> np.ndarray:
-    """``prefix(query, dim)[None, :]`` for one unit float32 query (a search's coarse step): the same
-    bits, in three numpy calls instead of a dozen. A unit vector's squares cannot overflow, so no
-    ``np.errstate`` guard (~2 us a search); anything unusual takes ``prefix`` itself."""
-    if query.dtype == np.float32 and query.ndim == 1 and 1 <= dim <= query.shape[0] and query.flags.c_contiguous:
-        part = query[None, :dim]
-        norms = np.sqrt(_row_dots(part, part))
-        if norms[0] < float("inf"):  # (not unit after all: squares that overflow are measured again in prefix())
-            return part / np.maximum(norms[:, None], _MIN_NORM)
-    return prefix(query, dim)[None, :]
-
-
 def check_width(name: str, value: Any, *, full_dim: int) -> int:
     """Validate a width setting (prefix or funnel) against the full width."""
     return positive_int(name, value, maximum=full_dim)
 
 
-__all__ = ["as_matrix", "as_vector", "check_width", "normalize", "prefix", "query_prefix", "truncate", "unit_vector"]
+__all__ = ["as_matrix", "as_vector", "check_width", "normalize", "prefix", "truncate", "unit_vector"]

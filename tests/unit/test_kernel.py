@@ -254,3 +254,29 @@ def test_a_bad_query_gets_the_same_typed_error_on_both(monkeypatch, path):
             kernel.unit_query(vector, 8)
     with pytest.raises(InvalidVectorError):
         kernel.unit_queries(np.stack([bad, bad * 0]), 8)
+
+
+@pytest.mark.parametrize("path", ["compiled", "twin"])
+def test_a_querys_prefix_gets_the_same_bits_alone_and_in_a_batch(rng, monkeypatch, path):
+    """A search walks the coarse graph with ``unit_prefix``, a batch and a calibration with
+    ``unit_prefixes``: the same query must walk with the same bits (the tests that compare batch
+    and single searches rely on it), each prefix ``mrl.prefix``'s to float32 rounding."""
+    from mrl_retrievers.errors import InvalidInputError
+    from mrl_retrievers.mrl import prefix
+
+    if path == "twin":
+        twin(monkeypatch)
+    elif not kernel.compiled():
+        pytest.skip("the compiled kernel is not in use here")
+    queries = kernel.unit_queries(rng.standard_normal((40, 96)).astype(np.float32), 96)
+    queries[1, :16] = 0.0  # a prefix of zeros: prefix()'s rule (zeros), not a division by zero
+    for width in (1, 7, 16, 64, 96):
+        batch = kernel.unit_prefixes(queries, width)
+        assert batch.shape == (40, width) and batch.dtype == np.float32
+        for row, got in zip(queries, batch):
+            single = kernel.unit_prefix(row, width)
+            assert single.shape == (width,) and np.array_equal(single.view(np.int32), got.view(np.int32))
+            np.testing.assert_allclose(single, prefix(row, width), rtol=0, atol=1e-7)
+    assert not kernel.unit_prefix(queries[1], 16).any()
+    with pytest.raises(InvalidInputError):
+        kernel.unit_prefix(queries[0], 97)

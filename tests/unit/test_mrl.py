@@ -17,7 +17,6 @@ from mrl_retrievers.mrl import (
     normalize,
     normalize_as,
     prefix,
-    query_prefix,
     row_norms,
     truncate,
     unit_vector,
@@ -128,15 +127,3 @@ def test_unit_vector_is_normalize_of_as_vector_bit_for_bit(rng):
     original = v[:32].copy()
     unit_vector(v[:32], 32)
     assert np.array_equal(v[:32], original)  # the caller's vector is not touched
-
-
-def test_query_prefix_is_prefix_bit_for_bit(rng):
-    for width in (1, 7, 16, 64):
-        q = unit_vector(rng.standard_normal(64).astype(np.float32), 64)
-        got = query_prefix(q, width)
-        assert got.shape == (1, width) and got.dtype == np.float32
-        assert got.tobytes() == prefix(q, width)[None, :].tobytes()
-    odd = rng.standard_normal(64)  # float64, not a search's query: prefix() itself
-    assert query_prefix(odd, 8).tobytes() == prefix(odd, 8)[None, :].tobytes()
-    with pytest.raises(InvalidInputError):
-        query_prefix(q, 65)

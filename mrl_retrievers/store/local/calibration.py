@@ -49,10 +49,10 @@ import numpy as np
 
 from ...checks import positive_int
 from ...errors import InvalidInputError, MRLError
-from ...mrl import normalize, prefix
+from ...mrl import normalize
 from ..effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence_parts
 from .search import fold_top_k
-from .kernel import to_float32
+from .kernel import to_float32, unit_prefixes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .state import StoreState
@@ -318,7 +318,7 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
     nq, nl = len(queries), len(shortlists)
     recall = np.ones((nq, len(EF_RATIOS), nl))
     conf = np.full((nq, len(EF_RATIOS), nl, 2), np.inf)  # (z, k-th score)
-    pq = prefix(queries, m.prefix_dim)
+    pq = unit_prefixes(queries, m.prefix_dim)  # the bits a search walks with
     truth_sets = [set(t[t >= 0].tolist()) for t in truth]
     coarse = _Coarse(state, pq, shortlists)
     if table is not None:  # each live row's column in the table (rows are never negative)

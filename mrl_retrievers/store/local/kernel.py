@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ...mrl import as_matrix, as_vector, normalize, unit_vector
+from ...mrl import as_matrix, as_vector, normalize, prefix, unit_vector
 
 try:
     from . import _kernel as _compiled
@@ -149,6 +149,30 @@ def unit_queries(vectors: Any, dim: int) -> np.ndarray:
     for i, row in enumerate(matrix):
         if _compiled.unit(row, out[i]) <= 0:
             out[i] = normalize(row)
+    return out
+
+
+def unit_prefix(query: np.ndarray, dim: int) -> np.ndarray:
+    """The renormalized ``dim``-wide prefix of one unit float32 query (``mrl.prefix``), 1-d: what the
+    coarse index is searched with. Compiled, one call instead of numpy's four (~1 us of a ~3.5 us
+    step). Every search takes its prefixes from here or ``unit_prefixes``, so a query walks the graph
+    with the same bits whether it comes alone, in a batch or in a calibration."""
+    if _compiled is not None and query.dtype == np.float32 and query.flags.c_contiguous:
+        out = np.empty(dim, dtype=np.float32)
+        if _compiled.unit(query[:dim], out) > 0:
+            return out
+    return prefix(query, dim)  # the numpy twin, or a prefix of (near) zeros: its rules
+
+
+def unit_prefixes(queries: np.ndarray, dim: int) -> np.ndarray:
+    """``unit_prefix`` of each row of a (n, full) float32 batch of unit queries, as (n, dim)."""
+    if _compiled is None:
+        return prefix(queries, dim)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    out = np.empty((len(queries), dim), dtype=np.float32)
+    for i, row in enumerate(queries):
+        if _compiled.unit(row[:dim], out[i]) <= 0:
+            out[i] = prefix(row, dim)
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from ...checks import positive_int
 from ...errors import CorruptStoreError, InvalidInputError
 from ...metadata import load_metadata
-from ...mrl import normalize, prefix, query_prefix
+from ...mrl import normalize, prefix
 from ...types import Hit
 from .. import effort
 from .ann import AnnIndex
@@ -170,7 +170,7 @@ def coarse_ranked(ann: AnnIndex, query: np.ndarray, plan: SearchPlan, allowed: n
         live = ann.live
         shortlist = min(live, int(np.ceil(shortlist * live / max(len(allowed), 1))))
     try:
-        rows, sims = ann.query(query_prefix(query, plan.prefix_dim), shortlist, max(ef, shortlist))
+        rows, sims = ann.query(kernel.unit_prefix(query, plan.prefix_dim)[None, :], shortlist, max(ef, shortlist))
     except LookupError:
         return None
     rows, sims = rows[0], sims[0]
@@ -267,7 +267,7 @@ class Searcher:
         shortlist, ef = plan.policy.levels[0] if plan.policy is not None else (plan.shortlist, plan.ef)
         shortlist = max(shortlist, plan.k)
         try:
-            rows, sims = self.s.ann.query(prefix(queries, plan.prefix_dim), shortlist, max(ef, shortlist), num_threads=2)
+            rows, sims = self.s.ann.query(kernel.unit_prefixes(queries, plan.prefix_dim), shortlist, max(ef, shortlist), num_threads=2)
         except LookupError:
             return [self.one(q, plan, flt) for q in queries]
         if plan.policy is not None:  # the first level ran as one threaded batch; each query climbs on its own
@@ -347,7 +347,7 @@ class Searcher:
             return None
         s = self.s
         shortlist = max(plan.shortlist, plan.k)
-        prefix_query = query_prefix(query, plan.prefix_dim)[0]
+        prefix_query = kernel.unit_prefix(query, plan.prefix_dim)
         bitmap = s.checked.bitmap
         answer = s.vectors.read_unnamed(
             lambda matrix: s.ann.search_best_of(prefix_query, shortlist, plan.ef, matrix, bitmap, query, plan.k), shortlist)
