@@ -139,7 +139,17 @@ class Ours(Peer):
             store.close()
 
 
-class OursNumpy(Ours):
+class _OursAgain(Ours):
+    """Ours' cached store measured another way, in the same run (never built: a build would first
+    clear the folder it shares with ours)."""
+
+    def build(self) -> None:
+        if self.options.get("rebuild") or not (self.cache / "build.json").exists():
+            raise Skip(f"{self.name} measures ours' cached store: list ours before it, without --rebuild")
+        super().build()
+
+
+class OursNumpy(_OursAgain):
     """Ours on the same store with the rerank scored by numpy instead of the compiled kernel
     (``store/local/kernel.py``): the kernel's share of the speed, measured in the same run."""
 
@@ -151,11 +161,20 @@ class OursNumpy(Ours):
         kernel.use_numpy()
         super().load()
 
-    def build(self) -> None:
-        # Never build (a build would first clear the folder it shares with ours): only measure.
-        if self.options.get("rebuild") or not (self.cache / "build.json").exists():
-            raise Skip("ours-numpy measures ours' cached store: list ours before it, without --rebuild")
-        super().build()
+
+class OursReadOnly(_OursAgain):
+    """Ours on the same store through a read-only handle: how every process but the writer serves
+    it (each read checks for the writer's commits first: ``store/local/follow.py``)."""
+
+    name, label = "ours-ro", "mrl-retrievers, read-only handle"
+
+    def load(self) -> None:
+        from ..store import MRLStore  # noqa: PLC0415
+
+        self.store = MRLStore.open(self.cache / "store", read_only=True)
+
+    def extra_metrics(self, queries: np.ndarray, k: int) -> dict[str, Any]:
+        return {"manifest": {"prefix_dim": self.store.prefix_dim, **self.default_setting()}}  # the rest: as ours
 
 
 # --- numpy exact ---------------------------------------------------------------------------------------
@@ -303,7 +322,7 @@ class FaissRefine(_Faiss):
 
 
 PEERS: dict[str, type[Peer]] = {
-    cls.name: cls for cls in (Ours, OursNumpy, NumpyExact, Hnswlib, FaissHNSW, FaissRefine, *PEERS_NATIVE, LangChainInMemory,
+    cls.name: cls for cls in (Ours, OursNumpy, OursReadOnly, NumpyExact, Hnswlib, FaissHNSW, FaissRefine, *PEERS_NATIVE, LangChainInMemory,
                               LlamaIndexSimple, QdrantLocal)
 }
 DEFAULT_METHODS = tuple(PEERS)

@@ -15,7 +15,7 @@ import pytest
 from mrl_retrievers.bench.cli import main
 
 N = 10_000
-EXPECTED = ["ours", "ours-numpy", "numpy", "hnswlib", "faiss-hnsw", "faiss-refine", "langchain", "llamaindex", "qdrant-local"]
+EXPECTED = ["ours", "ours-numpy", "ours-ro", "numpy", "hnswlib", "faiss-hnsw", "faiss-refine", "langchain", "llamaindex", "qdrant-local"]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,9 @@ def test_every_applicable_peer_ran_with_sane_recall(bench_run):
     twin = {(p["setting"]["shortlist"], p["setting"]["ef"]): p["recall"] for p in by["ours-numpy"]["points"]}
     compiled = {(p["setting"]["shortlist"], p["setting"]["ef"]): p["recall"] for p in ours["points"]}
     assert twin.keys() == compiled.keys() and all(abs(twin[s] - compiled[s]) <= 0.005 for s in twin), (twin, compiled)
+    # ours-ro: the same store through a read-only handle: the same answers, so the same recall
+    read_only = {(p["setting"]["shortlist"], p["setting"]["ef"]): p["recall"] for p in by["ours-ro"]["points"]}
+    assert read_only == compiled
 
 
 def test_targets_are_reported_as_ratios(bench_run):
