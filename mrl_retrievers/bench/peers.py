@@ -127,11 +127,14 @@ class Ours(Peer):
     def extra_metrics(self, queries: np.ndarray, k: int) -> dict[str, Any]:
         from .framework import framework_overhead, rerank_cold  # noqa: PLC0415
 
-        out = {"manifest": {"prefix_dim": self.store.prefix_dim, **self.default_setting()}}
+        out = self._manifest()
         out.update(rerank_cold(self, queries[: min(len(queries), 200)], k))
         if self.options.get("frameworks", True):
             out.update(framework_overhead(self.store, queries[: min(len(queries), 300)], k, self.setting))
         return out
+
+    def _manifest(self) -> dict[str, Any]:
+        return {"manifest": {"prefix_dim": self.store.prefix_dim, **self.default_setting()}}
 
     def close(self) -> None:
         store = getattr(self, "store", None)
@@ -174,7 +177,7 @@ class OursReadOnly(_OursAgain):
         self.store = MRLStore.open(self.cache / "store", read_only=True)
 
     def extra_metrics(self, queries: np.ndarray, k: int) -> dict[str, Any]:
-        return {"manifest": {"prefix_dim": self.store.prefix_dim, **self.default_setting()}}  # the rest: as ours
+        return self._manifest()  # the rest is measured as ours
 
 
 # --- numpy exact ---------------------------------------------------------------------------------------

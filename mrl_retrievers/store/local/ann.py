@@ -62,6 +62,7 @@ def _is_compiled(index) -> bool:
     """Whether ``index`` is the compiled graph (else the hnswlib package's ``Index``, or a stand-in)."""
     return _graph is not None and isinstance(index, _graph.Graph)
 
+
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswalg.h saveIndex(), fields in order
 
 

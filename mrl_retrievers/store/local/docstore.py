@@ -293,23 +293,14 @@ class DocStore:
         if not self.read_only or getattr(self._local, "snapshot", None) is not None:
             yield self.state()
             return
-        try:
-            conn = self._thread_reader()
-            version = self._version(conn)  # before BEGIN: a commit in between only makes it stale sooner
-            conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise typed_sqlite_error(exc, self.path, "reading") from None
-        self._local.snapshot = conn
+        version = self._current_version()  # before BEGIN: a commit in between only makes it stale sooner
+        self._begin()
         try:
             committed = self.state()  # the first read fixes the snapshot
             self._local.seen = (version, committed.token)
             yield committed
         finally:
-            self._local.snapshot = None
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error:
-                pass
+            self._end_snapshot()
 
     # A read-only handle's reads usually find nothing committed since the last one, and most of them
     # (a warm search: index, vector map and hits' records all in memory) need no SQLite at all. For
@@ -323,10 +314,7 @@ class DocStore:
         seen = getattr(self._local, "seen", None)
         if seen is None:
             return None
-        try:
-            return seen[1] if self._version(self._thread_reader()) == seen[0] else None
-        except sqlite3.Error as exc:
-            raise typed_sqlite_error(exc, self.path, "reading") from None
+        return seen[1] if self._current_version() == seen[0] else None
 
     @contextmanager
     def pinned(self, token: tuple) -> Iterator[None]:
@@ -338,29 +326,40 @@ class DocStore:
             yield
         finally:
             self._local.pin = None
-            conn = getattr(self._local, "snapshot", None)
-            if conn is not None:
-                self._local.snapshot = None
-                try:
-                    conn.execute("COMMIT")
-                except sqlite3.Error:
-                    pass
+            self._end_snapshot()
 
     def _open_pinned(self) -> sqlite3.Connection:
         token, self._local.pin = self._local.pin, None  # state() below reads through the snapshot
+        conn = self._begin()  # ``pinned`` ends it
+        if self.state().token != token:
+            raise StaleRead
+        return conn
+
+    def _begin(self) -> sqlite3.Connection:
+        """A read transaction on this thread's reader, made the thread's snapshot."""
         try:
             conn = self._thread_reader()
             conn.execute("BEGIN")
         except sqlite3.Error as exc:
             raise typed_sqlite_error(exc, self.path, "reading") from None
-        self._local.snapshot = conn  # ``pinned`` ends it
-        if self.state().token != token:
-            raise StaleRead
+        self._local.snapshot = conn
         return conn
 
-    @staticmethod
-    def _version(conn: sqlite3.Connection) -> int:
-        return conn.execute("PRAGMA data_version").fetchone()[0]
+    def _end_snapshot(self) -> None:
+        conn = getattr(self._local, "snapshot", None)
+        self._local.snapshot = None
+        if conn is not None:
+            try:
+                conn.execute("COMMIT")  # a read transaction: nothing to lose if it fails
+            except sqlite3.Error:
+                pass
+
+    def _current_version(self) -> int:
+        """``PRAGMA data_version`` of this thread's reader: changes when another connection commits."""
+        try:
+            return self._thread_reader().execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise typed_sqlite_error(exc, self.path, "reading") from None
 
     # --- state ------------------------------------------------------------------------------------
 
