@@ -221,9 +221,19 @@ def per_query_recall(store: MRLStore, queries: np.ndarray, truth: np.ndarray, **
                      for q, t in zip(queries, truth)])
 
 
-def summary(recall: np.ndarray) -> dict[str, float]:
+def summary(recall: np.ndarray) -> dict[str, Any]:
+    """Mean, worst decile and p10 of per-query recall@K, and how many queries missed 1, 2 and 3 or
+    more of their K true neighbours (``missed``).
+
+    At a mean >= 1 - 1/K the worst decile says nothing of its own: the misses (at most one per
+    query on average in the worst tenth) then fit in the worst tenth of the queries, so it is
+    ``1 - 10 x (1 - mean)`` for every method. How the misses are spread over the queries
+    (``missed``) is what tells a method whose unlucky queries lose one neighbour from one whose
+    unlucky queries lose several."""
     worst = np.sort(recall)[: max(1, len(recall) // 10)]
-    return {"mean": float(recall.mean()), "worst_decile": float(worst.mean()), "p10": float(np.percentile(recall, 10))}
+    missed = np.rint((1 - recall) * K).astype(np.int64)
+    return {"mean": float(recall.mean()), "worst_decile": float(worst.mean()), "p10": float(np.percentile(recall, 10)),
+            "missed": {"1": int((missed == 1).sum()), "2": int((missed == 2).sum()), "3+": int((missed >= 3).sum())}}
 
 
 def timed_recall(store: MRLStore, queries: np.ndarray, truth: np.ndarray, **search: Any) -> dict[str, float]:

@@ -172,11 +172,12 @@ def format_report(rep: dict[str, Any]) -> str:
     res, pick = rep["results"], rep["tune_pick"]
     lines = [f"{rep['workload']}, {rep['queries']} held-out queries; tune picked {pick} "
              f"(its sample: recall {rep['tune']['recall']:.4f}, bound {rep['tune']['recall_low']:.4f})", "",
-             "| setting | recall@10 | worst decile | p10 | p50 ms | mean ms | CPU ms | effort (level: queries) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| setting | recall@10 | worst decile | queries missing 1 / 2 / 3+ | p10 | p50 ms | mean ms | CPU ms | effort (level: queries) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         mark = " (tune's pick)" if name == pick else ""
-        lines.append(f"| {name}{mark} | {r['mean']:.4f} | {r['worst_decile']:.4f} | {r['p10']:.1f} | {r['p50_ms']:.3f} | "
+        missed = " / ".join(str(r["missed"][n]) for n in ("1", "2", "3+")) if "missed" in r else "-"
+        lines.append(f"| {name}{mark} | {r['mean']:.4f} | {r['worst_decile']:.4f} | {missed} | {r['p10']:.1f} | {r['p50_ms']:.3f} | "
                      f"{r['mean_ms']:.3f} | {r['cpu_ms']:.3f} | {', '.join(f'{k}: {v}' for k, v in r['levels'].items())} |")
     lines += ["", "| adaptive | recall@10 | worst decile | vs tune's pick (recall " + f"{res[pick]['mean']:.4f}" + "): p50 / mean speedup "
               "| fixed curve at equal recall: p50 / mean / CPU speedup |", "|---|---|---|---|---|"]
