@@ -65,13 +65,14 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("tune", help="measure prefix width x shortlist x ef on a store's vectors and record the fastest setting meeting a recall target",
                               description="Samples stored vectors as queries (each query's own row excluded from its truth), "
-                                          "rebuilds the coarse index at each prefix width, and records the fastest setting "
-                                          "reaching the target as the store's default. Exit 1 if nothing is recorded: no setting reaches "
+                                          "rebuilds the coarse index at each prefix width, calibrates the per-query effort there, keeps "
+                                          "the width whose calibrated policy for the target costs least (what a search with no knobs runs) "
+                                          "and records the fastest setting reaching the target at that width as the store's fixed default. Exit 1 if nothing is recorded: no setting reaches "
                                           "the target, or the store is small enough to be searched exactly (tune pays from a few thousand items).")
     p.add_argument("path", help="store directory (opened for writing)")
     p.add_argument("--target-recall", type=float, default=0.99, help="recall@k the chosen setting must reach (default: 0.99)")
     p.add_argument("--sample", type=int, default=200, help="stored vectors used as queries")
-    p.add_argument("--prefix-dims", type=int, nargs="+", default=None, help="default: 64 128 256 and the current width")
+    p.add_argument("--prefix-dims", type=int, nargs="+", default=None, help="default: 64 128 256 and the current width (narrow it to bound the coarse index's RAM)")
     p.add_argument("--shortlists", type=int, nargs="+", default=None, help="default: 25 50 100 200 400")
     p.add_argument("--efs", type=int, nargs="+", default=None, help="default: 1x, 2x and 3x each shortlist")
     p.add_argument("--seed", type=int, default=0, help="seed of the query sample")

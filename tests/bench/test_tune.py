@@ -3,6 +3,8 @@ and leaves the store alone when nothing meets the target. Recall is checked agai
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,31 @@ def test_queries_near_with_a_noise_range_mixes_paraphrases_and_loose_questions()
     low_mixed, high_mixed = np.percentile(best(mixed), [5, 95])  # ~0.57 and ~0.99
     assert low_mixed < low_fixed - 0.15 and high_mixed > high_fixed + 0.02  # easy and hard queries, not one difficulty
     assert np.allclose(np.linalg.norm(mixed, axis=1), 1, atol=1e-5)
+
+
+def test_tune_chooses_the_width_whose_default_search_is_cheapest(store, monkeypatch):
+    """Observed on the 100k x 1024 bench store: tune chose prefix 64, where its fixed setting was
+    fastest on tune's paraphrase-like sample, and the store's default search (the calibrated 0.99
+    policy, which must also serve loose queries) then cost ~4x what it costs at 128. Here the narrow
+    width's fixed settings are made to look fastest, as there; the width kept must be the one whose
+    calibrated policy for the target is cheapest, and its calibration is the one recorded."""
+    from mrl_retrievers.store.local import tuning
+
+    measure = tuning._measure
+
+    def narrow_looks_fastest(store_, queries, truth_ids, own_ids, k, width, shortlist, ef, z):
+        point = measure(store_, queries, truth_ids, own_ids, k, width, shortlist, ef, z)
+        return dataclasses.replace(point, p50_ms=point.p50_ms / (100 if width == 16 else 1))
+
+    monkeypatch.setattr(tuning, "_measure", narrow_looks_fastest)
+    result = tune(store, target_recall=0.95, sample=60, prefix_dims=[16, 128], shortlists=[200, 1000], seed=3,
+                  calibration_probes=128)
+    assert result.met and set(result.policy_costs) >= {16, 128}
+    priced = {w: c for w, c in result.policy_costs.items() if c is not None}
+    assert priced and result.prefix_dim == min(priced, key=priced.get)
+    assert result.policy_costs[16] is None or result.policy_costs[16] > result.policy_costs[result.prefix_dim]
+    assert result.prefix_dim != 16  # fixed settings alone would have kept the narrow width
+    cal = store.manifest.calibration
+    assert store.prefix_dim == cal.prefix_dim == result.prefix_dim and cal.source == "tune"
+    assert cal.policies[0.95].cost == pytest.approx(result.policy_costs[result.prefix_dim])
+    assert (store.manifest.shortlist, store.manifest.ef) == (result.shortlist, result.ef)

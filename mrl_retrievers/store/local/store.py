@@ -387,16 +387,24 @@ class MRLStore:
                 if sample is not None:
                     options = {**options, "queries": sample, "probes": len(sample), "seed": last.seed}
             measured = calibration.calibrate(s, target_recall=target, **options)
+        return self._record_calibration(measured, options.get("queries"), check_open, only_if_due=only_if_due)
+
+    def _record_calibration(self, measured: "Calibration", queries: np.ndarray | None, check_open: Callable[[], None],
+                            *, only_if_due: bool = False) -> "Calibration | None":
+        """Record a measured calibration (its target becomes the store's) under the write lock, with
+        the sample of ``queries`` it was measured on, if any. ``only_if_due``: record nothing if the
+        target or the width changed since it was measured."""
+        s = self._s
         with self._rw.write(), io_errors("writing", self.path):
             check_open()
             m = s.manifest
             if only_if_due and (m.target_recall != measured.target_recall or m.prefix_dim != measured.prefix_dim
                                 or m.funnel_dim is not None):
                 return None
-            if options.get("queries") is not None:  # kept before the manifest names it
-                sample = calibration.sample_queries(options["queries"], measured.probes, measured.seed)
+            if queries is not None:  # kept before the manifest names it
+                sample = calibration.sample_queries(queries, measured.probes, measured.seed)
                 measured = dataclasses.replace(measured, queries_crc=query_sample.save(s.directory, sample))
-            s.set_manifest(dataclasses.replace(m, target_recall=target, calibration=measured))
+            s.set_manifest(dataclasses.replace(m, target_recall=measured.target_recall, calibration=measured))
             query_sample.remove_unused(s.directory, measured)
         return measured
 

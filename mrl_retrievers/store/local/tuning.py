@@ -21,11 +21,14 @@ Costs: one pass over the vector file for the truth, one coarse-index build per e
 (minutes at 1M vectors), and ``2 x sample`` searches per setting. Takes the write lock only while
 it rebuilds and when it records the result; searches from other threads keep working.
 
-``tune`` is also the thorough version of the store's self-calibration (``calibration.py``): once it
-has chosen the prefix width and recorded the fixed defaults, it calibrates the per-query effort
-model with ``calibration_probes`` probes (2x a checkpoint's; or on ``queries``) and records it, with
+``tune`` is also the thorough version of the store's self-calibration (``calibration.py``): at each
+width where a fixed setting meets the target it calibrates the per-query effort model with
+``calibration_probes`` probes (2x a checkpoint's; or on ``queries``), and it keeps the width whose
+calibrated policy for the target costs least (modeled), because that policy is what the store's
+default search runs; the fixed defaults are the fastest setting at that width. It records both, with
 ``target_recall`` as the store's target (only when tune met it: otherwise the store stays as it
-was). Checkpoints do not recalibrate while it sweeps widths.
+was). With ``calibration_probes=0`` it keeps the width of the fastest fixed setting, as before the
+calibration existed. Checkpoints do not recalibrate while it sweeps widths.
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ class Tunable(Protocol):
 
     def calibrate(self, target_recall: float | None = None, **options: Any) -> Calibration: ...
 
+    def _record_calibration(self, measured: Calibration, queries: np.ndarray | None,
+                            check_open: Callable[[], None]) -> Calibration | None: ...
+
 DEFAULT_PREFIX_DIMS = (64, 128, 256)
 DEFAULT_SHORTLISTS = (25, 50, 100, 200, 400)
 DEFAULT_CONFIDENCE = 0.95
@@ -122,6 +128,9 @@ class TuneResult:
     seconds: float = 0.0
     note: str | None = None
     points: list[TunePoint] = field(default_factory=list)
+    # Per width measured: the modeled cost (us a query) of the calibrated policy for the target,
+    # what the store's default search will spend there (None: no policy met the target).
+    policy_costs: dict[int, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,7 +152,8 @@ def tune(
     progress: Callable[[str], None] | None = None,
     calibration_probes: int | None = None,
 ) -> TuneResult:
-    """Measure settings on ``store`` and record the fastest one reaching ``target_recall``.
+    """Measure settings on ``store`` and record the fastest one reaching ``target_recall`` at the
+    width where the calibrated default search costs least.
 
     Args:
         store: a writable ``MRLStore``.
@@ -160,8 +170,9 @@ def tune(
         confidence: a setting meets the target when the lower bound of this one-sided confidence
             interval of its sampled recall does (0.5: the plain mean).
         progress: called with one line per measured setting.
-        calibration_probes: probes of the effort calibration that follows (0: skip it; None: twice
-            a checkpoint's, ``2 x calibration.default_probes(live)``).
+        calibration_probes: probes of the effort calibration measured at each width (0: skip it, and
+            choose the width by the fixed settings alone; None: twice a checkpoint's,
+            ``2 x calibration.default_probes(live)``).
 
     Returns a ``TuneResult``. When no setting reaches the target, the store keeps its previous
     prefix width and defaults (``met`` and ``applied`` are False) and the result says the best seen.
@@ -184,7 +195,8 @@ def tune(
                           note=f"{len(live)} live items <= exact_below ({m.exact_below}): every search is exact already")
     rng = np.random.default_rng(seed)
     if queries is not None:
-        vectors = normalize(as_matrix(queries, store.full_dim, what="tuning queries"))
+        queries = as_matrix(queries, store.full_dim, what="tuning queries")
+        vectors = normalize(queries)
         vectors = vectors[np.sort(rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False))]
         rows = np.full(len(vectors), -1, dtype=np.int64)  # real queries have no row of their own
     else:
@@ -194,6 +206,9 @@ def tune(
     widths = _widths(prefix_dims, store)
     grid = _grid(shortlists, efs, k, len(live))
     points: list[TunePoint] = []
+    if calibration_probes is None:
+        calibration_probes = 2 * calibration.default_probes(len(live))
+    calibrated: dict[int, Calibration] = {}
     s.auto_calibrate = False  # each width's checkpoint would recalibrate; the result is calibrated once below
     try:
         for width in widths:
@@ -205,7 +220,10 @@ def tune(
                 if progress:
                     progress(f"prefix {width:5d}  shortlist {shortlist:4d}  ef {ef:4d}  recall@{k} {point.recall:.4f} "
                              f"(>= {point.recall_low:.4f})  p50 {point.p50_ms:.3f} ms")
-        best, met = _choose(points, target_recall)
+            if calibration_probes and _choose([p for p in points if p.prefix_dim == width], target_recall)[1]:
+                calibrated[width] = _measure_calibration(store, target_recall, calibration_probes, seed, queries, progress)
+        costs = {w: (c.policies[target_recall].cost if target_recall in c.policies else None) for w, c in calibrated.items()}
+        best, met = _choose(_at_width(points, _cheapest_default(costs)), target_recall)
         if not met and store.prefix_dim != original[0]:  # keep what the store had
             store.reindex(original[0])
         elif met and store.prefix_dim != best.prefix_dim:
@@ -218,12 +236,11 @@ def tune(
                           points=points, note=f"no setting reached recall@{k} >= {target_recall} (at {confidence:.0%} "
                                               "confidence); try wider prefixes or larger shortlists")
     _record(store, best.shortlist, best.ef)
-    if calibration_probes is None:
-        calibration_probes = 2 * calibration.default_probes(len(live))
-    if calibration_probes:
-        _calibrate(store, target_recall, calibration_probes, seed, queries, progress)
+    if calibration_probes:  # measured at this width above (the same probes and seed: the same result)
+        store._record_calibration(calibrated[best.prefix_dim], queries, store._check_open)
     return TuneResult(target_recall, k, len(rows), confidence, best.prefix_dim, best.shortlist, best.ef, best.recall,
-                      best.recall_low, best.p50_ms, met=True, applied=True, seconds=time.perf_counter() - started, points=points)
+                      best.recall_low, best.p50_ms, met=True, applied=True, seconds=time.perf_counter() - started, points=points,
+                      policy_costs=costs)
 
 
 def _off_node(vectors: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -321,13 +338,39 @@ def _choose(points: list[TunePoint], target: float) -> tuple[TunePoint, bool]:
     return min(near, key=lambda p: (-p.recall, p.prefix_dim, p.shortlist, p.ef)), True
 
 
-def _calibrate(store: Tunable, target: float, probes: int, seed: int, queries, progress) -> None:
-    result = store.calibrate(target, probes=probes, seed=seed, queries=queries, source="tune")
+def _measure_calibration(store: Tunable, target: float, probes: int, seed: int, queries, progress) -> Calibration:
+    """The effort calibration ``tune`` records, measured at the store's current width (read lock;
+    nothing recorded)."""
+    with store._rw.read():
+        store._check_open()
+        result = calibration.calibrate(store._s, target_recall=target, probes=probes, seed=seed, queries=queries,
+                                       source="tune")
     if progress:
         met = result.policies.get(target)
-        progress(f"effort calibration ({result.probes} probes, {result.seconds:.1f} s): "
+        progress(f"prefix {store.prefix_dim:5d}  effort calibration ({result.probes} probes, {result.seconds:.1f} s): "
                  + (f"{met.policy.levels} threshold {met.policy.threshold:.2f}{' + exact' if met.policy.exact else ''}, "
-                    f"recall {met.recall:.4f} (>= {met.recall_low:.4f})" if met else f"no policy reached {target}"))
+                    f"recall {met.recall:.4f} (>= {met.recall_low:.4f}), modeled {met.cost:.0f} us"
+                    if met else f"no policy reached {target}"))
+    return result
+
+
+def _cheapest_default(costs: dict[int, float | None]) -> int | None:
+    """The width whose calibrated policy for the target costs least (modeled; a narrower width
+    wins within ``TIE_TOLERANCE``), or None when no width has one.
+
+    A store's default search runs that policy, not tune's fixed setting. Choosing the width by the
+    fixed setting's speed on tune's own sample (paraphrase-like queries) picked prefix 64 for the
+    100k x 1024 bench store, where the default search then cost ~4x what it costs at 128 (its
+    policy must also serve the calibration's loose probes, which a 64-wide prefix ranks badly)."""
+    priced = {w: c for w, c in costs.items() if c is not None}
+    if not priced:
+        return None
+    cheapest = min(priced.values())
+    return min(w for w, c in priced.items() if c <= cheapest * (1 + TIE_TOLERANCE))
+
+
+def _at_width(points: list[TunePoint], width: int | None) -> list[TunePoint]:
+    return points if width is None else [p for p in points if p.prefix_dim == width]
 
 
 def _record(store: Tunable, shortlist: int, ef: int) -> None:
