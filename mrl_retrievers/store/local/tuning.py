@@ -82,10 +82,9 @@ class Tunable(Protocol):
 
     def reindex(self, prefix_dim: int | None = None, *, funnel_dim: int | None = None) -> None: ...
 
-    def calibrate(self, target_recall: float | None = None, **options: Any) -> Calibration: ...
-
     def _record_calibration(self, measured: Calibration, queries: np.ndarray | None,
                             check_open: Callable[[], None]) -> Calibration | None: ...
+
 
 DEFAULT_PREFIX_DIMS = (64, 128, 256)
 DEFAULT_SHORTLISTS = (25, 50, 100, 200, 400)
@@ -209,7 +208,7 @@ def tune(
     if calibration_probes is None:
         calibration_probes = 2 * calibration.default_probes(len(live))
     calibrated: dict[int, Calibration] = {}
-    s.auto_calibrate = False  # each width's checkpoint would recalibrate; the result is calibrated once below
+    s.auto_calibrate = False  # each width's checkpoint would recalibrate; tune measures each width itself
     try:
         for width in widths:
             if width != store.prefix_dim:
@@ -360,8 +359,9 @@ def _cheapest_default(costs: dict[int, float | None]) -> int | None:
 
     A store's default search runs that policy, not tune's fixed setting. Choosing the width by the
     fixed setting's speed on tune's own sample (paraphrase-like queries) picked prefix 64 for the
-    100k x 1024 bench store, where the default search then cost ~4x what it costs at 128 (its
-    policy must also serve the calibration's loose probes, which a 64-wide prefix ranks badly)."""
+    100k x 1024 bench store, where the default search then cost 4.2x what it costs at 256, the width
+    kept now (its policy must also serve the calibration's loose probes, which a 64-wide prefix
+    ranks badly; docs/benchmarks.md, "tune")."""
     priced = {w: c for w, c in costs.items() if c is not None}
     if not priced:
         return None
