@@ -66,7 +66,8 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("tune", help="measure prefix width x shortlist x ef on a store's vectors and record the fastest setting meeting a recall target",
                               description="Samples stored vectors as queries (each query's own row excluded from its truth), "
                                           "rebuilds the coarse index at each prefix width, calibrates the per-query effort there, keeps "
-                                          "the width whose calibrated policy for the target costs least (what a search with no knobs runs) "
+                                          "the narrowest width whose calibrated policy for the target is modeled within 1.5x of the cheapest "
+                                          "(what a search with no knobs runs) "
                                           "and records the fastest setting reaching the target at that width as the store's fixed default. Exit 1 if nothing is recorded: no setting reaches "
                                           "the target, or the store is small enough to be searched exactly (tune pays from a few thousand items).")
     p.add_argument("path", help="store directory (opened for writing)")

@@ -23,9 +23,10 @@ it rebuilds and when it records the result; searches from other threads keep wor
 
 ``tune`` is also the thorough version of the store's self-calibration (``calibration.py``): at each
 width where a fixed setting meets the target it calibrates the per-query effort model with
-``calibration_probes`` probes (2x a checkpoint's; or on ``queries``), and it keeps the width whose
-calibrated policy for the target costs least (modeled), because that policy is what the store's
-default search runs; the fixed defaults are the fastest setting at that width. It records both, with
+``calibration_probes`` probes (2x a checkpoint's; or on ``queries``), and it keeps the narrowest
+width whose calibrated policy for the target is modeled within ``WIDER_BY`` of the cheapest width's,
+because that policy is what the store's default search runs; the fixed defaults are the fastest
+setting at that width. It records both, with
 ``target_recall`` as the store's target (only when tune met it: otherwise the store stays as it
 was). With ``calibration_probes=0`` it keeps the width of the fastest fixed setting, as before the
 calibration existed. Checkpoints do not recalibrate while it sweeps widths.
@@ -93,6 +94,11 @@ DEFAULT_QUERY_NOISE = 0.5
 # Settings whose median latency lies within this fraction of the fastest count as equally fast
 # (timing noise); among them the one with the best recall wins, then the cheapest.
 TIE_TOLERANCE = 0.05
+# A wider prefix is kept only when its calibrated default search is modeled this much cheaper than a
+# narrower one's (``_cheapest_default``): the model overrates a wide prefix (at 100k x 1024 it priced
+# 256 1.35x cheaper than 128, and the default searches measured 1.08x apart), and the wider index
+# costs RAM (a 256-wide prefix is 135 MB of anonymous memory there against 61 at 64).
+WIDER_BY = 1.5
 _BLOCK = 65536
 
 
@@ -354,19 +360,19 @@ def _measure_calibration(store: Tunable, target: float, probes: int, seed: int, 
 
 
 def _cheapest_default(costs: dict[int, float | None]) -> int | None:
-    """The width whose calibrated policy for the target costs least (modeled; a narrower width
-    wins within ``TIE_TOLERANCE``), or None when no width has one.
+    """The narrowest width whose calibrated policy for the target costs at most ``WIDER_BY`` times
+    the cheapest width's (modeled), or None when no width has a policy for it.
 
     A store's default search runs that policy, not tune's fixed setting. Choosing the width by the
     fixed setting's speed on tune's own sample (paraphrase-like queries) picked prefix 64 for the
-    100k x 1024 bench store, where the default search then cost 4.2x what it costs at 256, the width
-    kept now (its policy must also serve the calibration's loose probes, which a 64-wide prefix
-    ranks badly; docs/benchmarks.md, "tune")."""
+    100k x 1024 bench store, where the default search then cost 3.8x what it costs at 128
+    (its policy must also serve the calibration's loose probes, which a 64-wide prefix ranks badly;
+    docs/benchmarks.md, "tune")."""
     priced = {w: c for w, c in costs.items() if c is not None}
     if not priced:
         return None
     cheapest = min(priced.values())
-    return min(w for w, c in priced.items() if c <= cheapest * (1 + TIE_TOLERANCE))
+    return min(w for w, c in priced.items() if c <= cheapest * WIDER_BY)
 
 
 def _at_width(points: list[TunePoint], width: int | None) -> list[TunePoint]:
