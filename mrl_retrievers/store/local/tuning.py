@@ -233,6 +233,9 @@ def tune(
             store.reindex(original[0])
         elif met and store.prefix_dim != best.prefix_dim:
             store.reindex(best.prefix_dim)
+            if calibration_probes:  # a new graph (its build is not bit-reproducible): measure the one kept
+                calibrated[best.prefix_dim] = _measure_calibration(store, target_recall, calibration_probes, seed,
+                                                                   queries, progress)
     finally:
         s.auto_calibrate = True
     if not met:  # the grid did not find anything good enough: the store stays as it was
@@ -241,7 +244,7 @@ def tune(
                           points=points, note=f"no setting reached recall@{k} >= {target_recall} (at {confidence:.0%} "
                                               "confidence); try wider prefixes or larger shortlists")
     _record(store, best.shortlist, best.ef)
-    if calibration_probes:  # measured at this width above (the same probes and seed: the same result)
+    if calibration_probes:  # measured on the coarse index the store keeps
         store._record_calibration(calibrated[best.prefix_dim], queries, store._check_open)
     return TuneResult(target_recall, k, len(rows), confidence, best.prefix_dim, best.shortlist, best.ef, best.recall,
                       best.recall_low, best.p50_ms, met=True, applied=True, seconds=time.perf_counter() - started, points=points,
