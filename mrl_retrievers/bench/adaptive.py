@@ -225,11 +225,11 @@ def summary(recall: np.ndarray) -> dict[str, Any]:
     """Mean, worst decile and p10 of per-query recall@K, and how many queries missed 1, 2 and 3 or
     more of their K true neighbours (``missed``).
 
-    At a mean >= 1 - 1/K the worst decile says nothing of its own: the misses (at most one per
-    query on average in the worst tenth) then fit in the worst tenth of the queries, so it is
-    ``1 - 10 x (1 - mean)`` for every method. How the misses are spread over the queries
-    (``missed``) is what tells a method whose unlucky queries lose one neighbour from one whose
-    unlucky queries lose several."""
+    At a mean >= 1 - 1/(10 K) (0.99 for K = 10) the worst decile says nothing of its own: n
+    queries then miss at most n/10 neighbours in all, so every query that misses one lies in the
+    worst tenth, and the worst decile is ``1 - 10 x (1 - mean)`` for every method. How the misses
+    spread over the queries (``missed``) is what tells a method whose unlucky queries lose one
+    neighbour from one whose unlucky queries lose several."""
     worst = np.sort(recall)[: max(1, len(recall) // 10)]
     missed = np.rint((1 - recall) * K).astype(np.int64)
     return {"mean": float(recall.mean()), "worst_decile": float(worst.mean()), "p10": float(np.percentile(recall, 10)),

@@ -176,7 +176,7 @@ def format_report(rep: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         mark = " (tune's pick)" if name == pick else ""
-        missed = " / ".join(str(r["missed"][n]) for n in ("1", "2", "3+")) if "missed" in r else "-"
+        missed = " / ".join(str(r["missed"][n]) for n in ("1", "2", "3+"))
         lines.append(f"| {name}{mark} | {r['mean']:.4f} | {r['worst_decile']:.4f} | {missed} | {r['p10']:.1f} | {r['p50_ms']:.3f} | "
                      f"{r['mean_ms']:.3f} | {r['cpu_ms']:.3f} | {', '.join(f'{k}: {v}' for k, v in r['levels'].items())} |")
     lines += ["", "| adaptive | recall@10 | worst decile | vs tune's pick (recall " + f"{res[pick]['mean']:.4f}" + "): p50 / mean speedup "

@@ -12,6 +12,7 @@ from mrl_retrievers import MRLStore
 from mrl_retrievers.bench.cli import main
 from mrl_retrievers.bench.synthetic import dataset, queries_near
 from mrl_retrievers.errors import InvalidInputError, ReadOnlyStoreError
+from mrl_retrievers.store.local import tuning
 from mrl_retrievers.store.local.tuning import tune
 
 N, DIM = 5_000, 256
@@ -141,8 +142,6 @@ def test_tune_chooses_the_width_whose_default_search_is_cheapest(store, monkeypa
     width's fixed settings are made to look fastest, as there; the width kept must be the one whose
     calibrated policy for the target is cheapest (the narrowest within ``WIDER_BY`` of it), and its
     calibration is the one recorded."""
-    from mrl_retrievers.store.local import tuning
-
     measure = tuning._measure
 
     def narrow_looks_fastest(store_, queries, truth_ids, own_ids, k, width, shortlist, ef, z):

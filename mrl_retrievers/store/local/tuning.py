@@ -95,9 +95,9 @@ DEFAULT_QUERY_NOISE = 0.5
 # (timing noise); among them the one with the best recall wins, then the cheapest.
 TIE_TOLERANCE = 0.05
 # A wider prefix is kept only when its calibrated default search is modeled this much cheaper than a
-# narrower one's (``_cheapest_default``): the model overrates a wide prefix (at 100k x 1024 it priced
-# 256 1.35x cheaper than 128, and the default searches measured 1.08x apart), and the wider index
-# costs RAM (a 256-wide prefix is 135 MB of anonymous memory there against 61 at 64).
+# narrower one's (``_width_for_default_search``): the model overrates a wide prefix (at 100k x 1024
+# it priced 256 1.35x cheaper than 128; the default searches measured 1.08-1.12x apart), and the
+# wider index costs RAM (135 MB of anonymous memory at 256 wide there, 86 at 128, 61 at 64).
 WIDER_BY = 1.5
 _BLOCK = 65536
 
@@ -225,10 +225,10 @@ def tune(
                 if progress:
                     progress(f"prefix {width:5d}  shortlist {shortlist:4d}  ef {ef:4d}  recall@{k} {point.recall:.4f} "
                              f"(>= {point.recall_low:.4f})  p50 {point.p50_ms:.3f} ms")
-            if calibration_probes and _choose([p for p in points if p.prefix_dim == width], target_recall)[1]:
+            if calibration_probes and _choose(_at_width(points, width), target_recall)[1]:
                 calibrated[width] = _measure_calibration(store, target_recall, calibration_probes, seed, queries, progress)
         costs = {w: (c.policies[target_recall].cost if target_recall in c.policies else None) for w, c in calibrated.items()}
-        best, met = _choose(_at_width(points, _cheapest_default(costs)), target_recall)
+        best, met = _choose(_at_width(points, _width_for_default_search(costs)), target_recall)
         if not met and store.prefix_dim != original[0]:  # keep what the store had
             store.reindex(original[0])
         elif met and store.prefix_dim != best.prefix_dim:
@@ -362,7 +362,7 @@ def _measure_calibration(store: Tunable, target: float, probes: int, seed: int, 
     return result
 
 
-def _cheapest_default(costs: dict[int, float | None]) -> int | None:
+def _width_for_default_search(costs: dict[int, float | None]) -> int | None:
     """The narrowest width whose calibrated policy for the target costs at most ``WIDER_BY`` times
     the cheapest width's (modeled), or None when no width has a policy for it.
 
@@ -379,6 +379,7 @@ def _cheapest_default(costs: dict[int, float | None]) -> int | None:
 
 
 def _at_width(points: list[TunePoint], width: int | None) -> list[TunePoint]:
+    """The points measured at ``width`` (None: all of them)."""
     return points if width is None else [p for p in points if p.prefix_dim == width]
 
 
