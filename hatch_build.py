@@ -12,8 +12,8 @@ info`` says which serves. ``MRL_RETRIEVERS_KERNEL=numpy`` / ``MRL_RETRIEVERS_GRA
 time skip building the one they replace. An editable install builds the extensions next to their sources (ignored by git); a wheel carries them.
 
 The graph is compiled for the machine it is installed on (``-march=native``, as hnswlib's own build
-does: its distance functions pick AVX/AVX-512 at compile time); ``MRL_RETRIEVERS_PORTABLE=1`` drops
-that for a wheel meant for other machines.
+does: its distance functions pick AVX/AVX-512 at compile time, and its float16 prefixes need F16C);
+``MRL_RETRIEVERS_PORTABLE=1`` drops that for a wheel meant for other machines (float32 prefixes).
 """
 
 from __future__ import annotations

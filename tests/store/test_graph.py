@@ -42,9 +42,10 @@ def package_index(data: np.ndarray) -> hnswlib.Index:
 
 def test_the_graph_writes_and_reads_the_hnswlib_packages_files(tmp_path, rng):
     """Same construction, same file bytes; each loads the other's file and answers alike: a store
-    checkpointed by either opens with the other."""
+    checkpointed by either opens with the other. (The float32 graph, ``MRL_RETRIEVERS_GRAPH=float32``;
+    the float16 one writes the same format: the float16 tests below.)"""
     data = unit_rows(rng, 3000)
-    ours = AnnIndex.empty(DIM, M=16, ef_construction=100, capacity=len(data) + 16)
+    ours = AnnIndex.empty(DIM, M=16, ef_construction=100, capacity=len(data) + 16, half=False)
     ours.add(data, np.arange(len(data)))
     ours.save(tmp_path / "ours.bin")
     package_index(data).save_index(str(tmp_path / "package.bin"))
@@ -56,11 +57,103 @@ def test_the_graph_writes_and_reads_the_hnswlib_packages_files(tmp_path, rng):
     theirs.set_ef(64)
     want_rows, want_dist = theirs.knn_query(queries, k=20)
     size, crc = (tmp_path / "package.bin").stat().st_size, file_crc32(tmp_path / "package.bin")
-    loaded = AnnIndex.load(tmp_path / "package.bin", dim=DIM, size=size, crc32=crc)
+    loaded = AnnIndex.load(tmp_path / "package.bin", dim=DIM, size=size, crc32=crc, half=False)
     assert loaded.fused
     rows, sims = loaded.query(queries, 20, 64)
     assert (rows == want_rows.astype(np.int64)).all()
     np.testing.assert_array_equal(sims, np.float32(1) - want_dist)
+
+
+half_only = pytest.mark.skipif(not ann._HALF, reason="float16 prefixes need the graph built with the CPU's F16C")
+
+
+@half_only
+def test_float16_prefixes_keep_hnswlibs_float32_files(tmp_path, rng):
+    """The float16 graph (the default) writes hnswlib's float32 file, which the package loads and
+    answers from exactly as our float32 graph does from it; loading it back and saving again gives
+    the same bytes (float16 -> float32 -> float16 is exact); it holds each prefix rounded to float16."""
+    data = unit_rows(rng, 3000)
+    ours = AnnIndex.empty(DIM, M=16, ef_construction=100, capacity=len(data) + 16)
+    assert ours._graph.is_half()
+    ours.add(data, np.arange(len(data)))
+    size, crc = ours.save(tmp_path / "half.bin")
+    np.testing.assert_array_equal(ours.vectors_of(np.arange(100)), data[:100].astype(np.float16).astype(np.float32))
+
+    queries = unit_rows(rng, 50)
+    package = hnswlib.Index(space="ip", dim=DIM)
+    package.load_index(str(tmp_path / "half.bin"))
+    package.set_ef(64)
+    want_rows, want_dist = package.knn_query(queries, k=20)
+    as_float32 = AnnIndex.load(tmp_path / "half.bin", dim=DIM, size=size, crc32=crc, half=False)
+    rows, sims = as_float32.query(queries, 20, 64)
+    assert (rows == want_rows.astype(np.int64)).all()
+    np.testing.assert_array_equal(sims, np.float32(1) - want_dist)
+
+    again = AnnIndex.load(tmp_path / "half.bin", dim=DIM, size=size, crc32=crc)
+    assert again._graph.is_half()
+    again.save(tmp_path / "again.bin")
+    assert (tmp_path / "again.bin").read_bytes() == (tmp_path / "half.bin").read_bytes()
+
+
+@half_only
+def test_float16_prefixes_search_as_float32_ones_but_for_near_ties(tmp_path, rng):
+    """The package's file loaded as float16: the same graph, distances from rounded prefixes. The
+    neighbours found are the float32 graph's but where two similarities lie within float16's rounding;
+    the similarities agree to that rounding."""
+    data = unit_rows(rng, 5000)
+    package_index(data).save_index(str(tmp_path / "package.bin"))
+    size, crc = (tmp_path / "package.bin").stat().st_size, file_crc32(tmp_path / "package.bin")
+    full = AnnIndex.load(tmp_path / "package.bin", dim=DIM, size=size, crc32=crc, half=False)
+    half = AnnIndex.load(tmp_path / "package.bin", dim=DIM, size=size, crc32=crc, half=True)
+    queries = unit_rows(rng, 200)
+    want_rows, want_sims = full.query(queries, 20, 100)
+    rows, sims = half.query(queries, 20, 100)
+    same = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(rows, want_rows)])
+    assert same >= 0.99, same
+    np.testing.assert_allclose(sims, want_sims, atol=2e-3)
+
+
+@half_only
+def test_a_loaded_float16_graph_takes_adds_and_deletions(tmp_path, rng):
+    """A loaded graph allocates hnswlib's per-element write locks only at its first add (a handle
+    that only searches never takes them); adds and deletions after a load work as before."""
+    data = unit_rows(rng, 2000)
+    first = AnnIndex.empty(DIM, M=16, ef_construction=100, capacity=1000)
+    first.add(data[:1000], np.arange(1000))
+    size, crc = first.save(tmp_path / "g.bin")
+    loaded = AnnIndex.load(tmp_path / "g.bin", dim=DIM, size=size, crc32=crc)
+    loaded.add(data[1000:], np.arange(1000, 2000), num_threads=2)  # grows past the loaded capacity
+    loaded.mark_deleted([5, 1500])
+    rows, _ = loaded.query(data[[5, 7, 1500, 1600]], 1, 64)
+    assert rows[:, 0].tolist()[1::2] == [7, 1600] and 5 not in rows and 1500 not in rows
+
+
+@half_only
+def test_float16_prefixes_halve_the_graphs_memory(tmp_path):
+    """RAM a loaded graph adds to its process (resident, measured in a fresh interpreter for each):
+    float16 prefixes take half the float32 ones' bytes (the links stay as they were)."""
+    import subprocess
+    import sys
+
+    dim, n = 256, 20000
+    data = unit_rows(np.random.default_rng(3), n, dim)
+    index = AnnIndex.empty(dim, M=8, ef_construction=32, capacity=n)
+    index.add(data, np.arange(n), num_threads=2)
+    size, crc = index.save(tmp_path / "g.bin")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from mrl_retrievers.store.local.ann import AnnIndex\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+        "before = rss()\n"
+        f"g = AnnIndex.load(Path(sys.argv[1]), dim={dim}, size={size}, crc32={crc}, half=sys.argv[2] == 'half')\n"
+        "print(rss() - before)\n"
+    )
+    grown = {kind: int(subprocess.run([sys.executable, "-c", script, str(tmp_path / "g.bin"), kind], check=True,
+                                      capture_output=True, text=True).stdout) for kind in ("half", "full")}
+    prefixes = n * dim * 4
+    assert grown["full"] - grown["half"] >= 0.4 * prefixes, (grown, prefixes)
 
 
 def test_searches_at_different_breadths_run_side_by_side(rng):
@@ -195,3 +288,25 @@ def test_the_numpy_twin_asked_for_turns_the_fused_call_off(tmp_path, rng, monkey
     assert [store.search(q, shortlist=40, ef=40)[0].id for q in data[:40]] == [f"d{i}" for i in range(40)]
     assert not fused
     store.close()
+
+
+@half_only
+def test_the_float16_loader_refuses_a_cut_or_foreign_file(tmp_path, rng):
+    """The float16 graph reads hnswlib's file with its own loader (narrowing as it reads): a file cut
+    short, or written for another width, is refused with an error, never half-loaded. (The store
+    checks size, CRC and header before loading: this is the loader's own guard.)"""
+    data = unit_rows(rng, 500)
+    package_index(data).save_index(str(tmp_path / "g.bin"))
+    whole = (tmp_path / "g.bin").read_bytes()
+    for cut in (len(whole) - 3, len(whole) // 2, 200):
+        (tmp_path / "cut.bin").write_bytes(whole[:cut])
+        with pytest.raises(RuntimeError, match="corrupted"):
+            ann._graph.Graph(DIM, half=True).load(str(tmp_path / "cut.bin"), 0)
+    with pytest.raises(RuntimeError, match="corrupted"):
+        ann._graph.Graph(DIM * 2, half=True).load(str(tmp_path / "g.bin"), 0)
+    (tmp_path / "long.bin").write_bytes(whole + b"\0" * 8)
+    with pytest.raises(RuntimeError, match="corrupted"):
+        ann._graph.Graph(DIM, half=True).load(str(tmp_path / "long.bin"), 0)
+    graph = ann._graph.Graph(DIM, half=True)
+    graph.load(str(tmp_path / "g.bin"), 0)
+    assert graph.count() == 500

@@ -11,6 +11,11 @@
  * loadIndex of the same code): a store written with the package opens here and the other way round.
  * ann.py holds the Python face; where this extension was not built, the hnswlib package serves.
  *
+ * Memory: with `half` (the default where the CPU converts float16, _half.h), the prefixes are float16
+ * in RAM and float32 in the file, widened on save and narrowed on load. The per-element write locks
+ * hnswlib allocates on load (40 bytes an element) are allocated at the first add instead: a handle
+ * that only searches never needs them.
+ *
  * Thread safety: as hnswlib's. Searches run side by side; adds, resizes and deletions need the
  * store's write lock (the caller holds it).
  */
@@ -20,6 +25,8 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <fstream>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -29,6 +36,7 @@
 
 #include "_hnswlib/hnswlib.h"
 #include "_buffers.h"
+#include "_half.h"
 #include "_score.h"
 
 namespace {
@@ -37,9 +45,10 @@ using Alg = hnswlib::HierarchicalNSW<float>;
 
 struct Graph {
     PyObject_HEAD
-    hnswlib::InnerProductSpace *space;
+    hnswlib::SpaceInterface<float> *space;  // float32 (hnswlib's) or float16 (_half.h) elements
     Alg *alg;
     Py_ssize_t dim;
+    bool half;  // the prefixes are float16 in RAM
 };
 
 /* hnswlib's binding's ParallelFor: rows handed out one at a time to `threads` threads; the first
@@ -79,10 +88,153 @@ size_t thread_count(long asked, size_t work) {
     return work <= threads * 4 ? 1 : threads;  // a few rows: one thread (the binding's rule)
 }
 
+/* Queries in the graph's element type: the float32 rows as they are, or narrowed to float16. */
+class Queries {
+    std::vector<uint16_t> narrowed_;
+    const void *rows_;
+    size_t row_bytes_;
+
+public:
+    Queries(const Graph *graph, const float *rows, size_t count) : rows_(rows), row_bytes_(graph->dim * sizeof(float)) {
+#if HALF_GRAPH
+        if (graph->half) {
+            narrowed_.resize(count * graph->dim);
+            half::narrow(rows, narrowed_.data(), narrowed_.size());
+            rows_ = narrowed_.data();
+            row_bytes_ = graph->dim * sizeof(uint16_t);
+        }
+#endif
+    }
+    const void *row(size_t i) const { return (const char *)rows_ + i * row_bytes_; }
+};
+
+/* hnswlib allocates one mutex per element slot for its adds (link_list_locks_, 40 bytes each) on
+ * load and resize; searches never take them. A loaded graph drops them, and the first add (or a
+ * resize) allocates them again. */
+void drop_write_locks(Alg *alg) { std::vector<std::mutex>().swap(alg->link_list_locks_); }
+
+void ensure_write_locks(Alg *alg) {
+    if (alg->link_list_locks_.size() != alg->max_elements_) std::vector<std::mutex>(alg->max_elements_).swap(alg->link_list_locks_);
+}
+
+#if HALF_GRAPH
+/* hnswlib's loadIndex (hnswalg.h, v0.8.0) for a float16 graph: the same float32 file, each element's
+ * prefix narrowed as it is read (RAM never holds the float32 copy). Field for field as loadIndex,
+ * except the write locks (allocated at the first add) and the element layout (float16 data). */
+Alg *load_half(hnswlib::SpaceInterface<float> *space, const std::string &location, size_t dim) {
+    using hnswlib::readBinaryPOD;
+    std::ifstream input(location, std::ios::binary);
+    if (!input.is_open()) throw std::runtime_error("Cannot open file");
+    std::unique_ptr<Alg> alg(new Alg(space));
+    size_t count, file_per_element, file_label_offset;
+    readBinaryPOD(input, alg->offsetLevel0_);
+    readBinaryPOD(input, alg->max_elements_);
+    readBinaryPOD(input, count);
+    readBinaryPOD(input, file_per_element);
+    readBinaryPOD(input, file_label_offset);
+    readBinaryPOD(input, alg->offsetData_);
+    readBinaryPOD(input, alg->maxlevel_);
+    readBinaryPOD(input, alg->enterpoint_node_);
+    readBinaryPOD(input, alg->maxM_);
+    readBinaryPOD(input, alg->maxM0_);
+    readBinaryPOD(input, alg->M_);
+    readBinaryPOD(input, alg->mult_);
+    readBinaryPOD(input, alg->ef_construction_);
+    if (!input) throw std::runtime_error("Index seems to be corrupted or unsupported");
+    size_t links0 = alg->maxM0_ * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+    if (alg->offsetData_ != links0 || file_label_offset != links0 + dim * sizeof(float) ||
+        file_per_element != file_label_offset + sizeof(hnswlib::labeltype) || count > alg->max_elements_)
+        throw std::runtime_error("Index seems to be corrupted or unsupported");
+    size_t max_elements = alg->max_elements_;
+    alg->data_size_ = space->get_data_size();
+    alg->fstdistfunc_ = space->get_dist_func();
+    alg->dist_func_param_ = space->get_dist_func_param();
+    alg->size_links_level0_ = links0;
+    alg->label_offset_ = links0 + alg->data_size_;
+    alg->size_data_per_element_ = alg->label_offset_ + sizeof(hnswlib::labeltype);
+    alg->size_links_per_element_ = alg->maxM_ * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+
+    // Allocated before the count is set: if a read below throws, the destructor (clear) frees the link
+    // lists of the elements read so far (levels 0 and null lists for the rest).
+    alg->data_level0_memory_ = (char *)malloc(max_elements * alg->size_data_per_element_);
+    alg->linkLists_ = (char **)calloc(max_elements, sizeof(void *));
+    if (alg->data_level0_memory_ == nullptr || alg->linkLists_ == nullptr) throw std::bad_alloc();
+    alg->element_levels_ = std::vector<int>(max_elements);
+    alg->cur_element_count = count;
+    std::vector<char> element(file_per_element);
+    for (size_t i = 0; i < count; i++) {
+        if (!input.read(element.data(), (std::streamsize)file_per_element))
+            throw std::runtime_error("Index seems to be corrupted or unsupported");
+        char *slot = alg->data_level0_memory_ + i * alg->size_data_per_element_;
+        memcpy(slot, element.data(), links0);
+        half::narrow((const float *)(element.data() + links0), (uint16_t *)(slot + links0), dim);
+        memcpy(slot + alg->label_offset_, element.data() + file_label_offset, sizeof(hnswlib::labeltype));
+    }
+
+    std::vector<std::mutex>(Alg::MAX_LABEL_OPERATION_LOCKS).swap(alg->label_op_locks_);
+    alg->visited_list_pool_.reset(new hnswlib::VisitedListPool(1, max_elements));
+    alg->revSize_ = 1.0 / alg->mult_;
+    alg->ef_ = 10;
+    for (size_t i = 0; i < count; i++) {
+        alg->label_lookup_[alg->getExternalLabel((hnswlib::tableint)i)] = (hnswlib::tableint)i;
+        unsigned int size;
+        readBinaryPOD(input, size);
+        if (!input || size % alg->size_links_per_element_) throw std::runtime_error("Index seems to be corrupted or unsupported");
+        if (size) {
+            alg->linkLists_[i] = (char *)malloc(size);
+            if (alg->linkLists_[i] == nullptr) throw std::bad_alloc();
+            alg->element_levels_[i] = (int)(size / alg->size_links_per_element_);
+            if (!input.read(alg->linkLists_[i], size)) throw std::runtime_error("Index seems to be corrupted or unsupported");
+        }
+    }
+    if (input.peek() != EOF) throw std::runtime_error("Index seems to be corrupted or unsupported");
+    for (size_t i = 0; i < count; i++)
+        if (alg->isMarkedDeleted((hnswlib::tableint)i)) alg->num_deleted_ += 1;
+    return alg.release();
+}
+
+/* hnswlib's saveIndex for a float16 graph: the same float32 file hnswlib writes (each prefix widened),
+ * so the hnswlib package and a float32 graph open it. */
+void save_widened(const Alg *alg, const std::string &location, size_t dim) {
+    using hnswlib::writeBinaryPOD;
+    std::ofstream output(location, std::ios::binary);
+    size_t count = alg->cur_element_count, links0 = alg->size_links_level0_;
+    size_t file_label_offset = links0 + dim * sizeof(float);
+    size_t file_per_element = file_label_offset + sizeof(hnswlib::labeltype);
+    writeBinaryPOD(output, alg->offsetLevel0_);
+    writeBinaryPOD(output, alg->max_elements_);
+    writeBinaryPOD(output, count);
+    writeBinaryPOD(output, file_per_element);
+    writeBinaryPOD(output, file_label_offset);
+    writeBinaryPOD(output, alg->offsetData_);
+    writeBinaryPOD(output, alg->maxlevel_);
+    writeBinaryPOD(output, alg->enterpoint_node_);
+    writeBinaryPOD(output, alg->maxM_);
+    writeBinaryPOD(output, alg->maxM0_);
+    writeBinaryPOD(output, alg->M_);
+    writeBinaryPOD(output, alg->mult_);
+    writeBinaryPOD(output, alg->ef_construction_);
+    std::vector<char> element(file_per_element);
+    for (size_t i = 0; i < count; i++) {
+        const char *slot = alg->data_level0_memory_ + i * alg->size_data_per_element_;
+        memcpy(element.data(), slot, links0);
+        half::widen((const uint16_t *)(slot + links0), (float *)(element.data() + links0), dim);
+        memcpy(element.data() + file_label_offset, slot + alg->label_offset_, sizeof(hnswlib::labeltype));
+        output.write(element.data(), (std::streamsize)file_per_element);
+    }
+    for (size_t i = 0; i < count; i++) {
+        unsigned int size = alg->element_levels_[i] > 0 ? alg->size_links_per_element_ * alg->element_levels_[i] : 0;
+        writeBinaryPOD(output, size);
+        if (size) output.write(alg->linkLists_[i], size);
+    }
+    output.close();  // a short write is caught by the caller's header check (ann.AnnIndex.save)
+}
+#endif
+
 /* hnswlib's searchKnn with the breadth as an argument and without its metric counters (atomics every
  * thread would write). Writes up to k labels and similarities (1 - distance), best first; returns how
  * many (fewer than k when the graph walk found fewer live items), or -1 on a broken link list. */
-int64_t search(const Alg *alg, const float *query, size_t k, size_t ef, int64_t *labels, float *sims) {
+int64_t search(const Alg *alg, const void *query, size_t k, size_t ef, int64_t *labels, float *sims) {
     if (alg->cur_element_count == 0 || k == 0) return 0;
     hnswlib::tableint current = alg->enterpoint_node_;
     float best = alg->fstdistfunc_(query, alg->getDataByInternalId(current), alg->dist_func_param_);
@@ -173,19 +325,26 @@ bool without_gil(Function fn) {
 
 PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Py_ssize_t dim;
-    static const char *names[] = {"dim", nullptr};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n", (char **)names, &dim)) return nullptr;
+    int half = 0;
+    static const char *names[] = {"dim", "half", nullptr};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n|p", (char **)names, &dim, &half)) return nullptr;
     if (dim <= 0) return PyErr_Format(PyExc_ValueError, "dim must be positive (got %zd)", dim);
+    if (half && !HALF_GRAPH) return PyErr_Format(PyExc_ValueError, "float16 prefixes need the CPU's F16C (not compiled in)");
     Graph *self = (Graph *)type->tp_alloc(type, 0);
     if (self == nullptr) return nullptr;
+    self->space = nullptr;
+    self->alg = nullptr;
+    self->dim = dim;
+    self->half = half != 0;
     try {
-        self->space = new hnswlib::InnerProductSpace((size_t)dim);
+#if HALF_GRAPH
+        if (half) self->space = new half::InnerProductSpace((size_t)dim);
+#endif
+        if (!half) self->space = new hnswlib::InnerProductSpace((size_t)dim);
     } catch (const std::bad_alloc &) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
-    self->alg = nullptr;
-    self->dim = dim;
     return (PyObject *)self;
 }
 
@@ -217,8 +376,14 @@ PyObject *graph_load(Graph *self, PyObject *args) {
     if (self->alg != nullptr) return PyErr_Format(PyExc_RuntimeError, "the graph already holds an index");
     std::string location(path);
     Alg *alg = nullptr;
-    if (!without_gil([&] { alg = new Alg(self->space, location, false, (size_t)std::max<Py_ssize_t>(max_elements, 0)); }))
-        return nullptr;
+    bool ok = without_gil([&] {
+#if HALF_GRAPH
+        if (self->half) alg = load_half(self->space, location, (size_t)self->dim);
+#endif
+        if (!self->half) alg = new Alg(self->space, location, false, (size_t)std::max<Py_ssize_t>(max_elements, 0));
+        drop_write_locks(alg);
+    });
+    if (!ok) return nullptr;
     self->alg = alg;
     Py_RETURN_NONE;
 }
@@ -227,9 +392,17 @@ PyObject *graph_save(Graph *self, PyObject *args) {
     const char *path;
     if (!PyArg_ParseTuple(args, "s", &path) || !ready(self)) return nullptr;
     std::string location(path);
-    if (!without_gil([&] { self->alg->saveIndex(location); })) return nullptr;
+    bool ok = without_gil([&] {
+#if HALF_GRAPH
+        if (self->half) return save_widened(self->alg, location, (size_t)self->dim);
+#endif
+        self->alg->saveIndex(location);
+    });
+    if (!ok) return nullptr;
     Py_RETURN_NONE;
 }
+
+PyObject *graph_is_half(Graph *self, PyObject *) { return PyBool_FromLong(self->half); }
 
 PyObject *graph_count(Graph *self, PyObject *) {
     if (!ready(self)) return nullptr;
@@ -246,7 +419,7 @@ PyObject *graph_resize(Graph *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "n", &size) || !ready(self)) return nullptr;
     if (size < (Py_ssize_t)self->alg->cur_element_count)
         return PyErr_Format(PyExc_ValueError, "cannot resize below the element count");
-    if (!without_gil([&] { self->alg->resizeIndex((size_t)size); })) return nullptr;
+    if (!without_gil([&] { self->alg->resizeIndex((size_t)size); })) return nullptr;  // allocates the write locks
     Py_RETURN_NONE;
 }
 
@@ -263,19 +436,19 @@ PyObject *graph_add(Graph *self, PyObject *args) {
     size_t n = (size_t)items->shape[0];
     if (items->shape[1] != self->dim || (size_t)labels->shape[0] != n)
         return PyErr_Format(PyExc_ValueError, "add: items must be (n, %zd) with n labels", self->dim);
-    const float *data = (const float *)items->buf;
     const int64_t *ids = (const int64_t *)labels->buf;
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0) return PyErr_Format(PyExc_ValueError, "add: labels must not be negative");
     Alg *alg = self->alg;
-    size_t dim = (size_t)self->dim;
     bool ok = without_gil([&] {
+        ensure_write_locks(alg);
+        Queries rows(self, (const float *)items->buf, n);  // the items in the graph's element type
         size_t start = 0;
         if (n && alg->cur_element_count == 0) {
-            alg->addPoint(data, (hnswlib::labeltype)ids[0]);
+            alg->addPoint(rows.row(0), (hnswlib::labeltype)ids[0]);
             start = 1;
         }
-        parallel_for(start, n, thread_count(threads, n), [&](size_t i) { alg->addPoint(data + i * dim, (hnswlib::labeltype)ids[i]); });
+        parallel_for(start, n, thread_count(threads, n), [&](size_t i) { alg->addPoint(rows.row(i), (hnswlib::labeltype)ids[i]); });
     });
     if (!ok) return nullptr;
     Py_RETURN_NONE;
@@ -310,6 +483,19 @@ PyObject *graph_get_items(Graph *self, PyObject *args) {
     try {
         for (Py_ssize_t i = 0; i < labels->shape[0]; i++) {
             if (ids[i] < 0) throw std::runtime_error("Label not found");
+#if HALF_GRAPH
+            if (self->half) {  // hnswlib's getDataByLabel, widening the float16 element
+                const Alg *alg = self->alg;
+                hnswlib::labeltype label = (hnswlib::labeltype)ids[i];
+                std::unique_lock<std::mutex> lock_label(alg->getLabelOpMutex(label));
+                std::unique_lock<std::mutex> lock_table(alg->label_lookup_lock);
+                auto found = alg->label_lookup_.find(label);
+                if (found == alg->label_lookup_.end() || alg->isMarkedDeleted(found->second))
+                    throw std::runtime_error("Label not found");
+                half::widen((const uint16_t *)alg->getDataByInternalId(found->second), dest + i * self->dim, (size_t)self->dim);
+                continue;
+            }
+#endif
             std::vector<float> stored = self->alg->getDataByLabel<float>((hnswlib::labeltype)ids[i]);
             std::copy(stored.begin(), stored.end(), dest + i * self->dim);
         }
@@ -337,13 +523,13 @@ PyObject *graph_knn(Graph *self, PyObject *const *args, Py_ssize_t nargs) {
         (size_t)sims->shape[0] != n || sims->shape[1] != k)
         return PyErr_Format(PyExc_ValueError, "knn: queries (q, %zd), outputs (q, k), k and ef positive", self->dim);
     const Alg *alg = self->alg;
-    const float *q = (const float *)queries->buf;
     int64_t *out_labels = (int64_t *)labels->buf;
     float *out_sims = (float *)sims->buf;
     std::atomic<int64_t> fewest((int64_t)k);
     bool ok = without_gil([&] {
+        Queries q(self, (const float *)queries->buf, n);
         parallel_for(0, n, thread_count(threads, n), [&](size_t i) {
-            int64_t got = search(alg, q + i * self->dim, (size_t)k, (size_t)ef, out_labels + i * k, out_sims + i * k);
+            int64_t got = search(alg, q.row(i), (size_t)k, (size_t)ef, out_labels + i * k, out_sims + i * k);
             if (got < 0) throw std::runtime_error("a link list of the graph is broken");
             int64_t seen = fewest.load();
             while (got < seen && !fewest.compare_exchange_weak(seen, got)) {
@@ -385,7 +571,8 @@ PyObject *graph_search_best_of(Graph *self, PyObject *const *args, Py_ssize_t na
     const uint8_t *bitmap = (const uint8_t *)checked->buf;
     int64_t known = checked->shape[0], count = 0;
     bool ok = without_gil([&] {
-        int64_t got = search(self->alg, (const float *)prefix->buf, (size_t)shortlist, (size_t)ef, cand, sims.data());
+        Queries walk(self, (const float *)prefix->buf, 1);
+        int64_t got = search(self->alg, walk.row(0), (size_t)shortlist, (size_t)ef, cand, sims.data());
         if (got < 0) throw std::runtime_error("a link list of the graph is broken");
         if (got < shortlist) {
             count = -3;
@@ -412,6 +599,7 @@ PyMethodDef graph_methods[] = {
     {"init", (PyCFunction)graph_init, METH_VARARGS, "init(max_elements, M, ef_construction, seed)"},
     {"load", (PyCFunction)graph_load, METH_VARARGS, "load(path, max_elements): an hnswlib index file"},
     {"save", (PyCFunction)graph_save, METH_VARARGS, "save(path): an hnswlib index file"},
+    {"is_half", (PyCFunction)graph_is_half, METH_NOARGS, "whether the prefixes are float16 in RAM"},
     {"count", (PyCFunction)graph_count, METH_NOARGS, "elements ever added (deleted included)"},
     {"capacity", (PyCFunction)graph_capacity, METH_NOARGS, "elements the index has room for"},
     {"resize", (PyCFunction)graph_resize, METH_VARARGS, "resize(max_elements)"},
@@ -437,13 +625,17 @@ PyMODINIT_FUNC PyInit__graph(void) {
     GraphType.tp_name = "mrl_retrievers.store.local._graph.Graph";
     GraphType.tp_basicsize = sizeof(Graph);
     GraphType.tp_flags = Py_TPFLAGS_DEFAULT;
-    GraphType.tp_doc = "Graph(dim): an HNSW inner-product index (hnswlib's, vendored)";
+    GraphType.tp_doc = "Graph(dim, half=False): an HNSW inner-product index (hnswlib's, vendored); half: float16 prefixes in RAM";
     GraphType.tp_new = graph_new;
     GraphType.tp_dealloc = (destructor)graph_dealloc;
     GraphType.tp_methods = graph_methods;
     if (PyType_Ready(&GraphType) < 0) return nullptr;
     PyObject *m = PyModule_Create(&module);
     if (m == nullptr) return nullptr;
+    if (PyModule_AddIntConstant(m, "HALF", HALF_GRAPH) < 0) {  // whether Graph(dim, half=True) is available
+        Py_DECREF(m);
+        return nullptr;
+    }
     Py_INCREF(&GraphType);
     if (PyModule_AddObject(m, "Graph", (PyObject *)&GraphType) < 0) {
         Py_DECREF(&GraphType);

@@ -4,7 +4,9 @@ The graph is hnswlib's: compiled into this package (``_graph.cpp`` over the vend
 hnswlib 0.8.0), or the hnswlib package where that extension was not built (or with
 ``MRL_RETRIEVERS_GRAPH=hnswlib`` in the environment). Both read and write the same files. The
 compiled graph takes the search breadth per call and searches and reranks in one GIL-free call
-(``search_best_of``); the package takes the breadth as a setting of the index (``_EfGate``).
+(``search_best_of``); the package takes the breadth as a setting of the index (``_EfGate``). It
+keeps the prefixes as float16 in RAM where the CPU converts float16 (``_half.h``: half the graph's
+memory; the files stay float32); ``MRL_RETRIEVERS_GRAPH=float32`` keeps them float32.
 
 hnswlib 0.8.0 facts this wrapper exists for (see FACTS.md):
 - ``knn_query`` raises "Cannot return the results in a contiguous 2D array" when it finds fewer
@@ -40,8 +42,11 @@ except ImportError:  # not built (no C++ compiler at install time, or a source c
 else:
     _WHY_NOT = "the hnswlib package (MRL_RETRIEVERS_GRAPH=hnswlib)"
 
-if os.environ.get("MRL_RETRIEVERS_GRAPH", "").lower() == "hnswlib":
+_CHOICE = os.environ.get("MRL_RETRIEVERS_GRAPH", "").lower()
+if _CHOICE == "hnswlib":
     _graph = None
+# float16 prefixes in RAM: the compiled graph's default where it was built with the CPU's F16C.
+_HALF = _graph is not None and bool(_graph.HALF) and _CHOICE != "float32"
 
 
 def compiled() -> bool:
@@ -51,11 +56,17 @@ def compiled() -> bool:
 
 def describe() -> str:
     """What serves the coarse index here (``mrl-retrievers info`` shows it)."""
-    return "compiled graph (vendored hnswlib 0.8.0)" if _graph is not None else _WHY_NOT
+    if _graph is None:
+        return _WHY_NOT
+    return f"compiled graph (vendored hnswlib 0.8.0, {'float16' if _HALF else 'float32'} prefixes in RAM)"
 
 
-def _new_graph(dim: int):
-    return _graph.Graph(dim) if _graph is not None else hnswlib.Index(space="ip", dim=dim)
+def _new_graph(dim: int, half: bool | None):
+    """A compiled graph (float16 prefixes unless ``half`` is False, or where not supported), else the
+    hnswlib package's index."""
+    if _graph is None:
+        return hnswlib.Index(space="ip", dim=dim)
+    return _graph.Graph(dim, half=_HALF if half is None else half)
 
 
 def _is_compiled(index) -> bool:
@@ -124,8 +135,9 @@ class AnnIndex:
         return not isinstance(self._graph, _PackageGraph)
 
     @classmethod
-    def empty(cls, dim: int, *, M: int, ef_construction: int, capacity: int = 1024) -> "AnnIndex":
-        index = _new_graph(dim)
+    def empty(cls, dim: int, *, M: int, ef_construction: int, capacity: int = 1024, half: bool | None = None) -> "AnnIndex":
+        """``half``: float16 prefixes in RAM (None: the compiled graph's default, ``_HALF``)."""
+        index = _new_graph(dim, half)
         if _is_compiled(index):
             index.init(max(capacity, 16), M, ef_construction, 100)
         else:
@@ -133,14 +145,14 @@ class AnnIndex:
         return cls(index, dim)
 
     @classmethod
-    def load(cls, path: Path, *, dim: int, size: int, crc32: int) -> "AnnIndex":
-        """Load a checkpoint, but only if it is byte-for-byte the file we wrote."""
+    def load(cls, path: Path, *, dim: int, size: int, crc32: int, half: bool | None = None) -> "AnnIndex":
+        """Load a checkpoint, but only if it is byte-for-byte the file we wrote (``half``: as ``empty``)."""
         if not path.is_file() or path.stat().st_size != size:
             raise CorruptStoreError(f"{path.name}: missing or wrong size")
         check_header(path, dim=dim)
         if file_crc32(path) != crc32:
             raise CorruptStoreError(f"{path.name}: checksum mismatch")
-        index = _new_graph(dim)
+        index = _new_graph(dim, half)
         try:
             if _is_compiled(index):
                 index.load(str(path), 0)
