@@ -113,19 +113,25 @@ def test_float16_prefixes_search_as_float32_ones_but_for_near_ties(tmp_path, rng
     np.testing.assert_allclose(sims, want_sims, atol=2e-3)
 
 
-@half_only
-def test_a_loaded_float16_graph_takes_adds_and_deletions(tmp_path, rng):
-    """A loaded graph allocates hnswlib's per-element write locks only at its first add (a handle
-    that only searches never takes them); adds and deletions after a load work as before."""
+@pytest.mark.parametrize("half", [pytest.param(True, marks=half_only), False], ids=["float16", "float32"])
+def test_a_loaded_graph_takes_deletions_and_adds(tmp_path, rng, half):
+    """A loaded graph allocates hnswlib's write locks (per element slot, and per label operation)
+    only at its first write, so a handle that only searches never holds them: a deletion, an add
+    past the loaded capacity and another deletion after a load work as before, and read the
+    vectors back."""
     data = unit_rows(rng, 2000)
-    first = AnnIndex.empty(DIM, M=16, ef_construction=100, capacity=1000)
+    first = AnnIndex.empty(DIM, M=16, ef_construction=100, capacity=1000, half=half)
     first.add(data[:1000], np.arange(1000))
     size, crc = first.save(tmp_path / "g.bin")
-    loaded = AnnIndex.load(tmp_path / "g.bin", dim=DIM, size=size, crc32=crc)
+    loaded = AnnIndex.load(tmp_path / "g.bin", dim=DIM, size=size, crc32=crc, half=half)
+    assert loaded.vectors_of(np.array([3, 999])) is not None
+    loaded.mark_deleted([5])  # the first write after the load
     loaded.add(data[1000:], np.arange(1000, 2000), num_threads=2)  # grows past the loaded capacity
-    loaded.mark_deleted([5, 1500])
+    loaded.mark_deleted([1500])
     rows, _ = loaded.query(data[[5, 7, 1500, 1600]], 1, 64)
     assert rows[:, 0].tolist()[1::2] == [7, 1600] and 5 not in rows and 1500 not in rows
+    assert loaded.vectors_of(np.array([5])) is None and loaded.vectors_of(np.array([1500])) is None
+    np.testing.assert_allclose(loaded.vectors_of(np.array([7, 1600])), data[[7, 1600]], atol=1e-3)
 
 
 @half_only

@@ -108,19 +108,26 @@ public:
     const void *row(size_t i) const { return (const char *)rows_ + i * row_bytes_; }
 };
 
-/* hnswlib allocates one mutex per element slot for its adds (link_list_locks_, 40 bytes each) on
- * load and resize; searches never take them. A loaded graph drops them, and the first add (or a
- * resize) allocates them again. */
-void drop_write_locks(Alg *alg) { std::vector<std::mutex>().swap(alg->link_list_locks_); }
+/* hnswlib's locks for its writes: one mutex per element slot (link_list_locks_, 40 bytes each,
+ * allocated on load and resize) and 65,536 for label operations (label_op_locks_, 2.6 MB a graph).
+ * Searches and get_items never take them (the store's write lock keeps writers out of every read).
+ * A loaded graph drops them; the first add or deletion allocates them again (under the store's
+ * write lock: no search or other write runs beside it). */
+void drop_write_locks(Alg *alg) {
+    std::vector<std::mutex>().swap(alg->link_list_locks_);
+    std::vector<std::mutex>().swap(alg->label_op_locks_);
+}
 
 void ensure_write_locks(Alg *alg) {
     if (alg->link_list_locks_.size() != alg->max_elements_) std::vector<std::mutex>(alg->max_elements_).swap(alg->link_list_locks_);
+    if (alg->label_op_locks_.empty()) std::vector<std::mutex>(Alg::MAX_LABEL_OPERATION_LOCKS).swap(alg->label_op_locks_);
 }
 
 #if HALF_GRAPH
 /* hnswlib's loadIndex (hnswalg.h, v0.8.0) for a float16 graph: the same float32 file, each element's
  * prefix narrowed as it is read (RAM never holds the float32 copy). Field for field as loadIndex,
- * except the write locks (allocated at the first add) and the element layout (float16 data). */
+ * except the write locks (allocated at the first write: ensure_write_locks) and the element layout
+ * (float16 data). */
 Alg *load_half(hnswlib::SpaceInterface<float> *space, const std::string &location, size_t dim) {
     using hnswlib::readBinaryPOD;
     std::ifstream input(location, std::ios::binary);
@@ -171,7 +178,6 @@ Alg *load_half(hnswlib::SpaceInterface<float> *space, const std::string &locatio
         memcpy(slot + alg->label_offset_, element.data() + file_label_offset, sizeof(hnswlib::labeltype));
     }
 
-    std::vector<std::mutex>(Alg::MAX_LABEL_OPERATION_LOCKS).swap(alg->label_op_locks_);
     alg->visited_list_pool_.reset(new hnswlib::VisitedListPool(1, max_elements));
     alg->revSize_ = 1.0 / alg->mult_;
     alg->ef_ = 10;
@@ -460,6 +466,7 @@ PyObject *graph_mark_deleted(Graph *self, PyObject *arg) {
     if ((label == -1 && PyErr_Occurred()) || !ready(self)) return nullptr;
     if (label < 0) return PyErr_Format(PyExc_RuntimeError, "Label not found");
     try {
+        ensure_write_locks(self->alg);
         self->alg->markDelete((hnswlib::labeltype)label);
     } catch (const std::exception &exc) {
         return PyErr_Format(PyExc_RuntimeError, "%s", exc.what());
@@ -468,7 +475,8 @@ PyObject *graph_mark_deleted(Graph *self, PyObject *arg) {
 }
 
 /* get_items(labels int64 (n,), out float32 (n, dim)): the stored vectors; RuntimeError when a label
- * is unknown or deleted (as hnswlib). */
+ * is unknown or deleted (as hnswlib's getDataByLabel, without its label-operation lock: no write
+ * runs beside a read, see drop_write_locks). */
 PyObject *graph_get_items(Graph *self, PyObject *args) {
     PyObject *labels_obj, *out_obj;
     if (!PyArg_ParseTuple(args, "OO", &labels_obj, &out_obj) || !ready(self)) return nullptr;
@@ -480,24 +488,24 @@ PyObject *graph_get_items(Graph *self, PyObject *args) {
         return PyErr_Format(PyExc_ValueError, "get_items: out must be (n, %zd)", self->dim);
     const int64_t *ids = (const int64_t *)labels->buf;
     float *dest = (float *)out->buf;
+    const Alg *alg = self->alg;
+    size_t dim = (size_t)self->dim;
     try {
         for (Py_ssize_t i = 0; i < labels->shape[0]; i++) {
             if (ids[i] < 0) throw std::runtime_error("Label not found");
+            std::unique_lock<std::mutex> lock_table(alg->label_lookup_lock);
+            auto found = alg->label_lookup_.find((hnswlib::labeltype)ids[i]);
+            if (found == alg->label_lookup_.end() || alg->isMarkedDeleted(found->second))
+                throw std::runtime_error("Label not found");
+            const char *data = alg->getDataByInternalId(found->second);
+            lock_table.unlock();
 #if HALF_GRAPH
-            if (self->half) {  // hnswlib's getDataByLabel, widening the float16 element
-                const Alg *alg = self->alg;
-                hnswlib::labeltype label = (hnswlib::labeltype)ids[i];
-                std::unique_lock<std::mutex> lock_label(alg->getLabelOpMutex(label));
-                std::unique_lock<std::mutex> lock_table(alg->label_lookup_lock);
-                auto found = alg->label_lookup_.find(label);
-                if (found == alg->label_lookup_.end() || alg->isMarkedDeleted(found->second))
-                    throw std::runtime_error("Label not found");
-                half::widen((const uint16_t *)alg->getDataByInternalId(found->second), dest + i * self->dim, (size_t)self->dim);
+            if (self->half) {
+                half::widen((const uint16_t *)data, dest + i * dim, dim);
                 continue;
             }
 #endif
-            std::vector<float> stored = self->alg->getDataByLabel<float>((hnswlib::labeltype)ids[i]);
-            std::copy(stored.begin(), stored.end(), dest + i * self->dim);
+            memcpy(dest + i * dim, data, dim * sizeof(float));
         }
     } catch (const std::exception &exc) {
         return PyErr_Format(PyExc_RuntimeError, "%s", exc.what());
