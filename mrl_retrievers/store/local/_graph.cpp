@@ -124,6 +124,26 @@ void ensure_write_locks(Alg *alg) {
 }
 
 #if HALF_GRAPH
+/* The header of hnswlib's file (hnswalg.h saveIndex/loadIndex, v0.8.0), field by field in its order:
+ * `visit` reads or writes each. The element count and the float32 element layout are the caller's
+ * (the graph's own layout is float16). */
+template <class Graph, class Visit>
+void header_fields(Graph *alg, size_t &count, size_t &per_element, size_t &label_offset, Visit visit) {
+    visit(alg->offsetLevel0_);
+    visit(alg->max_elements_);
+    visit(count);
+    visit(per_element);
+    visit(label_offset);
+    visit(alg->offsetData_);
+    visit(alg->maxlevel_);
+    visit(alg->enterpoint_node_);
+    visit(alg->maxM_);
+    visit(alg->maxM0_);
+    visit(alg->M_);
+    visit(alg->mult_);
+    visit(alg->ef_construction_);
+}
+
 /* hnswlib's loadIndex (hnswalg.h, v0.8.0) for a float16 graph: the same float32 file, each element's
  * prefix narrowed as it is read (RAM never holds the float32 copy). Field for field as loadIndex,
  * except the write locks (allocated at the first write: ensure_write_locks) and the element layout
@@ -133,20 +153,8 @@ Alg *load_half(hnswlib::SpaceInterface<float> *space, const std::string &locatio
     std::ifstream input(location, std::ios::binary);
     if (!input.is_open()) throw std::runtime_error("Cannot open file");
     std::unique_ptr<Alg> alg(new Alg(space));
-    size_t count, file_per_element, file_label_offset;
-    readBinaryPOD(input, alg->offsetLevel0_);
-    readBinaryPOD(input, alg->max_elements_);
-    readBinaryPOD(input, count);
-    readBinaryPOD(input, file_per_element);
-    readBinaryPOD(input, file_label_offset);
-    readBinaryPOD(input, alg->offsetData_);
-    readBinaryPOD(input, alg->maxlevel_);
-    readBinaryPOD(input, alg->enterpoint_node_);
-    readBinaryPOD(input, alg->maxM_);
-    readBinaryPOD(input, alg->maxM0_);
-    readBinaryPOD(input, alg->M_);
-    readBinaryPOD(input, alg->mult_);
-    readBinaryPOD(input, alg->ef_construction_);
+    size_t count = 0, file_per_element = 0, file_label_offset = 0;
+    header_fields(alg.get(), count, file_per_element, file_label_offset, [&](auto &field) { readBinaryPOD(input, field); });
     if (!input) throw std::runtime_error("Index seems to be corrupted or unsupported");
     size_t links0 = alg->maxM0_ * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
     if (alg->offsetData_ != links0 || file_label_offset != links0 + dim * sizeof(float) ||
@@ -207,19 +215,7 @@ void save_widened(const Alg *alg, const std::string &location, size_t dim) {
     size_t count = alg->cur_element_count, links0 = alg->size_links_level0_;
     size_t file_label_offset = links0 + dim * sizeof(float);
     size_t file_per_element = file_label_offset + sizeof(hnswlib::labeltype);
-    writeBinaryPOD(output, alg->offsetLevel0_);
-    writeBinaryPOD(output, alg->max_elements_);
-    writeBinaryPOD(output, count);
-    writeBinaryPOD(output, file_per_element);
-    writeBinaryPOD(output, file_label_offset);
-    writeBinaryPOD(output, alg->offsetData_);
-    writeBinaryPOD(output, alg->maxlevel_);
-    writeBinaryPOD(output, alg->enterpoint_node_);
-    writeBinaryPOD(output, alg->maxM_);
-    writeBinaryPOD(output, alg->maxM0_);
-    writeBinaryPOD(output, alg->M_);
-    writeBinaryPOD(output, alg->mult_);
-    writeBinaryPOD(output, alg->ef_construction_);
+    header_fields(alg, count, file_per_element, file_label_offset, [&](const auto &field) { writeBinaryPOD(output, field); });
     std::vector<char> element(file_per_element);
     for (size_t i = 0; i < count; i++) {
         const char *slot = alg->data_level0_memory_ + i * alg->size_data_per_element_;

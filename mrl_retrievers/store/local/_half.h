@@ -40,7 +40,12 @@ inline void widen(const uint16_t *in, float *out, size_t n) {
     for (; i < n; i++) out[i] = _cvtsh_ss(in[i]);
 }
 
-/* 1 - <a, b> over `*dim` float16 components, summed in float32. */
+/* 1 - <a, b> over `*dim` float16 components, summed in float32. (GCC 12 warns inside its own
+ * _mm512_cvtph_ps and _mm512_reduce_add_ps, whose undefined operands it takes for uninitialized: GCC
+ * bug 105593; hnswlib's AVX-512 distance draws the same warning.) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 inline float inner_product_distance(const void *a, const void *b, const void *param) {
     const uint16_t *x = (const uint16_t *)a, *y = (const uint16_t *)b;
     size_t n = *(const size_t *)param, i = 0;
@@ -68,6 +73,7 @@ inline float inner_product_distance(const void *a, const void *b, const void *pa
     for (; i < n; i++) sum += _cvtsh_ss(x[i]) * _cvtsh_ss(y[i]);
     return 1.0f - sum;
 }
+#pragma GCC diagnostic pop
 
 /* hnswlib's InnerProductSpace with float16 elements. */
 class InnerProductSpace : public hnswlib::SpaceInterface<float> {
