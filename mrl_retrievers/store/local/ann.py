@@ -173,6 +173,17 @@ class AnnIndex:
     def live(self) -> int:
         return self.count - self.deleted
 
+    @property
+    def half(self) -> bool:
+        """Whether the prefixes are float16 in RAM (the compiled graph's default)."""
+        return self.fused and self._graph.is_half()
+
+    def ram_bytes(self, M: int) -> int:
+        """An estimate of this graph's RAM: per element its prefix (2 or 4 bytes a component), its
+        level-0 links (8 M + 4 bytes) and ~110 bytes of label, label map, upper levels and write locks
+        (FACTS.md: N * (4 * dim + 8 * M + ~110) for hnswlib's float32 graph)."""
+        return self.count * ((2 if self.half else 4) * self.dim + 8 * M + 110)
+
     # --- writes (caller holds the write lock) ---------------------------------------------------
 
     def add(self, prefixes: np.ndarray, rows: np.ndarray, num_threads: int = 1) -> None:

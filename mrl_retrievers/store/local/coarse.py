@@ -69,6 +69,10 @@ class CoarseIndex:
             return next(iter(self.segments.values())).live
         return sum(s.live for s in self.segments.values())
 
+    def ram_bytes(self) -> int:
+        """An estimate of the segments' RAM (``AnnIndex.ram_bytes``)."""
+        return sum(s.ram_bytes(self.M) for s in self.segments.values())
+
     def set_live(self, live_per_segment: dict[int, int]) -> None:
         """Make each segment's deletion count agree with the live rows SQLite counts in its range."""
         for number, segment in self.segments.items():

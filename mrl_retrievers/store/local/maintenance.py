@@ -110,8 +110,8 @@ def stats(state: "StoreState") -> dict:
         "spec": m.spec.to_dict() if m.spec else None,
         "disk_bytes": sum(files.values()),
         "files": files,
-        # hnswlib memory: N * (4 * dim + 8 * M + ~110) bytes (FACTS.md); the vector file is mapped, not resident.
-        "estimated_ram_bytes": state.ann.count * (4 * m.prefix_dim + 8 * m.M + 110),
+        # the coarse index's (float16 or float32 prefixes: ``AnnIndex.ram_bytes``); the vector file is mapped, not resident.
+        "estimated_ram_bytes": state.ann.ram_bytes(),
         # hits' records this handle keeps in memory (``records.HitRecords``), of this process too
         "records_in_memory": len(state.records),
         "records_in_memory_bytes": state.records.bytes,
