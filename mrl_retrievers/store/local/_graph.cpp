@@ -12,9 +12,9 @@
  * ann.py holds the Python face; where this extension was not built, the hnswlib package serves.
  *
  * Memory: with `half` (the default where the CPU converts float16, _half.h), the prefixes are float16
- * in RAM and float32 in the file, widened on save and narrowed on load. The per-element write locks
- * hnswlib allocates on load (40 bytes an element) are allocated at the first add instead: a handle
- * that only searches never needs them.
+ * in RAM and float32 in the file, widened on save and narrowed on load. The write locks hnswlib
+ * allocates on load (40 bytes an element, 2.6 MB of label-operation locks) are allocated at the
+ * first write instead: a handle that only searches never needs them.
  *
  * Thread safety: as hnswlib's. Searches run side by side; adds, resizes and deletions need the
  * store's write lock (the caller holds it).
@@ -127,8 +127,8 @@ void ensure_write_locks(Alg *alg) {
 /* The header of hnswlib's file (hnswalg.h saveIndex/loadIndex, v0.8.0), field by field in its order:
  * `visit` reads or writes each. The element count and the float32 element layout are the caller's
  * (the graph's own layout is float16). */
-template <class Graph, class Visit>
-void header_fields(Graph *alg, size_t &count, size_t &per_element, size_t &label_offset, Visit visit) {
+template <class Index, class Visit>  // Index: Alg or const Alg
+void header_fields(Index *alg, size_t &count, size_t &per_element, size_t &label_offset, Visit visit) {
     visit(alg->offsetLevel0_);
     visit(alg->max_elements_);
     visit(count);
