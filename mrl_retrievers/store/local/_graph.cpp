@@ -88,14 +88,15 @@ size_t thread_count(long asked, size_t work) {
     return work <= threads * 4 ? 1 : threads;  // a few rows: one thread (the binding's rule)
 }
 
-/* Queries in the graph's element type: the float32 rows as they are, or narrowed to float16. */
-class Queries {
+/* float32 rows (queries, or items to add) in the graph's element type: as they are, or narrowed to
+ * float16. */
+class Elements {
     std::vector<uint16_t> narrowed_;
     const void *rows_;
     size_t row_bytes_;
 
 public:
-    Queries(const Graph *graph, const float *rows, size_t count) : rows_(rows), row_bytes_(graph->dim * sizeof(float)) {
+    Elements(const Graph *graph, const float *rows, size_t count) : rows_(rows), row_bytes_(graph->dim * sizeof(float)) {
 #if HALF_GRAPH
         if (graph->half) {
             narrowed_.resize(count * graph->dim);
@@ -444,7 +445,7 @@ PyObject *graph_add(Graph *self, PyObject *args) {
     Alg *alg = self->alg;
     bool ok = without_gil([&] {
         ensure_write_locks(alg);
-        Queries rows(self, (const float *)items->buf, n);  // the items in the graph's element type
+        Elements rows(self, (const float *)items->buf, n);
         size_t start = 0;
         if (n && alg->cur_element_count == 0) {
             alg->addPoint(rows.row(0), (hnswlib::labeltype)ids[0]);
@@ -531,7 +532,7 @@ PyObject *graph_knn(Graph *self, PyObject *const *args, Py_ssize_t nargs) {
     float *out_sims = (float *)sims->buf;
     std::atomic<int64_t> fewest((int64_t)k);
     bool ok = without_gil([&] {
-        Queries q(self, (const float *)queries->buf, n);
+        Elements q(self, (const float *)queries->buf, n);
         parallel_for(0, n, thread_count(threads, n), [&](size_t i) {
             int64_t got = search(alg, q.row(i), (size_t)k, (size_t)ef, out_labels + i * k, out_sims + i * k);
             if (got < 0) throw std::runtime_error("a link list of the graph is broken");
@@ -575,7 +576,7 @@ PyObject *graph_search_best_of(Graph *self, PyObject *const *args, Py_ssize_t na
     const uint8_t *bitmap = (const uint8_t *)checked->buf;
     int64_t known = checked->shape[0], count = 0;
     bool ok = without_gil([&] {
-        Queries walk(self, (const float *)prefix->buf, 1);
+        Elements walk(self, (const float *)prefix->buf, 1);
         int64_t got = search(self->alg, walk.row(0), (size_t)shortlist, (size_t)ef, cand, sims.data());
         if (got < 0) throw std::runtime_error("a link list of the graph is broken");
         if (got < shortlist) {
