@@ -15,12 +15,12 @@
 #ifndef MRL_HALF_H
 #define MRL_HALF_H
 
-#include <immintrin.h>
 #include <stdint.h>
 
 #include "_hnswlib/hnswlib.h"
 
 #if defined(__F16C__) && defined(__AVX__)
+#include <immintrin.h>  // only here: a build for another architecture has no such header
 #define HALF_GRAPH 1
 
 namespace half {
