@@ -162,3 +162,31 @@ def test_tune_chooses_the_width_whose_default_search_is_cheapest(store, monkeypa
     # 128 is the last width tune builds (the current one first, then ascending): kept as measured
     assert cal.probes == 128 and cal.policies[0.95].cost == pytest.approx(result.policy_costs[result.prefix_dim])
     assert (store.manifest.shortlist, store.manifest.ef) == (result.shortlist, result.ef)
+
+
+def test_a_width_rebuilt_after_the_sweep_is_calibrated_on_the_index_kept(store, monkeypatch):
+    """Found in review (94b3b44): when the width kept is not the last one the sweep built, tune
+    rebuilds it, and an HNSW build is not bit-reproducible (two build threads), so the calibration
+    measured on the sweep's build may not be the kept index's. The calibration recorded must be one
+    measured after the last rebuild, on the index the store keeps."""
+    events, measured = [], []
+    reindex, measure_calibration = store.reindex, tuning._measure_calibration
+
+    def logged_reindex(width, *a, **kw):
+        events.append(("reindex", width))
+        return reindex(width, *a, **kw)
+
+    def logged_calibration(store_, *a, **kw):
+        measured.append(measure_calibration(store_, *a, **kw))
+        events.append(("calibrate", store_.prefix_dim))
+        return measured[-1]
+
+    monkeypatch.setattr(store, "reindex", logged_reindex)
+    monkeypatch.setattr(tuning, "_measure_calibration", logged_calibration)
+    monkeypatch.setattr(tuning, "_width_for_default_search", lambda costs: 32)  # the width built first
+    result = tune(store, target_recall=0.95, sample=60, prefix_dims=[64], shortlists=[200, 1000], seed=3,
+                  calibration_probes=128)
+    assert result.met and result.prefix_dim == 32 and store.prefix_dim == 32
+    assert ("reindex", 64) in events and events[-2:] == [("reindex", 32), ("calibrate", 32)], events
+    cal = store.manifest.calibration
+    assert cal.prefix_dim == 32 and cal.policies == measured[-1].policies
