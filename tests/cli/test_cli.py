@@ -162,3 +162,24 @@ def test_migrate_local_to_qdrant_and_back(workspace):
     assert info["count"] == 3 and info["spec"]["provider"] == "fake"
     code, _, err = run("migrate", "nowhere", "x", cwd=workspace)
     assert code == 2 and "Traceback" not in err
+
+
+def test_demo_footprint_reports_the_coarse_index_ram_the_store_itself_estimates(tmp_path):
+    # Observed: the demo printed the coarse index at 4 bytes a prefix component (715 MiB at 1M x 1024)
+    # while the store's graph holds float16 prefixes (stats: 2 bytes a component).
+    from types import SimpleNamespace
+
+    from mrl_retrievers import demo
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((3000, 256)).astype(np.float32)
+    lines: list[str] = []
+    with MRLStore.create(tmp_path / "s", full_dim=256, prefix_dim=demo.PREFIX_DIM, exact_below=0) as store:
+        store.add([str(i) for i in range(len(data))], data)
+        stats = store.stats()
+        demo._footprint(SimpleNamespace(store=store), lines.append)
+    per_item = stats["estimated_ram_bytes"] / stats["count"]
+    demo_row = next(line for line in lines if line.strip().startswith("this demo"))
+    big_row = next(line for line in lines if line.strip().startswith("1M x 1024"))
+    assert demo._size(stats["estimated_ram_bytes"]) in demo_row
+    assert demo._size(per_item * 1_000_000) in big_row  # the same graph, scaled: same prefix width

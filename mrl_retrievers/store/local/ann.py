@@ -61,6 +61,15 @@ def describe() -> str:
     return f"compiled graph (vendored hnswlib 0.8.0, {'float16' if _HALF else 'float32'} prefixes in RAM)"
 
 
+def estimated_ram_bytes(count: int, dim: int, M: int, half: bool | None = None) -> int:
+    """An estimate of the RAM of a graph of ``count`` prefixes ``dim`` wide at degree ``M``: per
+    element its prefix (2 bytes a component with float16 prefixes, else 4), its level-0 links (8 M +
+    4 bytes) and ~110 bytes of label, label map, upper levels and write locks (FACTS.md: N * (4 * dim
+    + 8 * M + ~110) for hnswlib's float32 graph). ``half`` None: what a new graph here holds."""
+    half = _HALF if half is None else half
+    return count * ((2 if half else 4) * dim + 8 * M + 110)
+
+
 def _new_graph(dim: int, half: bool | None):
     """A compiled graph (float16 prefixes unless ``half`` is False, or where not supported), else the
     hnswlib package's index."""
@@ -179,10 +188,8 @@ class AnnIndex:
         return self.fused and self._graph.is_half()
 
     def ram_bytes(self, M: int) -> int:
-        """An estimate of this graph's RAM: per element its prefix (2 or 4 bytes a component), its
-        level-0 links (8 M + 4 bytes) and ~110 bytes of label, label map, upper levels and write locks
-        (FACTS.md: N * (4 * dim + 8 * M + ~110) for hnswlib's float32 graph)."""
-        return self.count * ((2 if self.half else 4) * self.dim + 8 * M + 110)
+        """An estimate of this graph's RAM (``estimated_ram_bytes``)."""
+        return estimated_ram_bytes(self.count, self.dim, M, half=self.half)
 
     # --- writes (caller holds the write lock) ---------------------------------------------------
 
