@@ -146,6 +146,35 @@ def test_choose_bounds_each_stratum_not_only_the_pooled_probes():
     assert levels == ((16, 16),) and low >= 0.99
 
 
+@pytest.mark.parametrize("exact", [False, True])
+def test_the_simulated_climb_stops_where_a_query_climbing_level_by_level_would(exact):
+    """``_simulate`` (what ``choose`` ranks thousands of candidates by, vectorized) against the climb
+    written out per probe and threshold: stop at the first visited level whose confidence reaches
+    the threshold; past the last judged level the exact scan (or the last level); ties pass,
+    +inf passes every finite threshold and an +inf threshold only +inf, NaN never passes."""
+    rng = np.random.default_rng(3)
+    nq, nl = 40, 7
+    recall = rng.choice([0.0, 0.5, 0.9, 1.0], size=(nq, len(calibration.EF_RATIOS), nl))
+    conf = np.round(rng.normal(2.0, 1.5, size=(nq, len(calibration.EF_RATIOS), nl)), 1)  # ties with taus
+    conf[rng.random(conf.shape) < 0.1] = np.inf
+    conf[rng.random(conf.shape) < 0.05] = -np.inf
+    conf[rng.random(conf.shape) < 0.05] = np.nan
+    costs = rng.uniform(10, 100, size=(len(calibration.EF_RATIOS), nl))
+    for b in range(len(calibration.EF_RATIOS)):
+        for visited in ([3], [0, 2, 4, 6], [1, 2, 3], [5, 6]):
+            taus = np.array([2.5, -np.inf, 1.0, np.inf, 2.0, 0.3])  # unsorted, with both infinities
+            cost, got, stop = calibration._simulate(recall, conf, costs, 1e4, b, visited, exact, taus)
+            last = len(visited) if exact else len(visited) - 1
+            steps = np.cumsum([costs[b, v] + calibration.COST_PER_LEVEL for v in visited]) - calibration.COST_PER_LEVEL
+            for i in range(nq):
+                for t, tau in enumerate(taus):
+                    want = next((j for j in range(last) if conf[i, b, visited[j]] >= tau), last)
+                    assert stop[i, t] == want, (b, visited, i, tau)
+                    assert got[i, t] == (recall[i, b, visited[want]] if want < len(visited) else 1.0)
+                    spent = steps[want] if want < len(visited) else steps[-1] + calibration.COST_PER_LEVEL + 1e4
+                    assert cost[i, t] == pytest.approx(spent, rel=1e-12)
+
+
 def test_choose_records_nothing_for_a_target_no_policy_reaches():
     nq = 100
     recall = np.full((nq, len(calibration.EF_RATIOS), 2), 0.9)
