@@ -134,7 +134,8 @@ class TuneResult:
     note: str | None = None
     points: list[TunePoint] = field(default_factory=list)
     # Per width measured: the modeled cost (us a query) of the calibrated policy for the target,
-    # what the store's default search will spend there (None: no policy met the target).
+    # what the store's default search will spend there (None: no policy met the target); for the
+    # width kept, of the calibration recorded (re-measured when its index was rebuilt after the sweep).
     policy_costs: dict[int, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,7 +228,7 @@ def tune(
                              f"(>= {point.recall_low:.4f})  p50 {point.p50_ms:.3f} ms")
             if calibration_probes and _choose(_at_width(points, width), target_recall)[1]:
                 calibrated[width] = _measure_calibration(store, target_recall, calibration_probes, seed, queries, progress)
-        costs = {w: (c.policies[target_recall].cost if target_recall in c.policies else None) for w, c in calibrated.items()}
+        costs = {w: _policy_cost(c, target_recall) for w, c in calibrated.items()}
         best, met = _choose(_at_width(points, _width_for_default_search(costs)), target_recall)
         if not met and store.prefix_dim != original[0]:  # keep what the store had
             store.reindex(original[0])
@@ -236,6 +237,7 @@ def tune(
             if calibration_probes:  # a new graph (its build is not bit-reproducible): measure the one kept
                 calibrated[best.prefix_dim] = _measure_calibration(store, target_recall, calibration_probes, seed,
                                                                    queries, progress)
+                costs[best.prefix_dim] = _policy_cost(calibrated[best.prefix_dim], target_recall)
     finally:
         s.auto_calibrate = True
     if not met:  # the grid did not find anything good enough: the store stays as it was
@@ -249,6 +251,12 @@ def tune(
     return TuneResult(target_recall, k, len(rows), confidence, best.prefix_dim, best.shortlist, best.ef, best.recall,
                       best.recall_low, best.p50_ms, met=True, applied=True, seconds=time.perf_counter() - started, points=points,
                       policy_costs=costs)
+
+
+def _policy_cost(calibrated: Calibration, target_recall: float) -> float | None:
+    """The modeled cost (us a query) of the calibrated policy for the target (None: none met it)."""
+    measured = calibrated.policies.get(target_recall)
+    return None if measured is None else measured.cost
 
 
 def _off_node(vectors: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
