@@ -97,7 +97,7 @@ class DiskANNMemory(_DiskANN):
 
 
 class DiskANNDisk(_DiskANN):
-    name, label = "diskann-disk", "DiskANN SSD index (PQ in RAM at ours' prefix bytes; graph + float32 on disk)"
+    name, label = "diskann-disk", "DiskANN SSD index (PQ in RAM at 4 bytes a prefix component; graph + float32 on disk)"
     budget_fraction: ClassVar[float] = 1.0
 
     def pq_bytes(self) -> int:
