@@ -145,7 +145,7 @@ class DiskANNDisk(_DiskANN):
 
 
 class DiskANNDiskLean(DiskANNDisk):
-    name, label = "diskann-disk-lean", "DiskANN SSD index (PQ in RAM at 1/4 of ours' prefix bytes)"
+    name, label = "diskann-disk-lean", "DiskANN SSD index (PQ in RAM at 1 byte a prefix component)"
     budget_fraction = 0.25
 
 
