@@ -239,16 +239,18 @@ def _synthetic(rng: np.random.Generator, n: int, dim: int, n_queries: int) -> tu
 def _footprint(index: Any, say: Say) -> None:
     """What each design keeps where, from sizes: the coarse index as the store estimates its own
     (``stats()``; float16 or float32 prefixes, as this machine builds them), a full-width hnswlib
-    index at N x (4 x dim + 8 x M + ~110) bytes."""
+    index by the same formula at 4 bytes a component (``ann.estimated_ram_bytes``)."""
     from .store.local.ann import estimated_ram_bytes
 
     stats = index.store.stats()
-    rows = [(f"this demo ({stats['count']} x {stats['full_dim']})", stats["count"], stats["full_dim"], stats["estimated_ram_bytes"]),
+    rows = [(f"this demo ({stats['count']} x {stats['full_dim']})", stats["count"], stats["full_dim"],
+             stats["estimated_ram_bytes"]),
             ("1M x 1024 (e.g. text-embedding-3)", 1_000_000, 1024, estimated_ram_bytes(1_000_000, stats["prefix_dim"], M))]
     say("Memory and disk footprint, estimated from sizes:")
     say(f"   {'':<36}{'vectors on disk':>16}{'coarse index in RAM':>21}{'full-width HNSW in RAM':>24}")
     for label, n, dim, coarse in rows:
-        say(f"   {label:<36}{_size(n * dim * 2):>16}{_size(coarse):>21}{_size(n * (4 * dim + 8 * M + 110)):>24}")
+        full_width = estimated_ram_bytes(n, dim, M, half=False)  # hnswlib's float32 graph over the full vectors
+        say(f"   {label:<36}{_size(n * dim * 2):>16}{_size(coarse):>21}{_size(full_width):>24}")
     say("   The full vectors stay on disk (float16, memory-mapped); only the prefix index lives in RAM.")
 
 

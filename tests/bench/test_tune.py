@@ -179,7 +179,8 @@ def test_a_width_rebuilt_after_the_sweep_is_calibrated_on_the_index_kept(store, 
     def logged_calibration(store_, *a, **kw):
         cal = measure_calibration(store_, *a, **kw)
         if ("calibrate", store_.prefix_dim) in events and 0.95 in cal.policies:  # the rebuilt graph measures differently
-            cal = dataclasses.replace(cal, policies={**cal.policies, 0.95: dataclasses.replace(cal.policies[0.95], cost=cal.policies[0.95].cost + 1)})
+            dearer = dataclasses.replace(cal.policies[0.95], cost=cal.policies[0.95].cost + 1)
+            cal = dataclasses.replace(cal, policies={**cal.policies, 0.95: dearer})
         measured.append(cal)
         events.append(("calibrate", store_.prefix_dim))
         return measured[-1]
