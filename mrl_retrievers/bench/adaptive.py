@@ -35,7 +35,7 @@ import numpy as np
 from ..mrl import normalize, prefix
 from ..store import MRLStore
 from ..store import effort
-from ..store.local import calibration
+from ..store.local import calibration, kernel
 from . import data, textcorpus
 from .data import DEFAULT_CACHE
 
@@ -135,7 +135,7 @@ def signals(sims: np.ndarray, full: np.ndarray, rows_f32: np.ndarray, query: np.
     wide = min(2 * prefix_dim, len(query))
     funnel = normalize(rows_f32[:, :wide]) @ prefix(query, wide)
     return {
-        "confidence (store)": effort.confidence(sims, full, K),
+        "confidence (store)": effort.confidence(sims, full, K, parts=kernel.confidence_parts),  # weight 0: it is per store
         "z, whole shortlist": (kth - (slope * float(sims[-1]) + intercept)) / scatter,
         "-depth of top-k": -float(top.max()) / n,
         "k-th full score": kth,
@@ -208,7 +208,7 @@ def effort_levels(store: MRLStore, queries: np.ndarray, k: int = K, target: floa
         out = []
         for q in queries:
             found = effort.climb(plan.policy, k, lambda sl, ef, q=q: stages.coarse(q, sl, ef),
-                                 lambda rows, q=q: stages.exact_scores(q, rows))
+                                 lambda rows, q=q: stages.exact_scores(q, rows), kernel.confidence_parts)
             level, sure = (found[2], found[3]) if found else (len(plan.policy.levels), False)
             out.append(level if sure or not plan.policy.exact else len(plan.policy.levels))
         return out

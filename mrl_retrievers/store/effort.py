@@ -114,10 +114,14 @@ def confidence_parts(sims: np.ndarray, scores: np.ndarray, k: int) -> tuple[floa
     return (kth - line) / scatter, kth
 
 
-def confidence(sims: np.ndarray, scores: np.ndarray, k: int, weight: float = 0.0) -> float:
-    """z + ``weight`` x k-th score (``confidence_parts``): how safely the shortlist already holds
-    its top-``k``. Comparable across queries of one store; the weight is fitted per store."""
-    z, kth = confidence_parts(sims, scores, k)
+Parts = Callable[[np.ndarray, np.ndarray, int], "tuple[float, float]"]
+
+
+def confidence(sims: np.ndarray, scores: np.ndarray, k: int, weight: float = 0.0, parts: Parts = confidence_parts) -> float:
+    """z + ``weight`` x k-th score (``parts``: ``confidence_parts``, or the store's compiled one,
+    ``kernel.confidence_parts``): how safely the shortlist already holds its top-``k``. Comparable
+    across queries of one store; the weight is fitted per store."""
+    z, kth = parts(sims, scores, k)
     return z + weight * kth
 
 
@@ -201,14 +205,26 @@ Score = Callable[[np.ndarray], np.ndarray]
 
 
 class ScoredRows:
-    """Rows scored at full width so far (sorted by row) and their scores: each row is read once."""
+    """Rows scored at full width so far (sorted by row, but for a first level ``start`` took) and
+    their scores: each row is read once."""
 
     def __init__(self) -> None:
         self.rows = np.empty(0, np.int64)
         self.values = np.empty(0, np.float32)
+        self._unsorted = False  # ``start`` took rows in prefix order
+
+    def start(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Take the first level's ``rows`` (unique, any order) with their full scores, computed by the
+        caller (the fused first level, ``coarse.CoarseIndex.search_scored``); returns ``values``. They
+        are sorted only if a next level asks (most queries stop at the first)."""
+        self.rows, self.values, self._unsorted = rows, values, True
+        return values
 
     def scores(self, rows: np.ndarray, score: Score) -> np.ndarray:
         """Full scores of ``rows`` (unique, any order); ``score(sorted rows)`` reads the new ones."""
+        if self._unsorted:
+            order = np.argsort(self.rows)
+            self.rows, self.values, self._unsorted = self.rows[order], self.values[order], False
         seen = self.rows
         if not len(seen):  # the first level: everything is new
             order = np.argsort(rows)
@@ -229,12 +245,17 @@ class ScoredRows:
         return self.values[pos]
 
 
-def climb(policy: EffortPolicy, k: int, coarse: Coarse, score: Score) -> tuple[np.ndarray, np.ndarray, int, bool] | None:
+def climb(policy: EffortPolicy, k: int, coarse: Coarse, score: Score,
+          parts: Parts = confidence_parts) -> tuple[np.ndarray, np.ndarray, int, bool] | None:
     """Run ``policy`` for one query. ``coarse(shortlist, ef)`` returns (rows, prefix sims) in prefix
     order (None: the coarse index cannot answer); ``score(sorted unique rows)`` their full scores.
+    ``coarse`` may also return (rows, prefix sims, full scores) when it scored the rows itself (the
+    search's fused first level): the same numbers ``score`` would give. ``parts``: how a level's
+    shortlist is judged (``confidence_parts``, or the compiled one the store calibrated with).
 
-    Returns (every scored row, ascending, its full score, the level index it stopped at, whether it
-    stopped confident), or None when the coarse index could not answer.
+    Returns (every scored row, their full scores, the level index it stopped at, whether it stopped
+    confident), or None when the coarse index could not answer. The rows are ascending, but in
+    prefix order when the climb stopped at a first level ``coarse`` scored itself.
     """
     seen = ScoredRows()
     last = len(policy.levels) - 1
@@ -242,11 +263,11 @@ def climb(policy: EffortPolicy, k: int, coarse: Coarse, score: Score) -> tuple[n
         found = coarse(shortlist, ef)
         if found is None:
             return None
-        rows, sims = found
-        full = seen.scores(rows, score)
+        rows, sims = found[0], found[1]
+        full = seen.scores(rows, score) if len(found) == 2 else seen.start(rows, found[2])
         if level == last and policy.threshold == float("inf") and not policy.exact:
             return seen.rows, seen.values, level, True  # a fixed plan: nothing to judge
-        if confidence(sims, full, k, policy.weight) >= policy.threshold:
+        if confidence(sims, full, k, policy.weight, parts) >= policy.threshold:
             return seen.rows, seen.values, level, True
         if level == last:
             return seen.rows, seen.values, level, False

@@ -12,6 +12,7 @@ checksum this handle never verified cannot rank through the fused call.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import hnswlib
 import numpy as np
@@ -19,6 +20,8 @@ import pytest
 
 from mrl_retrievers import MRLStore
 from mrl_retrievers.errors import CorruptStoreError
+from mrl_retrievers.store import effort
+from mrl_retrievers.store.effort import Calibration, EffortPolicy, Measured
 from mrl_retrievers.store.local import ann, coarse, kernel
 from mrl_retrievers.store.local.ann import AnnIndex
 from mrl_retrievers.store.local.fs import file_crc32
@@ -309,6 +312,133 @@ def test_the_numpy_twin_asked_for_turns_the_fused_call_off(tmp_path, rng, monkey
     monkeypatch.setattr(coarse.CoarseIndex, "search_best_of", lambda self, *a, **kw: fused.append(1) or real(self, *a, **kw))
     assert [store.search(q, shortlist=40, ef=40)[0].id for q in data[:40]] == [f"d{i}" for i in range(40)]
     assert not fused
+    store.close()
+
+
+# --- the adaptive climb's first level in one call ----------------------------------------------------
+#
+# Observed on main (2026-12-06, 100k x 1024, the bench store): the store's default search (adaptive,
+# target 0.99) cost 0.153 ms a query against 0.118 ms for a fixed search at its first level's effort,
+# though 99.4% of the queries stopped there: the climb ran its first level step by step in Python
+# (hnswlib query, checksum look-up, scoring, ~10 numpy calls to judge the shortlist) where the fixed
+# search is one graph call. Now the first level is one call too (``search_scored``).
+
+
+def test_search_scored_gives_the_numbers_of_knn_then_the_kernels_scores(rng):
+    """Rows and prefix similarities as ``query`` gives them, full scores as ``kernel.scores_of`` does,
+    bit for bit, in prefix order; None where the stepwise path must answer (a row never checked,
+    fewer live items than the shortlist)."""
+    full = unit_rows(rng, 2000, 96)
+    prefixes = full[:, :DIM] / np.linalg.norm(full[:, :DIM], axis=1, keepdims=True)
+    index = AnnIndex.empty(DIM, M=16, ef_construction=100, capacity=len(full))
+    index.add(prefixes, np.arange(len(full)))
+    for dtype in (np.float16, np.float32):
+        matrix = full.astype(dtype)
+        checked = np.ones(len(full), dtype=np.uint8)
+        for q in unit_rows(rng, 20, 96):
+            prefix = kernel.unit_prefix(q, DIM)
+            for shortlist, ef in ((16, 32), (40, 40), (100, 300)):
+                rows, sims, scores = index.search_scored(prefix, shortlist, ef, matrix, checked, q)
+                want_rows, want_sims = index.query(prefix[None, :], shortlist, ef)
+                assert (rows == want_rows[0]).all() and (sims == want_sims[0]).all()
+                assert (scores == kernel.scores_of(matrix, rows, q)).all()
+        checked[rows[3]] = 0
+        assert index.search_scored(prefix, 100, 300, matrix, checked, q) is None
+        assert index.search_scored(prefix, len(full) + 1, 300, matrix, np.ones(len(full), np.uint8), q) is None
+
+
+def _two_level_store(path, rng, dtype):
+    """A store whose policy climbs from (16, 32) to (48, 96) for about half of ``queries``: its
+    threshold is the median of their first-level confidence."""
+    store, data = make_store(path, rng, dtype=dtype)
+    queries = data[rng.choice(len(data), 40, replace=False)] + 0.4 * rng.standard_normal((40, data.shape[1])).astype(np.float32)
+    for q in queries:  # warm: the cache probed, the shortlists' rows checked
+        store.search(q, shortlist=48, ef=96)
+    judged = []
+    real = kernel.confidence_parts
+
+    def policy(threshold: float) -> None:
+        level = Measured(EffortPolicy(((16, 32), (48, 96)), threshold), 1.0, 1.0, 1.0, 1.0, (1, 1))
+        with store._rw.write():
+            store._s.set_manifest(replace(store._s.manifest, target_recall=0.99,
+                                          calibration=Calibration(0.99, 10, len(data), 16, 1, 0, 0.95, "test", 0.0, {0.99: level})))
+
+    policy(float("1e9"))  # never sure: every query is judged at its first level, then climbs
+    kernel.confidence_parts = lambda sims, scores, k: judged.append(real(sims, scores, k)) or judged[-1]
+    try:
+        for q in queries:
+            store.search(q)
+    finally:
+        kernel.confidence_parts = real
+    first = [z for z, _kth in judged[::2]]
+    policy(float(np.median(first)))
+    return store, queries
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_the_climbs_first_level_is_one_graph_call_and_answers_as_the_stepwise_climb(tmp_path, rng, monkeypatch, dtype):
+    store, queries = _two_level_store(tmp_path / "s", rng, dtype)
+    calls, stops = [], []
+    real_scored, real_query, real_climb = coarse.CoarseIndex.search_scored, AnnIndex.query, effort.climb
+    monkeypatch.setattr(coarse.CoarseIndex, "search_scored", lambda self, *a, **kw: calls.append("scored") or real_scored(self, *a, **kw))
+    monkeypatch.setattr(AnnIndex, "query", lambda self, *a, **kw: calls.append("knn") or real_query(self, *a, **kw))
+    monkeypatch.setattr(effort, "climb", lambda *a, **kw: (lambda found: stops.append(found[2]) or found)(real_climb(*a, **kw)))
+    fused = [[(h.id, h.score) for h in store.search(q)] for q in queries]
+    fused_stops, climbed = stops[:], stops.count(1)
+    assert calls.count("scored") >= len(queries) - 2, calls  # (every 32nd read of the map probes the cache first)
+    assert 0.2 * len(queries) <= climbed <= 0.8 * len(queries), stops
+    assert calls.count("knn") <= climbed + 2, calls  # only the second level, and a first level at a cache probe
+    monkeypatch.setattr(coarse.CoarseIndex, "search_scored", lambda self, *a, **kw: None)
+    stops.clear()
+    steps = [[(h.id, h.score) for h in store.search(q)] for q in queries]
+    assert stops == fused_stops  # the same queries climbed
+    assert fused == steps  # same rows, same order, same float32 scores
+    store.close()
+
+
+def test_the_climbs_answer_ranks_ties_by_row_as_the_fixed_search_does(rng):
+    """``kernel.best_scored`` (the climb's top-k, compiled): score descending, then row ascending,
+    ties at the k-th place included (numpy's partition keeps an arbitrary one of them)."""
+    for n in (3, 10, 24, 200):
+        for trial in range(30):
+            rows = rng.choice(100_000, n, replace=False).astype(np.int64)
+            scores = rng.random(n).astype(np.float32)
+            if trial % 2:
+                scores[: n // 2 + 1] = scores[0]  # a tie across the k-th place
+            order = np.lexsort((rows, -scores))[:10]
+            got_rows, got_scores = kernel.best_scored(rows, scores, 10)
+            assert (got_rows == rows[order]).all() and (got_scores == scores[order]).all()
+    twice = np.array([7, 3, 7, 9], dtype=np.int64)  # a row listed twice counts once, as in best_of
+    got_rows, got_scores = kernel.best_scored(twice, np.array([0.9, 0.5, 0.9, 0.1], dtype=np.float32), 3)
+    assert got_rows.tolist() == [7, 3, 9] and got_scores.tolist() == [np.float32(0.9), np.float32(0.5), np.float32(0.1)]
+
+
+def test_the_calibration_and_the_search_judge_a_shortlist_with_the_same_arithmetic(tmp_path, rng, monkeypatch):
+    """A threshold the calibration recorded is compared with values of the arithmetic it was
+    measured with: both call ``kernel.confidence_parts`` (compiled here; numpy's sums differ in the
+    last bits), which agrees with ``effort.confidence_parts`` to 1e-9 and on the k-th score exactly."""
+    for n in (11, 24, 25, 50, 200, 513, 1200):
+        for trial in range(20):
+            sims = np.sort(rng.random(n).astype(np.float32))[::-1].copy()
+            scores = (sims * rng.uniform(0.5, 1.5) + rng.normal(0, 0.05, n)).astype(np.float32)
+            if trial % 3 == 0:
+                scores[: n // 2] = scores[n // 2]  # ties at the k-th place
+            z, kth = kernel.confidence_parts(sims, scores, 10)
+            want_z, want_kth = effort.confidence_parts(sims, scores, 10)
+            assert kth == want_kth and abs(z - want_z) <= 1e-9 * max(1.0, abs(want_z))
+    assert kernel.confidence_parts(sims.astype(np.float64), scores, 10) == effort.confidence_parts(sims.astype(np.float64), scores, 10)
+    assert kernel.confidence_parts(sims[:10], scores[:10], 10) == (float("inf"), float("inf"))
+
+    store, data = make_store(tmp_path / "s", rng)
+    judged = []
+    real = kernel.confidence_parts
+    monkeypatch.setattr(kernel, "confidence_parts", lambda *a: judged.append(1) or real(*a))
+    store.calibrate(probes=48, seed=1)
+    assert judged
+    judged.clear()
+    for q in data[:20]:
+        store.search(q)
+    assert len(judged) >= 20
     store.close()
 
 

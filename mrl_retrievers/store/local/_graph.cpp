@@ -545,6 +545,61 @@ PyObject *graph_knn(Graph *self, PyObject *const *args, Py_ssize_t nargs) {
     return PyLong_FromLongLong(fewest.load());
 }
 
+/* The fused calls' shared first half: the graph walk for `shortlist` candidates at `ef` into
+ * cand/sims (prefix order, nearest first), then every candidate looked up in the map and the checked
+ * bitmap. 0 when all is well, else the status the fused calls return (see search_best_of). */
+int64_t walk_checked(Graph *self, const float *prefix, Py_ssize_t shortlist, Py_ssize_t ef, int64_t mapped,
+                     const uint8_t *bitmap, int64_t known, int64_t *cand, float *sims) {
+    Elements walk(self, prefix, 1);
+    int64_t got = search(self->alg, walk.row(0), (size_t)shortlist, (size_t)ef, cand, sims);
+    if (got < 0) throw std::runtime_error("a link list of the graph is broken");
+    if (got < shortlist) return -3;
+    for (int64_t i = 0; i < got; i++) {
+        if (cand[i] >= mapped) return -1;
+        if (cand[i] >= known || !bitmap[cand[i]]) return -4;
+    }
+    return 0;
+}
+
+/* The fused calls' arguments, shapes checked: (prefix_query, shortlist, ef, matrix, checked, query,
+ * candidates, out_a, out_b), the last two of the given formats. */
+struct FusedArgs {
+    Views v;
+    Py_ssize_t shortlist = 0, ef = 0;
+    Py_buffer *prefix = nullptr, *matrix = nullptr, *checked = nullptr, *query = nullptr, *candidates = nullptr,
+              *out_a = nullptr, *out_b = nullptr;
+
+    bool take(Graph *self, const char *name, PyObject *const *args, Py_ssize_t nargs, int a_size, const char *a_format,
+              const char *a_name, const char *b_name) {
+        if (nargs != 9) {
+            PyErr_Format(PyExc_TypeError, "%s takes 9 arguments (%zd given)", name, nargs);
+            return false;
+        }
+        shortlist = PyLong_AsSsize_t(args[1]);
+        ef = PyLong_AsSsize_t(args[2]);
+        if (PyErr_Occurred() || !ready(self)) return false;
+        prefix = v.take(args[0], 1, 4, "f", false, "prefix_query");
+        matrix = prefix ? v.take(args[3], 2, 0, "ef", false, "matrix") : nullptr;
+        checked = matrix ? v.take(args[4], 1, 1, "?bB", false, "checked") : nullptr;
+        query = checked ? v.take(args[5], 1, 4, "f", false, "query") : nullptr;
+        candidates = query ? v.take(args[6], 1, 8, INT64, true, "candidates") : nullptr;
+        out_a = candidates ? v.take(args[7], 1, a_size, a_format, true, a_name) : nullptr;
+        out_b = out_a ? v.take(args[8], 1, 4, "f", true, b_name) : nullptr;
+        if (out_b == nullptr) return false;
+        if (prefix->shape[0] != self->dim || query->shape[0] != matrix->shape[1] || shortlist < 1 || ef < 1 ||
+            candidates->shape[0] != shortlist || out_a->shape[0] != out_b->shape[0]) {
+            PyErr_Format(PyExc_ValueError, "%s: argument shapes do not agree", name);
+            return false;
+        }
+        return true;
+    }
+
+    int64_t walk(Graph *self, float *sims) {
+        return walk_checked(self, (const float *)prefix->buf, shortlist, ef, matrix->shape[0],
+                            (const uint8_t *)checked->buf, checked->shape[0], (int64_t *)candidates->buf, sims);
+    }
+};
+
 /* search_best_of(prefix_query f32 (dim,), shortlist, ef, matrix (rows, full) f16/f32, checked u8
  * bitmap, query f32 (full,), candidates int64 (shortlist,), out_rows int64 (k,), out_scores f32 (k,))
  * -> the number of hits written, best first: the graph walk for `shortlist` candidates at `ef`, then
@@ -556,45 +611,39 @@ PyObject *graph_knn(Graph *self, PyObject *const *args, Py_ssize_t nargs) {
  *   -2  a candidate listed twice (the graph's labels are unique: not expected).
  * The same answer as knn followed by the kernel's top_k over the candidates. */
 PyObject *graph_search_best_of(Graph *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9) return PyErr_Format(PyExc_TypeError, "search_best_of takes 9 arguments (%zd given)", nargs);
-    Py_ssize_t shortlist = PyLong_AsSsize_t(args[1]), ef = PyLong_AsSsize_t(args[2]);
-    if (PyErr_Occurred() || !ready(self)) return nullptr;
-    Views v;
-    Py_buffer *prefix = v.take(args[0], 1, 4, "f", false, "prefix_query");
-    Py_buffer *matrix = prefix ? v.take(args[3], 2, 0, "ef", false, "matrix") : nullptr;
-    Py_buffer *checked = matrix ? v.take(args[4], 1, 1, "?bB", false, "checked") : nullptr;
-    Py_buffer *query = checked ? v.take(args[5], 1, 4, "f", false, "query") : nullptr;
-    Py_buffer *candidates = query ? v.take(args[6], 1, 8, INT64, true, "candidates") : nullptr;
-    Py_buffer *rows = candidates ? v.take(args[7], 1, 8, INT64, true, "out_rows") : nullptr;
-    Py_buffer *scores = rows ? v.take(args[8], 1, 4, "f", true, "out_scores") : nullptr;
-    if (scores == nullptr) return nullptr;
-    if (prefix->shape[0] != self->dim || query->shape[0] != matrix->shape[1] || shortlist < 1 || ef < 1 ||
-        candidates->shape[0] != shortlist || rows->shape[0] != scores->shape[0])
-        return PyErr_Format(PyExc_ValueError, "search_best_of: argument shapes do not agree");
-    std::vector<float> sims((size_t)shortlist);
-    int64_t *cand = (int64_t *)candidates->buf;
-    const uint8_t *bitmap = (const uint8_t *)checked->buf;
-    int64_t known = checked->shape[0], count = 0;
+    FusedArgs a;
+    if (!a.take(self, "search_best_of", args, nargs, 8, INT64, "out_rows", "out_scores")) return nullptr;
+    std::vector<float> sims((size_t)a.shortlist);
+    int64_t count = 0;
     bool ok = without_gil([&] {
-        Elements walk(self, (const float *)prefix->buf, 1);
-        int64_t got = search(self->alg, walk.row(0), (size_t)shortlist, (size_t)ef, cand, sims.data());
-        if (got < 0) throw std::runtime_error("a link list of the graph is broken");
-        if (got < shortlist) {
-            count = -3;
-            return;
+        count = a.walk(self, sims.data());
+        if (count == 0)
+            count = top_k(a.matrix->buf, a.matrix->shape[1], a.matrix->itemsize == 2, (const int64_t *)a.candidates->buf,
+                          a.shortlist, (const float *)a.query->buf, a.out_a->shape[0], (int64_t *)a.out_a->buf,
+                          (float *)a.out_b->buf);
+    });
+    if (!ok) return nullptr;
+    return PyLong_FromLongLong(count);
+}
+
+/* search_scored(prefix_query, shortlist, ef, matrix, checked, query, candidates int64 (shortlist,),
+ * out_sims f32 (shortlist,), out_scores f32 (shortlist,)) -> `shortlist`, or search_best_of's
+ * negative statuses: the graph walk, then the full score of every candidate, all in prefix order (the
+ * adaptive climb's first level: it judges the whole shortlist, not only its best k). The same
+ * numbers as knn followed by the kernel's scores over the candidates. */
+PyObject *graph_search_scored(Graph *self, PyObject *const *args, Py_ssize_t nargs) {
+    FusedArgs a;
+    if (!a.take(self, "search_scored", args, nargs, 4, "f", "out_sims", "out_scores")) return nullptr;
+    if (a.out_a->shape[0] != a.shortlist)
+        return PyErr_Format(PyExc_ValueError, "search_scored: out_sims and out_scores must hold the shortlist");
+    int64_t count = 0;
+    bool ok = without_gil([&] {
+        count = a.walk(self, (float *)a.out_a->buf);
+        if (count == 0) {
+            scores(a.matrix->buf, a.matrix->shape[1], a.matrix->itemsize == 2, (const int64_t *)a.candidates->buf,
+                   a.shortlist, (const float *)a.query->buf, (float *)a.out_b->buf);
+            count = a.shortlist;
         }
-        for (int64_t i = 0; i < got; i++) {
-            if (cand[i] >= matrix->shape[0]) {
-                count = -1;
-                return;
-            }
-            if (cand[i] >= known || !bitmap[cand[i]]) {
-                count = -4;
-                return;
-            }
-        }
-        count = top_k(matrix->buf, matrix->shape[1], matrix->itemsize == 2, cand, got, (const float *)query->buf,
-                      rows->shape[0], (int64_t *)rows->buf, (float *)scores->buf);
     });
     if (!ok) return nullptr;
     return PyLong_FromLongLong(count);
@@ -616,6 +665,9 @@ PyMethodDef graph_methods[] = {
     {"search_best_of", (PyCFunction)(void (*)(void))graph_search_best_of, METH_FASTCALL,
      "search_best_of(prefix_query, shortlist, ef, matrix, checked, query, candidates, out_rows, out_scores) -> hits or a "
      "negative status"},
+    {"search_scored", (PyCFunction)(void (*)(void))graph_search_scored, METH_FASTCALL,
+     "search_scored(prefix_query, shortlist, ef, matrix, checked, query, candidates, out_sims, out_scores) -> the "
+     "shortlist's length or a negative status"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -95,6 +95,33 @@ static PyObject *py_top_k(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return result;
 }
 
+/* best_scored(rows int64 (n,), scores f32 (n,), out_rows (k,), out_scores (k,)) -> count (-2: a row
+ * twice): the best k of rows already scored, in top_k's order (the adaptive climb's answer, ranked
+ * by the rule the fixed search ranks by). Keeps the GIL: a few dozen rows. */
+static PyObject *py_best_scored(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Py_buffer rows, scores, orow, oscore;
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "best_scored takes 4 arguments (%zd given)", nargs);
+    if (!take(args[0], &rows, 1, 8, "qlQL", 0, "rows")) return NULL;
+    PyObject *result = NULL;
+    if (take(args[1], &scores, 1, 4, "f", 0, "scores")) {
+        if (take(args[2], &orow, 1, 8, "qlQL", 1, "out_rows")) {
+            if (take(args[3], &oscore, 1, 4, "f", 1, "out_scores")) {
+                if (scores.shape[0] != rows.shape[0] || oscore.shape[0] != orow.shape[0])
+                    PyErr_SetString(PyExc_ValueError, "best_scored: rows and scores, out_rows and out_scores differ in length");
+                else
+                    result = PyLong_FromLongLong(best_scored(rows.buf, scores.buf, rows.shape[0], orow.shape[0], orow.buf,
+                                                             oscore.buf));
+                PyBuffer_Release(&oscore);
+            }
+            PyBuffer_Release(&orow);
+        }
+        PyBuffer_Release(&scores);
+    }
+    PyBuffer_Release(&rows);
+    return result;
+}
+
 /* scores(matrix, rows, query, out) -> 0, or -1 when a row lies outside the matrix. */
 static PyObject *py_scores(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -192,10 +219,85 @@ static PyObject *py_unit(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyFloat_FromDouble(norm);
 }
 
+/* The k-th largest of v[0..n) (0 < k <= n), v reordered: Hoare's selection. */
+static float kth_largest(float *v, Py_ssize_t n, Py_ssize_t k) {
+    Py_ssize_t lo = 0, hi = n - 1, want = n - k;  /* the (n - k)-th smallest, counting from 0 */
+    while (lo < hi) {
+        float pivot = v[lo + (hi - lo) / 2];
+        Py_ssize_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < pivot) i++;
+            while (v[j] > pivot) j--;
+            if (i <= j) {
+                float t = v[i]; v[i] = v[j]; v[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else break;
+    }
+    return v[want];
+}
+
+/* confidence(sims f32 (n,), scores f32 (n,), k) -> (z, k-th best score) for n > k: the adaptive
+ * climb's judgement of one shortlist (effort.confidence_parts: the formula and why). One call in
+ * place of ~10 numpy ones (7 us a search at 100k); sums in float64, in order. Keeps the GIL. */
+static PyObject *py_confidence(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Py_buffer sims, scores;
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "confidence takes 3 arguments (%zd given)", nargs);
+    Py_ssize_t k = PyLong_AsSsize_t(args[2]);
+    if (k == -1 && PyErr_Occurred()) return NULL;
+    if (!take(args[0], &sims, 1, 4, "f", 0, "sims")) return NULL;
+    if (!take(args[1], &scores, 1, 4, "f", 0, "scores")) {
+        PyBuffer_Release(&sims);
+        return NULL;
+    }
+    Py_ssize_t n = scores.shape[0];
+    PyObject *result = NULL;
+    float local[512];
+    float *copy = n <= 512 ? local : PyMem_Malloc((size_t)n * sizeof(float));
+    if (sims.shape[0] != n || k < 1 || n <= k) {
+        PyErr_SetString(PyExc_ValueError, "confidence: sims and scores of one length n > k >= 1");
+    } else if (copy == NULL) {
+        PyErr_NoMemory();
+    } else {
+        const float *x = sims.buf, *y = scores.buf;
+        memcpy(copy, y, (size_t)n * sizeof(float));
+        double kth = (double)kth_largest(copy, n, k);
+        Py_ssize_t half = n / 2;
+        double m = (double)(n - half), sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
+        for (Py_ssize_t i = half; i < n; i++) {
+            double a = x[i], b = y[i];
+            sx += a;
+            sy += b;
+            sxx += a * a;
+            sxy += a * b;
+            syy += b * b;
+        }
+        double vx = sxx - sx * sx / m;
+        double slope = vx > 1e-12 ? (sxy - sx * sy / m) / vx : 0.0;
+        double resid = syy - sy * sy / m - slope * (sxy - sx * sy / m);
+        double scatter = sqrt((resid > 0.0 ? resid : 0.0) / m) + 1e-6;
+        double line = sy / m + slope * ((double)x[n - 1] - sx / m);
+        result = Py_BuildValue("(dd)", (kth - line) / scatter, kth);
+    }
+    if (copy != local) PyMem_Free(copy);
+    PyBuffer_Release(&scores);
+    PyBuffer_Release(&sims);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"confidence", (PyCFunction)(void (*)(void))py_confidence, METH_FASTCALL,
+     "confidence(sims, scores, k) -> (z, k-th best score)"},
     {"unit", (PyCFunction)(void (*)(void))py_unit, METH_FASTCALL, "unit(vector, out) -> norm (-1.0: not finite)"},
     {"top_k", (PyCFunction)(void (*)(void))py_top_k, METH_FASTCALL,
      "top_k(matrix, rows, query, out_rows, out_scores) -> count (-1: a row outside the matrix, -2: a row twice)"},
+    {"best_scored", (PyCFunction)(void (*)(void))py_best_scored, METH_FASTCALL,
+     "best_scored(rows, scores, out_rows, out_scores) -> count (-2: a row twice)"},
     {"scores", (PyCFunction)(void (*)(void))py_scores, METH_FASTCALL,
      "scores(matrix, rows, query, out) -> 0 (-1: a row outside the matrix)"},
     {"unchecked", (PyCFunction)(void (*)(void))py_unchecked, METH_FASTCALL,

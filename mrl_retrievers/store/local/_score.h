@@ -148,9 +148,39 @@ static void sift_down(float *s, int64_t *r, int64_t size, int64_t i) {
     }
 }
 
+/* Offer (s, r) to the heap of the best `k` seen so far (out_scores/out_rows, `size` of them, the worst
+ * at the root); returns the heap's new size. */
+static inline int64_t offer(float s, int64_t r, int64_t k, int64_t size, int64_t *out_rows, float *out_scores) {
+    if (size < k) {  /* fill, keeping the heap property (worst at the root) */
+        int64_t c = size++;
+        out_scores[c] = s; out_rows[c] = r;
+        while (c > 0) {
+            int64_t p = (c - 1) / 2;
+            if (!before(out_scores[p], out_rows[p], out_scores[c], out_rows[c])) break;
+            swap(out_scores, out_rows, p, c);
+            c = p;
+        }
+    } else if (before(s, r, out_scores[0], out_rows[0])) {
+        out_scores[0] = s; out_rows[0] = r;
+        sift_down(out_scores, out_rows, size, 0);
+    }
+    return size;
+}
+
+/* The heap -> sorted, best first; returns `size`, or -2 when a row listed twice took two places
+ * (equal rows have equal scores, so they end up side by side). */
+static int64_t sorted_best(int64_t size, int64_t *out_rows, float *out_scores) {
+    for (int64_t end = size - 1; end > 0; end--) {  /* pop the worst to the back */
+        swap(out_scores, out_rows, 0, end);
+        sift_down(out_scores, out_rows, end, 0);
+    }
+    for (int64_t i = 1; i < size; i++)
+        if (out_rows[i] == out_rows[i - 1]) return -2;
+    return size;
+}
+
 /* Score rows[0..n) and write the best min(n, k) to out_rows/out_scores, best first; returns how
- * many, or -2 when a row listed twice took two places (equal rows have equal scores, so they end up
- * side by side): the caller asks again with unique rows. */
+ * many, or -2 when a row listed twice took two places: the caller asks again with unique rows. */
 static int64_t top_k(const void *base, int64_t dim, int f16, const int64_t *rows, int64_t n, const float *q,
                      int64_t k, int64_t *out_rows, float *out_scores) {
     int64_t size = 0;
@@ -158,30 +188,19 @@ static int64_t top_k(const void *base, int64_t dim, int f16, const int64_t *rows
     for (int64_t i = 0; i < n && i < AHEAD; i++) prefetch_row(base, dim, f16, rows[i]);
     for (int64_t i = 0; i < n; i++) {
         if (i + AHEAD < n) prefetch_row(base, dim, f16, rows[i + AHEAD]);
-        float s = score_row(base, dim, f16, rows[i], q);
-        int64_t r = rows[i];
-        if (size < k) {  /* fill, keeping the heap property (worst at the root) */
-            int64_t c = size++;
-            out_scores[c] = s; out_rows[c] = r;
-            while (c > 0) {
-                int64_t p = (c - 1) / 2;
-                if (!before(out_scores[p], out_rows[p], out_scores[c], out_rows[c])) break;
-                swap(out_scores, out_rows, p, c);
-                c = p;
-            }
-        } else if (before(s, r, out_scores[0], out_rows[0])) {
-            out_scores[0] = s; out_rows[0] = r;
-            sift_down(out_scores, out_rows, size, 0);
-        }
+        size = offer(score_row(base, dim, f16, rows[i], q), rows[i], k, size, out_rows, out_scores);
     }
-    /* Heap -> sorted, best first: pop the worst to the back. */
-    for (int64_t end = size - 1; end > 0; end--) {
-        swap(out_scores, out_rows, 0, end);
-        sift_down(out_scores, out_rows, end, 0);
-    }
-    for (int64_t i = 1; i < size; i++)
-        if (out_rows[i] == out_rows[i - 1]) return -2;
-    return size;
+    return sorted_best(size, out_rows, out_scores);
+}
+
+/* The best min(n, k) of rows[0..n) by scores[0..n) (scored already), in top_k's order and with its
+ * answer for a row listed twice. */
+static int64_t best_scored(const int64_t *rows, const float *scores, int64_t n, int64_t k, int64_t *out_rows,
+                           float *out_scores) {
+    int64_t size = 0;
+    if (k <= 0) return 0;
+    for (int64_t i = 0; i < n; i++) size = offer(scores[i], rows[i], k, size, out_rows, out_scores);
+    return sorted_best(size, out_rows, out_scores);
 }
 
 #endif /* MRL_SCORE_H */

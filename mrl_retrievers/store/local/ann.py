@@ -140,7 +140,7 @@ class AnnIndex:
 
     @property
     def fused(self) -> bool:
-        """Whether ``search_best_of`` can answer (the compiled graph)."""
+        """Whether ``search_best_of`` and ``search_scored`` can answer (the compiled graph)."""
         return not isinstance(self._graph, _PackageGraph)
 
     @classmethod
@@ -277,6 +277,25 @@ class AnnIndex:
         if count >= 0:
             return rows[:count], scores[:count]
         return candidates if count == -4 else None
+
+    def search_scored(self, prefix: np.ndarray, shortlist: int, ef: int, matrix: np.ndarray, checked: np.ndarray,
+                      query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The adaptive climb's first level in one call (compiled graph only: ``fused``): the
+        ``shortlist`` rows nearest ``prefix`` at ``ef`` as (rows, prefix similarities, full scores by
+        ``query`` against ``matrix``), all in prefix order: what ``query`` followed by
+        ``kernel.scores_of`` gives, bit for bit. None when the call cannot answer (fewer than
+        ``shortlist`` live items found at this ef, a row outside ``matrix``, or one not marked in
+        ``checked`` yet): the caller takes the stepwise path, which retries wider, verifies the
+        rows' checksums and raises what is wrong."""
+        ef = max(ef, shortlist)
+        if not 0 < shortlist <= self.live:
+            return None
+        rows = np.empty(shortlist, dtype=np.int64)
+        sims = np.empty(shortlist, dtype=np.float32)
+        scores = np.empty(shortlist, dtype=np.float32)
+        if self._graph.search_scored(prefix, shortlist, ef, matrix, checked, query, rows, sims, scores) < 0:
+            return None
+        return rows, sims, scores
 
 
 def _compiled_knn(graph, prefixes: np.ndarray, k: int, ef: int, threads: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -50,8 +50,9 @@ import numpy as np
 from ...checks import positive_int
 from ...errors import InvalidInputError, MRLError
 from ...mrl import normalize
-from ..effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target, confidence_parts
+from ..effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target
 from .search import fold_top_k
+from . import kernel
 from .kernel import to_float32, unit_prefixes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -372,7 +373,7 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
                     f = rows_of[i].scores(r, lambda fresh, q=queries[i]: state.vectors.scores_of(fresh, q))
                 top = r[np.argsort(-f, kind="stable")[:K]]
                 recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
-                conf[i, b, level] = confidence_parts(s, f, K)
+                conf[i, b, level] = kernel.confidence_parts(s, f, K)
         following[b] += 1
         unpaid[b] = 0 if pays(b, level) else unpaid[b] + 1
         if unpaid[b] == _UNPAID and following[b] < nl:

@@ -137,16 +137,25 @@ class CoarseIndex:
         order = np.argsort(-sims, axis=1, kind="stable")
         return np.take_along_axis(rows, order, axis=1), np.take_along_axis(sims, order, axis=1)
 
-    def search_best_of(self, prefix: np.ndarray, shortlist: int, ef: int, matrix: np.ndarray, checked: np.ndarray,
-                       query: np.ndarray, k: int):
-        """``AnnIndex.search_best_of`` for a store of one segment with the compiled graph; None otherwise
-        (the caller takes the unfused path)."""
+    def _fused_segment(self) -> AnnIndex | None:
+        """The one segment, when the store has one and it is the compiled graph: the fused calls'
+        condition (else their callers take the stepwise path)."""
         if len(self.segments) != 1:
             return None
         (segment,) = self.segments.values()
-        if not segment.fused:
-            return None
-        return segment.search_best_of(prefix, shortlist, ef, matrix, checked, query, k)
+        return segment if segment.fused else None
+
+    def search_best_of(self, prefix: np.ndarray, shortlist: int, ef: int, matrix: np.ndarray, checked: np.ndarray,
+                       query: np.ndarray, k: int):
+        """``AnnIndex.search_best_of`` on a ``_fused_segment``; None otherwise."""
+        segment = self._fused_segment()
+        return None if segment is None else segment.search_best_of(prefix, shortlist, ef, matrix, checked, query, k)
+
+    def search_scored(self, prefix: np.ndarray, shortlist: int, ef: int, matrix: np.ndarray, checked: np.ndarray,
+                      query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``AnnIndex.search_scored`` on a ``_fused_segment``; None otherwise."""
+        segment = self._fused_segment()
+        return None if segment is None else segment.search_scored(prefix, shortlist, ef, matrix, checked, query)
 
     def vectors_of(self, rows: np.ndarray) -> np.ndarray | None:
         """The prefixes stored under these labels (None if one is missing or deleted)."""

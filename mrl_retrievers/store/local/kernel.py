@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...mrl import as_matrix, as_vector, normalize, prefix, unit_vector
+from .. import effort
 
 try:
     from . import _kernel as _compiled
@@ -93,6 +94,20 @@ def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return rows[order], scores[order]
 
 
+def best_scored(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k`` of rows already scored, compiled where the kernel is built: one call instead of
+    numpy's ~4 us partition and sort, ranking ties by row as the fixed search's rerank does; a row
+    listed twice counts once (as in ``best_of``; the climb's rows are unique)."""
+    if _compiled is None or rows.dtype != np.int64 or scores.dtype != np.float32:
+        return top_k(rows, scores, k)
+    out_rows = np.empty(min(k, len(rows)), dtype=np.int64)
+    out_scores = np.empty(len(out_rows), dtype=np.float32)
+    if _compiled.best_scored(np.ascontiguousarray(rows), np.ascontiguousarray(scores), out_rows, out_scores) == -2:
+        unique, first = np.unique(rows, return_index=True)
+        return best_scored(unique, scores[first], k)
+    return out_rows, out_scores
+
+
 def best_of(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best of ``matrix[rows]`` by dot product with ``query`` (unit, float32), as
     (rows, scores) in ``top_k``'s order; a row listed twice counts once."""
@@ -119,6 +134,17 @@ def scores_of(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.nda
     if _compiled.scores(matrix, rows, np.ascontiguousarray(query, dtype=np.float32), out) < 0:
         raise IndexError(f"a row of {len(rows)} lies outside the {len(matrix)} rows mapped")
     return out
+
+
+def confidence_parts(sims: np.ndarray, scores: np.ndarray, k: int) -> tuple[float, float]:
+    """``effort.confidence_parts`` (the adaptive climb's judgement of a shortlist) in one compiled
+    call where the kernel is built: ~0.5 us instead of numpy's ~7, which a search paid at every level
+    it climbed. The store's calibration and its searches both judge through here, so a threshold a
+    calibration recorded is compared with values of the same arithmetic (the twin sums in another
+    order: its values can differ in the last bits)."""
+    if _compiled is None or len(scores) <= k or sims.dtype != np.float32 or scores.dtype != np.float32:
+        return effort.confidence_parts(sims, scores, k)
+    return _compiled.confidence(np.ascontiguousarray(sims), np.ascontiguousarray(scores), k)
 
 
 def unit_query(vector: Any, dim: int) -> np.ndarray:

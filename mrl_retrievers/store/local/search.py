@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, replace
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from .docstore import DocStore
 from .kernel import to_float32, top_k
 from .records import HitRecords
 from .vectors import VectorFile, row_checksums
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -324,17 +327,23 @@ class Searcher:
         s = self.s
 
         def coarse(shortlist: int, ef: int):
-            if first is not None and (shortlist, ef) == plan.policy.levels[0]:
-                return first
+            if (shortlist, ef) == plan.policy.levels[0]:
+                if first is not None:
+                    return first
+                if allowed is None:
+                    scored = self._fused_scored(query, plan, shortlist, ef)
+                    if scored is not None:
+                        return scored
             return coarse_ranked(s.ann, query, plan, allowed, shortlist, ef)
 
-        found = effort.climb(plan.policy, plan.k, coarse, lambda rows: exact_scores(s.vectors, s.docs, s.checked, rows, query))
+        found = effort.climb(plan.policy, plan.k, coarse, lambda rows: exact_scores(s.vectors, s.docs, s.checked, rows, query),
+                             kernel.confidence_parts)
         if found is None:
             return None
         rows, scores, _level, sure = found
         if not sure and (plan.policy.exact or allowed is not None and len(allowed) <= effort.EXACT_FALLBACK * plan.shortlist):
             return self.exact(query, allowed, plan.k)
-        return to_hits(s.docs, s.records, *top_k(rows, scores, plan.k))
+        return to_hits(s.docs, s.records, *kernel.best_scored(rows, scores, plan.k))
 
     def _fused(self, query: np.ndarray, plan: SearchPlan) -> list[Hit] | None:
         """A fixed-effort search without a filter or funnel in one compiled call (graph walk, checksum
@@ -343,19 +352,36 @@ class Searcher:
         shortlist) and the steps run one by one. Both ways give the same hits (the same walk at the
         same ef, the same scoring code). Why: each step in Python kept the GIL between hnswlib and
         the kernel, and two searching threads waited on each other (docs/benchmarks.md)."""
-        if not kernel.compiled():  # the numpy twin asked for (or the kernel not built): no compiled scoring
-            return None
         s = self.s
         shortlist = max(plan.shortlist, plan.k)
-        prefix_query = kernel.unit_prefix(query, plan.prefix_dim)
-        bitmap = s.checked.bitmap
-        answer = s.vectors.read_unnamed(
-            lambda matrix: s.ann.search_best_of(prefix_query, shortlist, plan.ef, matrix, bitmap, query, plan.k), shortlist)
+        answer = self._read_fused(query, plan, shortlist, lambda prefix, matrix, bitmap: s.ann.search_best_of(
+            prefix, shortlist, plan.ef, matrix, bitmap, query, plan.k))
         if answer is None:
             return None
         if isinstance(answer, np.ndarray):  # a candidate this handle never checked: check, then rerank
             return self._finish(query, answer, plan)
         return to_hits(s.docs, s.records, *answer)
+
+    def _fused_scored(self, query: np.ndarray, plan: SearchPlan, shortlist: int, ef: int):
+        """The climb's first level (no filter) in one compiled call: (rows, prefix sims, full scores)
+        in prefix order, the numbers ``coarse_ranked`` and ``exact_scores`` give; or None, and the
+        steps run one by one (``_fused``'s cases, and a shortlist row this handle never checked).
+        Why: the climb's steps in Python cost ~35 us a query over the fused fixed search at 100k x
+        1024, where 99% of the queries stop at the first level (docs/benchmarks.md)."""
+        shortlist = max(shortlist, plan.k)
+        return self._read_fused(query, plan, shortlist, lambda prefix, matrix, bitmap: self.s.ann.search_scored(
+            prefix, shortlist, ef, matrix, bitmap, query))
+
+    def _read_fused(self, query: np.ndarray, plan: SearchPlan, shortlist: int, call: Callable[..., T]) -> T | None:
+        """``call(prefix query, the vector map, the checked bitmap)``: a fused graph call reading
+        ``shortlist`` rows in place; None where no compiled scoring may serve (the numpy twin asked for,
+        or the kernel not built) or the map's cache is not known to be warm (``read_unnamed``)."""
+        if not kernel.compiled():
+            return None
+        s = self.s
+        prefix_query = kernel.unit_prefix(query, plan.prefix_dim)
+        bitmap = s.checked.bitmap
+        return s.vectors.read_unnamed(lambda matrix: call(prefix_query, matrix, bitmap), shortlist)
 
     def _finish(self, query: np.ndarray, rows: np.ndarray, plan: SearchPlan) -> list[Hit]:
         s = self.s
