@@ -123,9 +123,14 @@ class Peer:
 # doublings (ef 48, 96, 192; 50/75, 100/150; 200 to 400) so "fastest at >= the peer's recall" does
 # not jump a whole step: at 100k, 50/50 -> 50/100 took ours from 0.9931 to 0.9989 with nothing
 # between, past faiss-refine's 0.9942 (docs/benchmarks.md, "float16 prefixes in the graph").
+# Shortlist 25 since 2026-12-06: ours' sweep always held its recorded default (25/50 at 100k), the
+# other coarse-to-fine methods had nothing below 50/50 (faiss-refine at 25/50: 0.9927 in 0.108 ms,
+# against 0.9942 in 0.132 at 50/50, on the 100k bench data).
 HNSW_EF_GRID = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-COARSE_TO_FINE_GRID = ((50, 50), (50, 75), (50, 100), (100, 100), (100, 150), (100, 200), (200, 200), (200, 400),
-                       (200, 600), (300, 600), (400, 800))
+COARSE_TO_FINE_GRID = ((25, 50), (25, 75), (50, 50), (50, 75), (50, 100), (100, 100), (100, 150), (100, 200), (200, 200),
+                       (200, 400), (200, 600), (300, 600), (400, 800))
+# Ours' own knob on a calibrated store: the target recall of its per-query effort policy.
+ADAPTIVE_TARGETS = (0.9, 0.95, 0.98, 0.99, 0.995)
 
 
 def _tree_size(path: Path) -> int:
@@ -134,4 +139,4 @@ def _tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "build.json")
 
 
-__all__ = ["COARSE_TO_FINE_GRID", "HNSW_EF_GRID", "Peer", "Skip"]
+__all__ = ["ADAPTIVE_TARGETS", "COARSE_TO_FINE_GRID", "HNSW_EF_GRID", "Peer", "Skip"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .peer_base import COARSE_TO_FINE_GRID, HNSW_EF_GRID, Peer, Skip
+from .peer_base import ADAPTIVE_TARGETS, COARSE_TO_FINE_GRID, HNSW_EF_GRID, Peer, Skip
 from .peers_frameworks import LangChainInMemory, LlamaIndexSimple, QdrantLocal
 from .peers_native import PEERS_NATIVE
 
@@ -74,12 +74,24 @@ class Ours(Peer):
         self.store = MRLStore.open(self.cache / "store")
 
     def settings(self) -> list[dict[str, Any]]:
+        """The fixed efforts every coarse-to-fine method is swept over, the recorded fixed default,
+        and, on a calibrated store, its own knob: the target recall (``ADAPTIVE_TARGETS``, each the
+        store's calibrated per-query policy: ``search(q, target_recall=t)``)."""
+        m = self.store.manifest
         grid = [{"shortlist": s, "ef": e} for s, e in COARSE_TO_FINE_GRID]
-        default = self.default_setting()
-        return grid if default in grid else grid + [default]
+        fixed = {"shortlist": m.shortlist, "ef": m.ef}
+        grid = grid if fixed in grid else grid + [fixed]
+        if m.calibration is None:
+            return grid
+        return grid + [{"target_recall": t} for t in ADAPTIVE_TARGETS]
 
     def default_setting(self) -> dict[str, Any]:
+        """What ``store.search(q)`` runs with no knobs: the calibrated policy for the store's target
+        (until 2026-12-06 the headline was the fixed shortlist/ef tune records, which a default search
+        runs only on a store without a calibration)."""
         m = self.store.manifest
+        if m.calibration is not None and m.target_recall is not None:
+            return {"target_recall": m.target_recall}
         return {"shortlist": m.shortlist, "ef": m.ef}
 
     def search(self, query: np.ndarray, k: int) -> np.ndarray:
@@ -89,8 +101,8 @@ class Ours(Peer):
     def async_qps(self, queries: np.ndarray, k: int, seconds: float, concurrency: int) -> float:
         """``MRLIndex.aquery`` (the only async search: the provider's ``aembed_query``, then
         ``asyncio.to_thread(store.search)``) with ``concurrency`` tasks on one event loop, at the
-        measured setting (shortlist and ef). Without it, a calibrated store's adaptive default
-        would be timed instead."""
+        measured setting (shortlist and ef, or the target recall). Without it, a calibrated store's
+        adaptive default would be timed whatever the setting."""
         import asyncio  # noqa: PLC0415
 
         from ..index import MRLIndex  # noqa: PLC0415
@@ -99,7 +111,7 @@ class Ours(Peer):
         provider = StoredQueries(self.store.spec.model if self.store.spec else "stored-queries", self.store.full_dim, queries)
         index = MRLIndex(provider, store=self.store)
         texts = [f"q{i}" for i in range(len(queries))]
-        shortlist, ef = self.setting.get("shortlist"), self.setting.get("ef")
+        shortlist, ef, target = self.setting.get("shortlist"), self.setting.get("ef"), self.setting.get("target_recall")
 
         async def run() -> float:
             started = time.perf_counter()
@@ -108,7 +120,7 @@ class Ours(Peer):
                 count = 0
                 while True:
                     for text in texts[offset::concurrency]:
-                        await index.aquery(text, k=k, shortlist=shortlist, ef=ef)
+                        await index.aquery(text, k=k, shortlist=shortlist, ef=ef, target_recall=target)
                         count += 1
                     if time.perf_counter() - started >= seconds:
                         return count
@@ -134,7 +146,9 @@ class Ours(Peer):
         return out
 
     def _manifest(self) -> dict[str, Any]:
-        return {"manifest": {"prefix_dim": self.store.prefix_dim, **self.default_setting()}}
+        m = self.store.manifest
+        return {"manifest": {"prefix_dim": m.prefix_dim, "shortlist": m.shortlist, "ef": m.ef, "target_recall": m.target_recall,
+                             "calibrated": m.calibration is not None}}
 
     def close(self) -> None:
         store = getattr(self, "store", None)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mrl_retrievers.bench.cli import main
+from mrl_retrievers.bench.peer_base import ADAPTIVE_TARGETS
 
 N = 10_000
 EXPECTED = ["ours", "ours-numpy", "ours-ro", "numpy", "hnswlib", "faiss-hnsw", "faiss-refine", "langchain", "llamaindex", "qdrant-local"]
@@ -63,15 +64,20 @@ def test_every_applicable_peer_ran_with_sane_recall(bench_run):
     # ours: tuned defaults recorded, a cold measurement that really read from storage
     ours = by["ours"]
     assert ours["build"]["tune"]["applied"] is True
-    assert ours["headline"]["setting"] == {k: ours["extra"]["manifest"][k] for k in ("shortlist", "ef")}
+    # its headline is its default search (the calibrated policy for the store's target); its sweep
+    # holds the fixed default tune recorded and its own knob, the target recall
+    manifest, swept = ours["extra"]["manifest"], [p["setting"] for p in ours["points"]]
+    assert manifest["calibrated"] and ours["headline"]["setting"] == {"target_recall": manifest["target_recall"]}
+    assert {"shortlist": manifest["shortlist"], "ef": manifest["ef"]} in swept
+    assert all({"target_recall": t} in swept for t in ADAPTIVE_TARGETS)
     assert ours["headline"]["cold_queries"] == 10 and "rerank_cold_p50_ms" in ours["extra"]
     assert ours["memory"]["index_mb"] > 0 and ours["disk_mb"] > 0
     # ours-numpy: the same store, scored by numpy instead of the compiled kernel: the same recall
-    twin = {(p["setting"]["shortlist"], p["setting"]["ef"]): p["recall"] for p in by["ours-numpy"]["points"]}
-    compiled = {(p["setting"]["shortlist"], p["setting"]["ef"]): p["recall"] for p in ours["points"]}
+    twin = {tuple(p["setting"].items()): p["recall"] for p in by["ours-numpy"]["points"]}
+    compiled = {tuple(p["setting"].items()): p["recall"] for p in ours["points"]}
     assert twin.keys() == compiled.keys() and all(abs(twin[s] - compiled[s]) <= 0.005 for s in twin), (twin, compiled)
     # ours-ro: the same store through a read-only handle: the same answers, so the same recall
-    read_only = {(p["setting"]["shortlist"], p["setting"]["ef"]): p["recall"] for p in by["ours-ro"]["points"]}
+    read_only = {tuple(p["setting"].items()): p["recall"] for p in by["ours-ro"]["points"]}
     assert read_only == compiled
 
 
