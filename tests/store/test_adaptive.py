@@ -22,7 +22,8 @@ from mrl_retrievers.bench.synthetic import dataset, queries_near
 from mrl_retrievers.config import load_config
 from mrl_retrievers.errors import ConfigError, InvalidInputError
 from mrl_retrievers.store import effort, open_store
-from mrl_retrievers.store.local import calibration
+from mrl_retrievers.store.local import calibration, kernel
+from mrl_retrievers.store.local.calibration import level_cost
 from mrl_retrievers.store.effort import Calibration, EffortPolicy, Measured
 from mrl_retrievers.store.local.manifest import MANIFEST_NAME
 from mrl_retrievers.store.local.manifest import _checksum as _manifest_checksum
@@ -146,12 +147,18 @@ def test_choose_bounds_each_stratum_not_only_the_pooled_probes():
     assert levels == ((16, 16),) and low >= 0.99
 
 
+@pytest.mark.parametrize("path", ["compiled", "numpy twin"])
 @pytest.mark.parametrize("exact", [False, True])
-def test_the_simulated_climb_stops_where_a_query_climbing_level_by_level_would(exact):
-    """``_simulate`` (what ``choose`` ranks thousands of candidates by, vectorized) against the climb
-    written out per probe and threshold: stop at the first visited level whose confidence reaches
-    the threshold; past the last judged level the exact scan (or the last level); ties pass,
-    +inf passes every finite threshold and an +inf threshold only +inf, NaN never passes."""
+def test_the_simulated_climb_stops_where_a_query_climbing_level_by_level_would(exact, path, monkeypatch):
+    """``_simulate`` (what ``choose`` ranks thousands of candidates by: ``kernel.simulate``, compiled
+    or its numpy twin) against the climb written out per probe and threshold: stop at the first
+    visited level whose confidence reaches the threshold; past the last judged level the exact scan
+    (or the last level); ties pass, +inf passes every finite threshold and an +inf threshold only
+    +inf, NaN never passes."""
+    if path == "compiled" and not kernel.compiled():
+        pytest.skip("the compiled kernel is not in use here")
+    if path == "numpy twin":
+        monkeypatch.setattr(kernel, "_compiled", None)
     rng = np.random.default_rng(3)
     nq, nl = 40, 7
     recall = rng.choice([0.0, 0.5, 0.9, 1.0], size=(nq, len(calibration.EF_RATIOS), nl))
@@ -173,6 +180,28 @@ def test_the_simulated_climb_stops_where_a_query_climbing_level_by_level_would(e
                     assert got[i, t] == (recall[i, b, visited[want]] if want < len(visited) else 1.0)
                     spent = steps[want] if want < len(visited) else steps[-1] + calibration.COST_PER_LEVEL + 1e4
                     assert cost[i, t] == pytest.approx(spent, rel=1e-12)
+
+
+@pytest.mark.skipif(not kernel.compiled(), reason="the compiled kernel is not in use here")
+def test_choose_picks_the_same_policies_with_the_compiled_simulation_as_with_numpy(monkeypatch):
+    """The compiled simulation only picks numbers (a stop, its cost, its recall): ``choose`` records
+    the same policies and the same figures, to the bit, with it and with the numpy twin (a trace
+    with strata, near-ties, infinite confidences and levels where everything is complete)."""
+    rng = np.random.default_rng(11)
+    nq, nl = 300, 9
+    shortlists = [16, 24, 32, 48, 64, 96, 128, 192, 256]
+    hard = rng.uniform(0, 1, size=(nq, 1, 1))
+    depth = np.arange(nl)[None, None, :]
+    recall = np.clip(np.round(1 - hard * np.exp(-depth / 2.5) + rng.normal(0, 0.05, (nq, len(calibration.EF_RATIOS), nl)), 1), 0, 1)
+    conf = np.stack([np.round(6 * recall - 3 * hard + rng.normal(0, 0.5, recall.shape), 2), rng.uniform(0.5, 0.9, recall.shape)], axis=-1)
+    conf[:, :, -2:, 0][recall[:, :, -2:] >= 1] = np.inf
+    costs = np.array([[level_cost(s, r * s, 128, 1024) for s in shortlists] for r in calibration.EF_RATIOS])
+    strata = rng.integers(0, 3, nq)
+    args = (recall[:, :, :], conf, costs, 5000.0, shortlists, [0.9, 0.95, 0.99], 1.645, 0.99, strata)
+    compiled = calibration.choose(*args)
+    monkeypatch.setattr(kernel, "_compiled", None)
+    assert calibration.choose(*args) == compiled
+    assert compiled[0], "the trace must leave something to choose"
 
 
 def test_choose_records_nothing_for_a_target_no_policy_reaches():

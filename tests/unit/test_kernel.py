@@ -147,6 +147,28 @@ def test_wrong_arrays_are_type_errors_not_crashes(rng):
         kernel._compiled.scores(matrix, rows, query, np.frombuffer(bytes(12), dtype=np.float32))
 
 
+
+@compiled_only
+def test_the_calibrations_simulation_refuses_arrays_it_would_read_past():
+    """``simulate`` indexes the trace by the ladder's levels and writes (probes, thresholds) outputs:
+    every shape, ratio, level and ``last`` is checked before it reads or writes a byte."""
+    conf, recall = np.zeros((4, 2, 5)), np.ones((4, 2, 5))
+    taus = np.array([0.5, 1.0])
+
+    def call(conf=conf, recall=recall, b=0, ladder=np.array([0, 2]), last=1, cumulative=np.zeros(3), out=(4, 2)):
+        outs = np.empty(out), np.empty(out), np.empty(out, np.int64)
+        return kernel._compiled.simulate(conf, recall, b, ladder, last, cumulative, taus, *outs)
+
+    assert call() == 0
+    for bad in ({"b": 2}, {"b": -1}, {"ladder": np.array([0, 5])}, {"ladder": np.array([-1, 2])}, {"last": 3}, {"last": -1},
+                {"cumulative": np.zeros(2)}, {"recall": np.ones((4, 2, 4))}, {"out": (3, 2)}, {"out": (4, 3)}):
+        with pytest.raises(ValueError):
+            call(**bad)
+    with pytest.raises(TypeError):
+        call(conf=conf.astype(np.float32))
+    with pytest.raises(ValueError, match="contiguous"):
+        call(recall=np.ones((4, 2, 10))[:, :, ::2])
+
 @compiled_only
 def test_scoring_releases_the_gil(rng):
     """A thread that wakes every millisecond gets to run Python while a long scoring call is in C

@@ -486,6 +486,7 @@ def choose(recall: np.ndarray, conf: np.ndarray, costs: np.ndarray, exact_cost: 
     target when the lower confidence bound of its recall over all probes does, and the bound of each
     stratum (near, middle and far probes) does too, so it holds for a mix of such queries."""
     nq = recall.shape[0]
+    recall = np.ascontiguousarray(recall)  # the trace's is a slice: copied once, not at each of thousands of simulations
     strata = np.zeros(nq, dtype=np.int64) if strata is None else np.asarray(strata)
     half = np.arange(nq) % 2 == 0  # interleaved: the probe sample is sorted by row
     table = _Candidates(_candidates(recall, conf, costs, exact_cost, shortlists, half, z, strata))
@@ -598,19 +599,12 @@ def _simulate(recall, conf, costs, exact_cost, b, visited, exact, taus):
     """Per probe and threshold: modeled cost, recall where it stops, and the stop (len(visited):
     the exact scan), for one ladder; (probes, thresholds) arrays."""
     levels = np.array(visited)
-    judged = conf[:, b, levels]
-    taus = np.asarray(taus, dtype=float)
-    # The first level whose confidence passes; past the last: the exact scan, or (none) the last
-    # level, which stops everyone. Judged from the last level down, so the first one passed wins.
+    # The first level whose confidence passes; past the last: the exact scan (which finds all), or
+    # (none) the last level, which stops everyone.
     last = len(levels) if exact else len(levels) - 1
-    stop = np.full((len(conf), len(taus)), last)
-    for j in range(last - 1, -1, -1):
-        stop[judged[:, j, None] >= taus[None, :]] = j
     cumulative = np.cumsum(costs[b, levels] + COST_PER_LEVEL) - COST_PER_LEVEL
     cumulative = np.append(cumulative, cumulative[-1] + COST_PER_LEVEL + exact_cost)
-    reached = np.append(recall[:, b, levels], np.ones((len(recall), 1)), axis=1)  # the exact scan finds all
-    got = np.take_along_axis(reached, stop, axis=1)
-    return cumulative[stop], got, stop
+    return kernel.simulate(conf, recall, b, levels, last, cumulative, taus)
 
 
 def replay(policy: EffortPolicy, recall: np.ndarray, conf: np.ndarray, shortlists: Sequence[int], prefix_dim: int,
