@@ -293,6 +293,25 @@ def test_search_exact_batch_is_search_exact_for_each_query(tmp_path, rng):
             assert np.allclose([[h.score for h in hits] for hits in batch], [[h.score for h in hits] for hits in single], atol=1e-5)
 
 
+
+@pytest.mark.parametrize("exact_below", [None, 0])  # the small-store cache, and the scan of the vector file
+def test_exact_search_alone_and_in_a_batch_return_the_same_copies_of_a_duplicate(tmp_path, rng, exact_below):
+    """Each of 50 vectors stored 40 times (a text ingested twice is a vector stored twice): every
+    copy ties, and both exact searches return the lowest rows among them, the same ids. Before,
+    each kept an arbitrary few of the tied copies at the cut: 0 of 8 queries agreed."""
+    base = unit_rows(rng, 50, 64)
+    data = np.repeat(base, 40, axis=0)[rng.permutation(2000)]
+    options = {} if exact_below is None else {"exact_below": exact_below}
+    with MRLStore.create(tmp_path / "s", full_dim=64, prefix_dim=16, **options) as store:
+        store.add(ids(2000), data)
+        queries = base[:8] + 0.01 * unit_rows(rng, 8, 64)
+        batch = [[h.id for h in hits] for hits in store.search_exact_batch(queries, k=10)]
+        single = [[h.id for h in store.search_exact(q, k=10)] for q in queries]
+        assert batch == single
+        for q, found in enumerate(single):
+            copies = np.flatnonzero(np.all(data == base[q], axis=1))
+            assert found == [ids(2000)[row] for row in copies[:10]]
+
 @pytest.mark.parametrize("folder", ["notes #2", "what?", "100%", "a b"])
 def test_a_store_in_a_folder_whose_name_is_special_in_a_uri_searches_and_opens_read_only(tmp_path, rng, folder):
     """SQLite read-only connections are opened by URI: an unescaped '#' or '?' in a folder name ended

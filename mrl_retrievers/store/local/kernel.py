@@ -86,11 +86,15 @@ def dot(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 
 def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` (score descending, row ascending on ties: deterministic)."""
+    """Best ``k`` (score descending, row ascending on ties: deterministic). Every row tied with the
+    k-th score is kept until the sort, so the lower rows win a tie at the cut too (a partition alone
+    keeps an arbitrary few of them: the exact search then returned other copies of a stored
+    duplicate than the compiled search, and than a batch of exact searches)."""
     if len(rows) > k:
-        keep = np.argpartition(-scores, k - 1)[:k]
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th best score
+        keep = np.flatnonzero(scores >= kth)
         rows, scores = rows[keep], scores[keep]
-    order = np.lexsort((rows, -scores))
+    order = np.lexsort((rows, -scores))[:k]
     return rows[order], scores[order]
 
 
