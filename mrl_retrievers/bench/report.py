@@ -249,10 +249,16 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     fig, (ax, near) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
     colours, markers = plt.get_cmap("tab20").colors, "os^D"
     for i, (method, r) in enumerate(_ok(report).items()):
-        points = sorted(r["points"], key=lambda p: p["p50_ms"])
+        # A curve joins a method's fixed settings; a target-recall knob's points (each a per-query
+        # policy, not a point on that curve) stand apart as stars, or the curve would zig-zag.
+        knob = [p for p in r["points"] if "target_recall" in p.get("setting", {})]
+        points = sorted((p for p in r["points"] if p not in knob), key=lambda p: p["p50_ms"])
         style = {"marker": markers[i % 4], "color": colours[i % len(colours)]}
         for axis in (ax, near):
             axis.plot([p["p50_ms"] for p in points], [p["recall"] for p in points], ms=3, label=method, **style)
+            if knob:
+                axis.plot([p["p50_ms"] for p in knob], [p["recall"] for p in knob], ls="none", marker="*", ms=8,
+                          color=style["color"], label=f"{method}, target_recall")
             h = r["headline"]
             axis.plot([h["p50_ms"]], [h["recall"]], marker="o", ms=10, mfc="none", color=style["color"])
     ds = report["dataset"]
