@@ -191,13 +191,14 @@ def test_choose_picks_the_same_policies_with_the_compiled_simulation_as_with_num
     nq, nl = 300, 9
     shortlists = [16, 24, 32, 48, 64, 96, 128, 192, 256]
     hard = rng.uniform(0, 1, size=(nq, 1, 1))
-    depth = np.arange(nl)[None, None, :]
-    recall = np.clip(np.round(1 - hard * np.exp(-depth / 2.5) + rng.normal(0, 0.05, (nq, len(calibration.EF_RATIOS), nl)), 1), 0, 1)
+    depth = np.arange(nl + 2)[None, None, :]
+    traced = np.clip(np.round(1 - hard * np.exp(-depth / 2.5) + rng.normal(0, 0.05, (nq, len(calibration.EF_RATIOS), nl + 2)), 1), 0, 1)
+    recall = traced[:, :, :nl]  # a slice, as ``trace`` returns it (not contiguous)
     conf = np.stack([np.round(6 * recall - 3 * hard + rng.normal(0, 0.5, recall.shape), 2), rng.uniform(0.5, 0.9, recall.shape)], axis=-1)
     conf[:, :, -2:, 0][recall[:, :, -2:] >= 1] = np.inf
     costs = np.array([[level_cost(s, r * s, 128, 1024) for s in shortlists] for r in calibration.EF_RATIOS])
     strata = rng.integers(0, 3, nq)
-    args = (recall[:, :, :], conf, costs, 5000.0, shortlists, [0.9, 0.95, 0.99], 1.645, 0.99, strata)
+    args = (recall, conf, costs, 5000.0, shortlists, [0.9, 0.95, 0.99], 1.645, 0.99, strata)
     compiled = calibration.choose(*args)
     monkeypatch.setattr(kernel, "_compiled", None)
     assert calibration.choose(*args) == compiled

@@ -317,9 +317,8 @@ static PyObject *py_simulate(PyObject *self, PyObject *const *args, Py_ssize_t n
         Py_ssize_t n = v[CONF].shape[0], ratios = v[CONF].shape[1], levels = v[CONF].shape[2];
         Py_ssize_t m = v[LADDER].shape[0], t = v[TAUS].shape[0];
         const int64_t *ladder = v[LADDER].buf;
-        int ok = b >= 0 && b < ratios && m >= 1 && last >= 0 && last <= m && v[CUMULATIVE].shape[0] == m + 1;
-        for (int i = RECALL; ok && i <= RECALL; i++)
-            ok = v[i].shape[0] == n && v[i].shape[1] == ratios && v[i].shape[2] == levels;
+        int ok = b >= 0 && b < ratios && m >= 1 && last >= 0 && last <= m && v[CUMULATIVE].shape[0] == m + 1 &&
+                 v[RECALL].shape[0] == n && v[RECALL].shape[1] == ratios && v[RECALL].shape[2] == levels;
         for (int i = COST; ok && i <= STOP; i++) ok = v[i].shape[0] == n && v[i].shape[1] == t;
         for (Py_ssize_t s = 0; ok && s < m; s++) ok = ladder[s] >= 0 && ladder[s] < levels;
         if (!ok) {

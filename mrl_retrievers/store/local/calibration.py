@@ -604,7 +604,7 @@ def _simulate(recall, conf, costs, exact_cost, b, visited, exact, taus):
     last = len(levels) if exact else len(levels) - 1
     cumulative = np.cumsum(costs[b, levels] + COST_PER_LEVEL) - COST_PER_LEVEL
     cumulative = np.append(cumulative, cumulative[-1] + COST_PER_LEVEL + exact_cost)
-    return kernel.simulate(conf, recall, b, levels, last, cumulative, taus)
+    return kernel.simulate(recall, conf, b, levels, last, cumulative, taus)
 
 
 def replay(policy: EffortPolicy, recall: np.ndarray, conf: np.ndarray, shortlists: Sequence[int], prefix_dim: int,

@@ -151,11 +151,11 @@ def confidence_parts(sims: np.ndarray, scores: np.ndarray, k: int) -> tuple[floa
     return _compiled.confidence(np.ascontiguousarray(sims), np.ascontiguousarray(scores), k)
 
 
-def simulate(conf: np.ndarray, recall: np.ndarray, b: int, ladder: np.ndarray, last: int, cumulative: np.ndarray,
+def simulate(recall: np.ndarray, conf: np.ndarray, b: int, ladder: np.ndarray, last: int, cumulative: np.ndarray,
              taus) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One candidate policy run on a calibration's trace, for every probe and threshold: (cost, recall
-    got, stop), each (probes, thresholds). ``conf`` and ``recall`` are the trace's (probes, ratios,
-    levels) arrays (the confidence combined with the policy's weight); the policy climbs the levels
+    got, stop), each (probes, thresholds). ``recall`` and ``conf`` are the trace's (probes, ratios,
+    levels) arrays (the confidence combined with the policy's weight), in ``calibration``'s order; the policy climbs the levels
     ``ladder`` of ratio ``b``, and a probe stops at the first of the first ``last`` whose confidence
     is >= the threshold, else at ``last`` (``len(ladder)``: the exact scan, which finds everything),
     paying ``cumulative[stop]``. ``calibration._simulate`` says why; the calibration asks it of

@@ -116,7 +116,7 @@ def fold_top_k(best: tuple[np.ndarray, np.ndarray], rows: np.ndarray, scores: np
     n, nq = scores.shape
     if best_rows.shape[1] >= k:  # a score equal to the k-th is a later (higher) row's: it loses
         enters = scores > best_scores[:, k - 1]
-    elif n > k:  # the first block: each query's k best in it, and any row tied with the k-th
+    elif n > k:  # lists not full yet (the first block): each query's k best here, and any row tied with the k-th
         enters = scores >= np.partition(scores, n - k, axis=0)[n - k]
     else:
         enters = np.ones(scores.shape, dtype=bool)
