@@ -516,6 +516,32 @@ def test_the_trace_reads_no_row_again_when_the_truth_pass_scores_fit(tmp_path, c
     assert kept.policies.keys() == reread.policies.keys()
 
 
+def test_the_trace_ranks_a_level_as_the_search_does_when_copies_tie(tmp_path, rng):
+    """A store holding each vector 4 times (a text ingested again): a probe's top-10 often cuts
+    through a group of tied copies. The trace's recall at each level must be the recall of what the
+    search answers from that level's shortlist (the rerank, ``best_of``: ties to the lower row, as
+    the truth's ``fold_top_k``). The trace ranked a level by its own rule (ties in the graph's
+    order), so it counted misses the search does not make, and the calibration paid for them."""
+    base = rng.standard_normal((300, 32)).astype(np.float32)
+    data = np.repeat(base / np.linalg.norm(base, axis=1, keepdims=True), 4, axis=0)[rng.permutation(1200)]
+    with MRLStore.create(tmp_path / "dups", full_dim=32, prefix_dim=8) as s:
+        s._s.auto_calibrate = False
+        s.add([str(i) for i in range(len(data))], data)
+        traced = s.diagnostics.trace_probes(64, seed=3)
+        state = s._s
+        live = state.docs.live_rows()
+        own, probes, _ = calibration.draw_probes(state, live, 64, np.random.default_rng(3))  # the trace's own draw
+        truth = calibration.exact_top_rows(state, live, own, probes, 10)
+        for level, shortlist in enumerate(traced.shortlists):
+            for b, ratio in enumerate(calibration.EF_RATIOS):
+                found, _ = state.ann.query(kernel.unit_prefixes(probes, 8), shortlist + 1, ratio * shortlist + 1)
+                for i, q in enumerate(probes):
+                    candidates = found[i][found[i] != own[i]][:shortlist]
+                    answer, _ = state.vectors.best_of(candidates, q, 10)
+                    want = len(set(answer.tolist()) & set(truth[i].tolist())) / 10
+                    assert traced.recall[i, b, level] == want, (shortlist, ratio, i)
+
+
 def test_a_policy_is_recorded_however_many_cheaper_candidates_fail_the_second_half():
     """Observed at 1M x 1024, prefix 128 (adaptive-compare's store): the checkpoint calibration at
     600k rows recorded no policy for 0.99 or 0.995, so the store searched at the fixed 200/400

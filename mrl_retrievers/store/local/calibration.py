@@ -371,7 +371,7 @@ def trace(state: "StoreState", queries: np.ndarray, own: np.ndarray, truth: np.n
                     f = _scores(state, r, queries[i])
                 else:
                     f = rows_of[i].scores(r, lambda fresh, q=queries[i]: state.vectors.scores_of(fresh, q))
-                top = r[np.argsort(-f, kind="stable")[:K]]
+                top = kernel.best_scored(r, f, K)[0]  # the search's own answer at this level (ties: the lower row)
                 recall[i, b, level] = len(truth_sets[i].intersection(top.tolist())) / max(1, len(truth_sets[i]))
                 conf[i, b, level] = kernel.confidence_parts(s, f, K)
         following[b] += 1
