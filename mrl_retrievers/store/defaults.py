@@ -4,6 +4,9 @@
 DEFAULT_SHORTLIST = 200
 DEFAULT_EF = 400
 DEFAULT_EXACT_BELOW = 2048
+# Stores of at most this many live items are never calibrated (store/local/calibration.py): too few
+# rows to leave each probe its own neighbours; below exact_below they are scanned exactly anyway.
+MIN_CALIBRATED_LIVE = 1000
 DEFAULT_M = 16
 # Build effort of the coarse graph. Measured at 1M x 1024 (docs/benchmarks.md, "Build"): 100 or 150
 # save only 25% or 12% of the build, and the graph then misses neighbours that no setting in tune's

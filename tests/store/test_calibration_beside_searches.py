@@ -19,7 +19,9 @@ N, DIM, PREFIX = 3000, 64, 8
 def test_searches_run_while_a_checkpoint_calibrates(tmp_path, monkeypatch):
     data = dataset(N, DIM, seed=7, decay=0.5)
     store = MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=PREFIX)
+    store._s.auto_calibrate = False  # the add below would calibrate (test_searches_run_while_an_add_calibrates)
     store.add([str(i) for i in range(N)], data)
+    store._s.auto_calibrate = True
     measuring, release = threading.Event(), threading.Event()
     real = calibration.calibrate
 
@@ -43,6 +45,38 @@ def test_searches_run_while_a_checkpoint_calibrates(tmp_path, monkeypatch):
         checkpointing.join(timeout=60)
     assert store.manifest.calibration is not None and store.manifest.calibration.source == "checkpoint"
     assert store.manifest.calibration.live == N
+    store.close()
+
+
+def test_searches_run_while_an_add_calibrates(tmp_path, monkeypatch):
+    """The add that takes the store past ``exact_below`` calibrates it before returning (under the
+    read lock): another thread's searches answer meanwhile, by an exact scan (no calibration yet)."""
+    data = dataset(N, DIM, seed=7, decay=0.5)
+    store = MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=PREFIX)
+    store.add([str(i) for i in range(1000)], data[:1000])  # below exact_below: no calibration
+    measuring, release = threading.Event(), threading.Event()
+    real = calibration.calibrate
+
+    def slow_calibrate(state, **kw):
+        measuring.set()
+        release.wait(timeout=30)
+        return real(state, **kw)
+
+    monkeypatch.setattr(calibration, "calibrate", slow_calibrate)
+    adding = threading.Thread(target=store.add, args=([str(i) for i in range(1000, N)], data[1000:]))
+    adding.start()
+    try:
+        assert measuring.wait(timeout=30), "the add did not calibrate"
+        answered = []
+        searching = threading.Thread(target=lambda: answered.append(store.search(data[2500], k=3)))
+        searching.start()
+        searching.join(timeout=10)
+        assert answered and answered[0][0].id == "2500", "a search waited for the calibration"
+        assert store.manifest.calibration is None and store._searcher.plan(10, None, None).exact_below >= N
+    finally:
+        release.set()
+        adding.join(timeout=60)
+    assert store.manifest.calibration is not None and store.manifest.calibration.live == N
     store.close()
 
 

@@ -50,6 +50,7 @@ import numpy as np
 from ...checks import positive_int
 from ...errors import InvalidInputError, MRLError
 from ...mrl import normalize
+from ..defaults import MIN_CALIBRATED_LIVE
 from ..effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target
 from .search import fold_top_k
 from . import kernel
@@ -116,7 +117,7 @@ STRATA = 3  # equal-width bands of noise: near, middle and far probes
 # 1.5 costs ~1.5x the calibration work of doubling over a store's growth (sum of a geometric series).
 GROWTH = 1.5
 K = 10
-MIN_LIVE = 1000
+MIN_LIVE = MIN_CALIBRATED_LIVE  # stores this small are never calibrated
 _THRESHOLDS = np.linspace(0.02, 0.98, 25)
 # Candidates confirmed by ``_measure`` per target, cheapest first: a guard, as every candidate that
 # reaches it already holds on the second half by the vectorized bound (``_Candidates.check``).

@@ -489,6 +489,19 @@ class DocStore:
             return
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('manifest', ?)", (manifest_copy,))
 
+    def announce(self) -> None:
+        """A commit that changes no row, only the generation: the manifest's search settings changed
+        (a calibration, ``tune``), and read-only handles in other processes re-read them when they
+        see the generation move (``follow.catch_up``)."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._bump(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
     def _bump(self, conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 

@@ -4,9 +4,10 @@ A read-only store (another process writes it, or nobody does) keeps its own coar
 and maps the vector file of the row epoch it reflects; ``StoreState.token`` names the committed
 state those reflect. Each read opens a SQLite read transaction (``DocStore.snapshot``). If the
 snapshot is newer than the token, the handle first catches up under its write lock: rows committed
-since are added to its index, new tombstones are marked (read from ``tombstone_log``), and after a
-compaction (a new epoch) it maps the new vector file and loads the writer's checkpoint of that
-epoch or rebuilds the index from the file. Then the whole read — coarse search, rerank, checksum
+since are added to its index, new tombstones are marked (read from ``tombstone_log``), the writer's
+newer search settings are taken from the manifest (a calibration or ``tune`` announces itself with
+a commit), and after a compaction (a new epoch) it maps the new vector file and loads the writer's
+checkpoint of that epoch or rebuilds the index from the file. Then the whole read — coarse search, rerank, checksum
 checks, ids, texts and metadata — runs inside that one snapshot, so the rows it ranks, the ids it
 returns and the scores it reports all belong to one state. A compaction cannot pull a vector file
 away from a reader: the writer unlinks the old file, and the reader's open descriptor and map keep
@@ -30,9 +31,10 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
-from ...errors import CorruptStoreError, StoreIOError
+from ...errors import CorruptStoreError, MRLError, StoreIOError
 from .docstore import CommittedState, StaleRead
 from .manifest import load_manifest
+from .state import search_settings
 from .vectors import VectorFile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,7 +128,25 @@ def catch_up(state: "StoreState", snap: CommittedState) -> None:
         insert_prefixes(state.ann, state.vectors, np.arange(state.rows, snap.rows, dtype=np.int64), state.ann.dim)
         state.rows = snap.rows
         _apply_tombstones(state, snap)
+        _adopt_search_settings(state)
     state.token = snap.token
+
+
+def _adopt_search_settings(state: "StoreState") -> None:
+    """Take the writer's newer search settings (calibration, target, shortlist/ef: recorded in the
+    manifest, announced by a commit) while this handle's rows and index stay; a manifest of another
+    width is the writer's reindex, which this handle follows with the index. Until the seventeenth
+    session a read-only handle re-read the manifest only on a new row epoch, so a serving process
+    beside an ingesting one never used the writer's calibrations."""
+    try:
+        newer = load_manifest(state.directory)
+    except (MRLError, OSError) as exc:  # derived settings: keep searching with the ones held
+        log.warning("read-only handle on %s kept its search settings (%s)", state.directory, exc)
+        return
+    held = state.manifest
+    if (newer.prefix_dim, newer.funnel_dim) == (held.prefix_dim, held.funnel_dim) and search_settings(newer) != search_settings(held):
+        state.manifest = dataclasses.replace(held, target_recall=newer.target_recall, calibration=newer.calibration,
+                                             shortlist=newer.shortlist, ef=newer.ef)
 
 
 def _apply_tombstones(state: "StoreState", snap: CommittedState) -> None:

@@ -18,6 +18,7 @@ from ...metadata import load_metadata
 from ...mrl import normalize, prefix
 from ...types import Hit
 from .. import effort
+from ..defaults import MIN_CALIBRATED_LIVE
 from .ann import AnnIndex
 from ..validation import check_k
 from . import kernel
@@ -41,6 +42,14 @@ class SearchPlan:
     funnel_dim: int | None
     policy: effort.EffortPolicy | None = None  # adaptive effort (shortlist/ef: its last level)
 
+
+# A store that needs a calibration and has none yet (a bulk load or ``tune`` paused it, it failed, a
+# read-only handle reads while the writer measures) is scanned exactly up to this many stored values
+# (live x full_dim: 65,536 rows at 1024 dims, ~25 ms a search): the fixed defaults it would search at
+# otherwise miss the target silently (recall@10 0.53 at 4,000 x 96, prefix 6, where the calibrated
+# search gives 0.999: tests/store/test_live_store_recall.py). Above it a scan costs more than waiting
+# for the calibration is worth, and the defaults serve.
+EXACT_UNCALIBRATED = 1 << 26
 
 # Float32 bytes one block of an exact scan or a deep shortlist holds (a 65,536-row shortlist at 1024
 # dims would be 256 MB at once; per block the gather's cost is amortized over thousands of rows).
@@ -239,7 +248,8 @@ class Searcher:
         m = self.s.manifest
         # A calibrated policy widens as the store grows past the size it was measured at (in steps).
         grown = effort.growth(m.calibration.live, self.s.ann.live) if m.calibration is not None else 1.0
-        key = (k, type(k), shortlist, type(shortlist), ef, type(ef), target_recall, type(target_recall), grown)
+        scan = self._scan_until_calibrated(m)
+        key = (k, type(k), shortlist, type(shortlist), ef, type(ef), target_recall, type(target_recall), grown, scan)
         owner, plans = self._plans
         if owner is m:
             try:
@@ -251,12 +261,24 @@ class Searcher:
         else:
             plans = {}
             self._plans = (m, plans)
-        plan = self._resolve(m, k, shortlist, ef, target_recall, grown)  # the growth the key holds
+        plan = self._resolve(m, k, shortlist, ef, target_recall, grown, scan)  # the growth the key holds
         if len(plans) < 256:  # bounded: callers vary k and effort over a handful of values
             plans[key] = plan
         return plan
 
-    def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None, grown: float) -> SearchPlan:
+    def _scan_until_calibrated(self, m) -> bool:
+        """Whether this store is one that calibrates (a target, no funnel, past the sizes that never
+        do), has no calibration for its width yet, and is small enough to scan instead
+        (``EXACT_UNCALIBRATED``)."""
+        cal = m.calibration
+        if cal is not None and cal.prefix_dim == m.prefix_dim:
+            return False
+        live = self.s.ann.live
+        return (m.target_recall is not None and m.funnel_dim is None and live > max(m.exact_below, MIN_CALIBRATED_LIVE)
+                and live * m.full_dim <= EXACT_UNCALIBRATED)
+
+    def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None, grown: float,
+                 scan: bool = False) -> SearchPlan:
         for name, value in (("shortlist", shortlist), ("ef", ef)):
             if value is not None:
                 positive_int(name, value)
@@ -272,7 +294,10 @@ class Searcher:
         if target is not None and target >= 1:
             return replace(plan, exact_below=sys.maxsize)  # only an exact scan is sure to find everything
         policy, shortlist, ef = effort.resolve(target, m.calibration, plan.k, plan.shortlist, plan.ef, m.funnel_dim, m.prefix_dim, grown)
-        return replace(plan, shortlist=shortlist, ef=ef, policy=policy)
+        plan = replace(plan, shortlist=shortlist, ef=ef, policy=policy)
+        if policy is None and scan:  # nothing measured yet: scan rather than miss the target silently
+            return replace(plan, exact_below=sys.maxsize)
+        return plan
 
     def one(self, query: np.ndarray, plan: SearchPlan, flt) -> list[Hit]:
         allowed = self.s.docs.rows_matching(flt) if flt is not None else None

@@ -38,14 +38,24 @@ class StoreState:
     records: HitRecords = field(default_factory=HitRecords)  # hits' ids, texts and metadata, checked
     token: tuple = ()  # the committed state this handle's index and map reflect (read-only handles)
     tomb_seq: int = 0  # tombstone-log position applied to the index (read-only handles)
-    auto_calibrate: bool = True  # checkpoints recalibrate the search effort when needed (tune pauses it)
+    auto_calibrate: bool = True  # writes recalibrate the search effort when needed (tune and loads pause it)
 
     def set_manifest(self, manifest: Manifest) -> None:
-        """Replace the manifest (atomic); SQLite's copy follows when the store's settings changed."""
+        """Replace the manifest (atomic); SQLite's copy follows when the store's settings changed,
+        and a change of the search settings is announced to read-only handles (``follow``)."""
         manifest.save(self.directory)
         if manifest.copy_text() != self.manifest.copy_text():
             self.docs.save_manifest_copy(manifest.copy_text())
+        announce = search_settings(manifest) != search_settings(self.manifest)
         self.manifest = manifest
+        if announce:
+            self.docs.announce()
 
 
-__all__ = ["StoreState"]
+def search_settings(manifest: Manifest) -> tuple:
+    """What a read-only handle takes from a newer manifest while its rows and index stay (its width
+    must match: a reindex moves it with the index, ``follow``)."""
+    return (manifest.target_recall, manifest.calibration, manifest.shortlist, manifest.ef)
+
+
+__all__ = ["StoreState", "search_settings"]

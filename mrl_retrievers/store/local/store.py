@@ -259,7 +259,9 @@ class MRLStore:
 
         Everything is validated before anything is written; durable when it returns. Takes the
         write lock (searches wait). Costs one vector-file append, one SQLite commit and one
-        hnswlib insert per row.
+        hnswlib insert per row. The add that grows the store past 1.5x the size its search effort
+        was calibrated at (or past ``exact_below``, the first time) recalibrates it before
+        returning, under the read lock: searches keep running (``store/calibration.py``).
         """
         batch = self._prepare(ids, vectors, texts, metadatas)
         if not batch.ids:
@@ -296,11 +298,11 @@ class MRLStore:
             s.ann.mark_deleted(superseded)
             self._searcher.invalidate()
             crash_point("add:ann-updated")
-            checkpointed = checkpoints.checkpoint_due(s, CHECKPOINT_ROWS)
-            if checkpointed:
+            if checkpoints.checkpoint_due(s, CHECKPOINT_ROWS):
                 self._background_checkpoint()
-        if checkpointed:
-            self._calibrate_if_due()
+        # Not only at checkpoints: a store that stays open between them (most collections under
+        # 20,000 items never reach one before close) must not search uncalibrated.
+        self._calibrate_if_due()
 
     def bulk_add(self, source: Any, *, ids: Any = None, texts: Sequence[str | None] | None = None, name: str | None = None,
                  total: int | None = None, batch_rows: int = bulk.DEFAULT_BATCH_ROWS, progress: Any = False) -> bulk.LoadReport:
@@ -357,7 +359,7 @@ class MRLStore:
             log.warning("could not checkpoint the coarse index of %s (%s); it will be caught up on open", self.path, exc)
 
     def _calibrate_if_due(self, *, closing: bool = False) -> None:
-        """After a checkpoint: re-measure the search effort if the store grew (or its width changed)
+        """After a write: re-measure the search effort if the store grew (or its width changed)
         since the last calibration, as ``calibrate`` does: measured under the read lock, so this
         process's searches keep running (a calibration takes ~10 s at 20k items, minutes at 1M;
         under the write lock it stalled every search that long). Derived data: a failure is logged,
