@@ -5,6 +5,7 @@ then writes its steps in order on one worker thread while the next step is embed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Mapping
@@ -29,6 +30,8 @@ class StepWriter:
 
     The one pipelined writer under both ``add_texts`` (``with`` / ``put``) and ``aadd_texts``
     (``async with`` / ``aput``: the same worker thread and order, awaited instead of blocked on).
+    Steps written on the worker are one load for a store that offers ``loading`` (the local store:
+    one self-calibration after the last step, not one at each growth step; ``MRLStore.loading``).
     """
 
     def __init__(self, store: Callable[[], VectorStore | None], progress: Progress | None, total: int, *,
@@ -36,9 +39,13 @@ class StepWriter:
         self._store, self._progress, self._total = store, progress, total
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mrl-store-writer") if threaded else None
         self._pending: tuple[Future, int] | None = None
+        self._loading: contextlib.AbstractContextManager | None = None
 
     def put(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[Any], stop: int) -> None:
         self._drain()
+        if self._pool is not None and self._loading is None:  # the store exists from the first step on
+            self._loading = getattr(self._store(), "loading", contextlib.nullcontext)()
+            self._loading.__enter__()
         if self._pool is None:
             self._store().add(ids, vectors, texts=texts, metadatas=metadatas)
             self._report(stop)
@@ -82,6 +89,11 @@ class StepWriter:
                 self._pending = None
                 wait([future])
                 self._raise_failed(future)
+        except BaseException as failed:
+            self._end_load(failed)
+            raise
+        else:
+            self._end_load(exc)
         finally:
             self._close()
 
@@ -97,8 +109,19 @@ class StepWriter:
                 self._pending = None
                 await asyncio.wait([asyncio.wrap_future(future)])
                 self._raise_failed(future)
+        except BaseException as failed:
+            self._end_load(failed)
+            raise
+        else:
+            await asyncio.to_thread(self._end_load, exc)  # the load's calibration: seconds, off the loop
         finally:
             self._close()
+
+    def _end_load(self, error: BaseException | None) -> None:
+        """Leave the store's load: it calibrates if it needs to, unless the writes ended in ``error``."""
+        loading, self._loading = self._loading, None
+        if loading is not None:
+            loading.__exit__(*((type(error), error, error.__traceback__) if error is not None else (None, None, None)))
 
     @staticmethod
     def _raise_failed(future: Future) -> None:

@@ -269,3 +269,43 @@ def test_provider_error_type_survives_the_pipeline(tmp_path):
         with pytest.raises(ProviderError, match="quota gone"):
             index.add_texts(TEXTS, ids=IDS, step=STEP)
         assert len(index) == 2 * STEP
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_load_of_many_steps_calibrates_once_at_its_end(tmp_path, mode, monkeypatch):
+    """Each ``add`` that grows a store 1.5x past its calibration recalibrates it (so a store left
+    open between checkpoints searches calibrated: tests/store/test_live_store_recall.py); a
+    multi-step ``add_texts`` is one load: one calibration at its final size (``MRLStore.loading``),
+    not one at each growth step (4k, 6k, 10k, 16k of a 20k ingestion: 1.5x the work). A search
+    during the load scans exactly (no calibration yet); a failed load leaves the calibration to the
+    next write and restores the store's own calibrating."""
+    from mrl_retrievers.store.local import calibration
+
+    monkeypatch.setattr(calibration, "DEFAULT_PROBES", 48)
+    measured = []
+    real = calibration.calibrate
+    monkeypatch.setattr(calibration, "calibrate", lambda state, **kw: measured.append(state.ann.live) or real(state, **kw))
+    texts = [f"passage {i} on subject {i % 97}" for i in range(4000)]
+    ids = [f"p{i}" for i in range(4000)]
+    provider = FakeProvider(dim=32, batch_size=250)
+    with MRLIndex(provider, tmp_path / "s", prefix_dim=4) as index:
+        plans = []
+        progress = lambda done, total: plans.append(index.store._searcher.plan(10, None, None))  # noqa: E731
+        _mode_add(index, mode, texts=texts, ids=ids, step=500, progress=progress)
+        assert measured == [4000]  # 2,500 and 4,000 rows cross growth steps; the load measured once
+        assert index.store.manifest.calibration.live == 4000 and index.store._s.auto_calibrate
+        assert all(p.policy is None and p.exact_below >= 2500 for p in plans[4:-1])  # past exact_below: scanned
+        # A load that fails part-way: the steps before stay, the flag comes back, no calibration yet.
+        measured.clear()
+
+        def fail_late(batch, kind, call_number):
+            if "passage 7999 on" in batch[-1]:
+                raise RuntimeError("provider down")
+
+        provider.fail = fail_late
+        more = [f"passage {i} on subject {i % 97}" for i in range(4000, 8000)]
+        with pytest.raises(RuntimeError, match="provider down"):
+            _mode_add(index, mode, texts=more, ids=[f"p{i}" for i in range(4000, 8000)], step=500)
+        assert measured == [] and index.store._s.auto_calibrate and len(index) == 7500
+        index.store.add(["one-more"], np.ones((1, 32), np.float32))  # the next write measures (1.9x)
+        assert measured == [7501]
