@@ -16,12 +16,8 @@ from mrl_retrievers.store.local.ann import AnnIndex
 N, DIM, PREFIX = 3000, 64, 8
 
 
-def test_searches_run_while_a_checkpoint_calibrates(tmp_path, monkeypatch):
-    data = dataset(N, DIM, seed=7, decay=0.5)
-    store = MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=PREFIX)
-    store._s.auto_calibrate = False  # the add below would calibrate (test_searches_run_while_an_add_calibrates)
-    store.add([str(i) for i in range(N)], data)
-    store._s.auto_calibrate = True
+def _hold_calibrations(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Calibrations signal ``measuring`` when they start, then wait for ``release``."""
     measuring, release = threading.Event(), threading.Event()
     real = calibration.calibrate
 
@@ -31,14 +27,30 @@ def test_searches_run_while_a_checkpoint_calibrates(tmp_path, monkeypatch):
         return real(state, **kw)
 
     monkeypatch.setattr(calibration, "calibrate", slow_calibrate)
+    return measuring, release
+
+
+def _search_beside(store, vector) -> list:
+    """One search on another thread, given 10 s: its hits, or nothing if it waited longer."""
+    answered = []
+    searching = threading.Thread(target=lambda: answered.append(store.search(vector, k=3)))
+    searching.start()
+    searching.join(timeout=10)
+    return answered
+
+
+def test_searches_run_while_a_checkpoint_calibrates(tmp_path, monkeypatch):
+    data = dataset(N, DIM, seed=7, decay=0.5)
+    store = MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=PREFIX)
+    store._s.auto_calibrate = False  # the add below would calibrate (test_searches_run_while_an_add_calibrates)
+    store.add([str(i) for i in range(N)], data)
+    store._s.auto_calibrate = True
+    measuring, release = _hold_calibrations(monkeypatch)
     checkpointing = threading.Thread(target=store.checkpoint)
     checkpointing.start()
     try:
         assert measuring.wait(timeout=30), "the checkpoint did not calibrate"
-        answered = []
-        searching = threading.Thread(target=lambda: answered.append(store.search(data[5], k=3)))
-        searching.start()
-        searching.join(timeout=10)
+        answered = _search_beside(store, data[5])
         assert answered and answered[0][0].id == "5", "a search waited for the calibration"
     finally:
         release.set()
@@ -54,23 +66,12 @@ def test_searches_run_while_an_add_calibrates(tmp_path, monkeypatch):
     data = dataset(N, DIM, seed=7, decay=0.5)
     store = MRLStore.create(tmp_path / "s", full_dim=DIM, prefix_dim=PREFIX)
     store.add([str(i) for i in range(1000)], data[:1000])  # below exact_below: no calibration
-    measuring, release = threading.Event(), threading.Event()
-    real = calibration.calibrate
-
-    def slow_calibrate(state, **kw):
-        measuring.set()
-        release.wait(timeout=30)
-        return real(state, **kw)
-
-    monkeypatch.setattr(calibration, "calibrate", slow_calibrate)
+    measuring, release = _hold_calibrations(monkeypatch)
     adding = threading.Thread(target=store.add, args=([str(i) for i in range(1000, N)], data[1000:]))
     adding.start()
     try:
         assert measuring.wait(timeout=30), "the add did not calibrate"
-        answered = []
-        searching = threading.Thread(target=lambda: answered.append(store.search(data[2500], k=3)))
-        searching.start()
-        searching.join(timeout=10)
+        answered = _search_beside(store, data[2500])
         assert answered and answered[0][0].id == "2500", "a search waited for the calibration"
         assert store.manifest.calibration is None and store._searcher.plan(10, None, None).exact_below >= N
     finally:
