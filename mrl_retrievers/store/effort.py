@@ -285,7 +285,7 @@ def resolve(target: float | None, calibration: "Calibration | None", k: int, sho
     """(policy, shortlist, ef) for a search aiming at ``target``: the calibrated policy when there is
     one for it (shortlist/ef: its last level; levels scaled by ``widen``, the store's ``growth`` since
     the calibration), else a fixed search at ``scaled_effort``. Stores with a funnel keep the fixed path (the confidence needs every candidate's full score), and a calibration
-    of another prefix width is not used (a reindex recalibrates at its checkpoint)."""
+    of another prefix width is not used (a reindex recalibrates when it is done)."""
     if target is None:
         return None, shortlist, ef
     usable = calibration is not None and funnel_dim is None and calibration.prefix_dim == prefix_dim

@@ -10,7 +10,7 @@ checkpoint (``store/checkpoints.py``; the segments that were complete are loaded
 The next batch is read and prepared on a second thread while the current one is written and
 inserted (numpy, SQLite and hnswlib release the GIL), so a 2-core machine keeps both cores busy.
 
-The checkpoints taken during a load do not recalibrate the search effort (``store/calibration.py``);
+The writes and checkpoints of a load do not recalibrate the search effort (``store/calibration.py``);
 the load calibrates once at its end if the store needs it, so a 10M build pays for one calibration,
 not one per ``GROWTH`` (1.5x) of its rows.
 

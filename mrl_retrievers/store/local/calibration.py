@@ -1,6 +1,6 @@
 """Self-calibration: how much effort this store's queries need to reach a target recall.
 
-The store measures itself (at checkpoint time as it grows, or when asked: ``calibrate``, ``tune``)
+The store measures itself (after the writes that grow it, or when asked: ``calibrate``, ``tune``)
 and records in its manifest, for each target recall, the cheapest ``EffortPolicy`` whose measured
 recall's lower confidence bound reaches it. Searches then read the policy; nothing here runs on the
 query path.
@@ -32,7 +32,7 @@ Bounded cost: one pass over the vectors (``probes`` x live x full_dim multiply-a
 kept for the trace when they fit ``_TABLE_BYTES``, which then reads no row again) plus at most
 one coarse query per probe, level and ef ratio (the deep levels ask only the probes still
 incomplete: ``trace``), each level cheaper than an exact scan (``ladder``),
-and the climb stops where its deep levels stop paying (``trace``); at checkpoint time it reruns
+and the climb stops where its deep levels stop paying (``trace``); after a write it reruns
 only when the live count has grown by ``GROWTH`` (or shrunk by it), or the prefix width changed,
 since the last calibration, so over a store's growth it costs O(probes) work per added item.
 """
@@ -110,7 +110,7 @@ DEFAULT_CONFIDENCE = 0.95
 # to 0.92 where the old fixed defaults gave 0.99.
 NOISE = (0.3, 1.5)
 STRATA = 3  # equal-width bands of noise: near, middle and far probes
-# A checkpoint recalibrates when the live count has grown (or shrunk) by this factor since the last
+# A write recalibrates when the live count has grown (or shrunk) by this factor since the last
 # calibration. Between calibrations the policy's levels grow with the store (``effort.growth``), which
 # recovers most of what growth costs, not all: at 1M x 768 (prefix 192) the 600k policy, widened
 # x1.67, gave 0.9883 on mixed queries against 0.9955 measured at 1M; at 2x it was 0.9828 unwidened.
@@ -164,7 +164,7 @@ def scan_cost(live: int, full_dim: int) -> float:
 
 
 def needs_calibration(state: "StoreState") -> bool:
-    """Whether a checkpoint should (re)calibrate: a target is set, the store is past its exact-scan
+    """Whether the store should (re)calibrate: a target is set, the store is past its exact-scan
     size, and it has no calibration for its current width and size (within a factor ``GROWTH``)."""
     m = state.manifest
     live = state.ann.live
@@ -176,7 +176,7 @@ def needs_calibration(state: "StoreState") -> bool:
 
 
 def due(state: "StoreState") -> bool:
-    """Whether the store should recalibrate after a checkpoint (``needs_calibration``, unless a load
+    """Whether the store should recalibrate after a write (``needs_calibration``, unless a load
     or ``tune`` has paused it). The store measures under its read lock and records under its write
     lock (``MRLStore._calibrate_if_due``), so searches keep running while it measures."""
     return state.auto_calibrate and needs_calibration(state)
