@@ -149,3 +149,34 @@ def test_a_different_ef_is_not_starved_by_a_stream_of_searches(monkeypatch):
     calibrating.join(timeout=5)
     later.join(timeout=5)
     assert order == ["calibration at 800", "a later search at 50"]
+
+
+def test_a_writer_waiting_behind_a_calibration_does_not_stop_searches(tmp_path, monkeypatch):
+    """Writers are preferred (a waiting writer stops new readers, so searches cannot starve an
+    ingest). Observed after e965a05: while an add's calibration held the read lock for seconds, a
+    second add waiting for the write lock stopped every new search until the calibration ended. A
+    calibration is a long read: new searches may pass a waiting writer while one runs, and the writer
+    still goes as soon as it ends and the searches in flight finish."""
+    data = dataset(N, DIM, seed=7, decay=0.5)
+    store = MRLStore.create(tmp_path / "w", full_dim=DIM, prefix_dim=PREFIX)
+    store.add([str(i) for i in range(1000)], data[:1000])
+    measuring, release = _hold_calibrations(monkeypatch)
+    adding = threading.Thread(target=store.add, args=([str(i) for i in range(1000, N)], data[1000:]))
+    adding.start()
+    more = threading.Thread(target=store.add, args=(["extra"], data[:1]))
+    try:
+        assert measuring.wait(timeout=30), "the add did not calibrate"
+        more.start()
+        deadline = time.monotonic() + 10
+        while store._rw._writers_waiting == 0 and time.monotonic() < deadline:  # the second add queues
+            time.sleep(0.01)
+        assert store._rw._writers_waiting == 1
+        answered = _search_beside(store, data[2500])
+        assert answered and answered[0][0].id == "2500", "a search waited behind the writer waiting for the calibration"
+        assert more.is_alive()  # the writer still waits for the calibration
+    finally:
+        release.set()
+        adding.join(timeout=60)
+        more.join(timeout=60)
+    assert len(store) == N + 1 and store.manifest.calibration is not None
+    store.close()

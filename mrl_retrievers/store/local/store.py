@@ -397,7 +397,7 @@ class MRLStore:
         store's). ``only_if_due``: skip when another thread calibrated first, and record nothing if
         the target or the width changed while measuring."""
         s = self._s
-        with self._rw.read(), io_errors("reading", self.path):
+        with self._rw.read(long=True), io_errors("reading", self.path):  # searches pass a writer waiting for it
             check_open()
             if only_if_due and not calibration.due(s):
                 return None
