@@ -4,8 +4,8 @@
 DEFAULT_SHORTLIST = 200
 DEFAULT_EF = 400
 DEFAULT_EXACT_BELOW = 2048
-# Stores of at most this many live items are never calibrated (store/local/calibration.py): too few
-# rows to leave each probe its own neighbours; below exact_below they are scanned exactly anyway.
+# Stores of at most this many live items are never calibrated (``Manifest.calibrates``): too few rows
+# to leave each probe its own neighbours; below exact_below they are scanned exactly anyway.
 MIN_CALIBRATED_LIVE = 1000
 DEFAULT_M = 16
 # Build effort of the coarse graph. Measured at 1M x 1024 (docs/benchmarks.md, "Build"): 100 or 150

@@ -127,28 +127,27 @@ def bulk_add(store: Loadable, source: Source, *, ids: Sequence[str] | Callable[[
     rows = 0
     # The checkpoints a load takes must not each recalibrate the search effort (at every 1.5x of
     # a 10M build: three times the work of one calibration at the end); the load calibrates once, below.
-    calibrating, store._s.auto_calibrate = store._s.auto_calibrate, False
-    try:
-        while True:
-            item = prepared.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            position, batch = item
-            store._publish(batch, cursor=(name, position) if name else None)
-            rows += len(batch.ids)
-            report_progress(done + rows)
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on the full queue
-            try:
-                prepared.get_nowait()
-            except queue.Empty:
-                pass
-            worker.join(timeout=0.05)
-        store._s.auto_calibrate = calibrating
-        report_progress(None)
+    with calibration.paused(store._s) as calibrating:
+        try:
+            while True:
+                item = prepared.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                position, batch = item
+                store._publish(batch, cursor=(name, position) if name else None)
+                rows += len(batch.ids)
+                report_progress(done + rows)
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on the full queue
+                try:
+                    prepared.get_nowait()
+                except queue.Empty:
+                    pass
+                worker.join(timeout=0.05)
+            report_progress(None)
     if rows and calibrating and calibration.needs_calibration(store._s):
         store.calibrate(source="bulk_add")
     return LoadReport(name, done, rows, time.perf_counter() - started, total)

@@ -39,11 +39,12 @@ since the last calibration, so over a store's growth it costs O(probes) work per
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
 from array import array
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -52,6 +53,7 @@ from ...errors import InvalidInputError, MRLError
 from ...mrl import normalize
 from ..defaults import MIN_CALIBRATED_LIVE
 from ..effort import Calibration, EffortPolicy, Measured, ScoredRows, check_target
+from .manifest import calibrates
 from .search import fold_top_k
 from . import kernel
 from .kernel import to_float32, unit_prefixes
@@ -168,11 +170,22 @@ def needs_calibration(state: "StoreState") -> bool:
     size, and it has no calibration for its current width and size (within a factor ``GROWTH``)."""
     m = state.manifest
     live = state.ann.live
-    if m.target_recall is None or m.funnel_dim is not None or live <= max(m.exact_below, MIN_LIVE):
+    if not calibrates(m, live):
         return False
     cal = m.calibration
     return (cal is None or cal.prefix_dim != m.prefix_dim or cal.target_recall != m.target_recall
             or not cal.live / GROWTH < live < cal.live * GROWTH)
+
+
+@contextlib.contextmanager
+def paused(state: "StoreState") -> Iterator[bool]:
+    """Writes inside do not recalibrate (a load calibrates once at its end); yields whether they
+    did before, which is restored after."""
+    calibrating, state.auto_calibrate = state.auto_calibrate, False
+    try:
+        yield calibrating
+    finally:
+        state.auto_calibrate = calibrating
 
 
 def due(state: "StoreState") -> bool:

@@ -34,7 +34,6 @@ import numpy as np
 from ...errors import CorruptStoreError, MRLError, StoreIOError
 from .docstore import CommittedState, StaleRead
 from .manifest import load_manifest
-from .state import search_settings
 from .vectors import VectorFile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,9 +143,8 @@ def _adopt_search_settings(state: "StoreState") -> None:
         log.warning("read-only handle on %s kept its search settings (%s)", state.directory, exc)
         return
     held = state.manifest
-    if (newer.prefix_dim, newer.funnel_dim) == (held.prefix_dim, held.funnel_dim) and search_settings(newer) != search_settings(held):
-        state.manifest = dataclasses.replace(held, target_recall=newer.target_recall, calibration=newer.calibration,
-                                             shortlist=newer.shortlist, ef=newer.ef)
+    if (newer.prefix_dim, newer.funnel_dim) == (held.prefix_dim, held.funnel_dim) and newer.search_settings() != held.search_settings():
+        state.manifest = held.with_search_settings_of(newer)
 
 
 def _apply_tombstones(state: "StoreState", snap: CommittedState) -> None:

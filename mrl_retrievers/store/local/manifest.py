@@ -33,6 +33,7 @@ from ..defaults import (
     DEFAULT_TARGET_RECALL,
     MAX_EF_CONSTRUCTION,
     MAX_M,
+    MIN_CALIBRATED_LIVE,
 )
 from ..effort import Calibration
 from .fs import atomic_write_bytes
@@ -74,6 +75,11 @@ class AnnState:
         return self.segments[number].watermark
 
 
+# What a search reads beside the index: a read-only handle takes these from a newer manifest while its
+# rows and index stay (``follow``), and the writer announces a change of them (``StoreState.set_manifest``).
+SEARCH_SETTINGS = ("target_recall", "calibration", "shortlist", "ef")
+
+
 @dataclass(frozen=True)
 class Manifest:
     full_dim: int
@@ -94,6 +100,12 @@ class Manifest:
     target_recall: float | None = DEFAULT_TARGET_RECALL
     calibration: Calibration | None = None
 
+    def search_settings(self) -> tuple:
+        return tuple(getattr(self, name) for name in SEARCH_SETTINGS)
+
+    def with_search_settings_of(self, newer: "Manifest") -> "Manifest":
+        return dataclasses.replace(self, **{name: getattr(newer, name) for name in SEARCH_SETTINGS})
+
     def to_json(self) -> bytes:
         data = dataclasses.asdict(dataclasses.replace(self, calibration=None))
         data["spec"] = self.spec.to_dict() if self.spec else None
@@ -108,6 +120,14 @@ class Manifest:
 
     def save(self, directory: Path) -> None:
         atomic_write_bytes(directory / MANIFEST_NAME, self.to_json(), point="manifest")
+
+
+def calibrates(manifest: Manifest, live: int) -> bool:
+    """Whether a store with this manifest and ``live`` items calibrates its search effort: it has a
+    target, no funnel (the climb needs every candidate's full score), and more items than it scans
+    exactly and than a calibration can probe (``MIN_CALIBRATED_LIVE``). Reads only those fields."""
+    return (manifest.target_recall is not None and manifest.funnel_dim is None
+            and live > max(manifest.exact_below, MIN_CALIBRATED_LIVE))
 
 
 def _checksum(data: dict[str, Any]) -> int:

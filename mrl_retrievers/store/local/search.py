@@ -18,11 +18,11 @@ from ...metadata import load_metadata
 from ...mrl import normalize, prefix
 from ...types import Hit
 from .. import effort
-from ..defaults import MIN_CALIBRATED_LIVE
 from .ann import AnnIndex
 from ..validation import check_k
 from . import kernel
 from .docstore import DocStore
+from .manifest import calibrates
 from .kernel import to_float32, top_k
 from .records import HitRecords
 from .vectors import VectorFile, row_checksums
@@ -274,11 +274,10 @@ class Searcher:
         if cal is not None and cal.prefix_dim == m.prefix_dim:
             return False
         live = self.s.ann.live
-        return (m.target_recall is not None and m.funnel_dim is None and live > max(m.exact_below, MIN_CALIBRATED_LIVE)
-                and live * m.full_dim <= EXACT_UNCALIBRATED)
+        return calibrates(m, live) and live * m.full_dim <= EXACT_UNCALIBRATED
 
     def _resolve(self, m, k, shortlist: int | None, ef: int | None, target_recall: float | None, grown: float,
-                 scan: bool = False) -> SearchPlan:
+                 scan: bool) -> SearchPlan:
         for name, value in (("shortlist", shortlist), ("ef", ef)):
             if value is not None:
                 positive_int(name, value)

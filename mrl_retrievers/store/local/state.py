@@ -46,16 +46,10 @@ class StoreState:
         manifest.save(self.directory)
         if manifest.copy_text() != self.manifest.copy_text():
             self.docs.save_manifest_copy(manifest.copy_text())
-        announce = search_settings(manifest) != search_settings(self.manifest)
+        announce = manifest.search_settings() != self.manifest.search_settings()
         self.manifest = manifest
         if announce:
             self.docs.announce()
 
 
-def search_settings(manifest: Manifest) -> tuple:
-    """What a read-only handle takes from a newer manifest while its rows and index stay (its width
-    must match: a reindex moves it with the index, ``follow``)."""
-    return (manifest.target_recall, manifest.calibration, manifest.shortlist, manifest.ef)
-
-
-__all__ = ["StoreState", "search_settings"]
+__all__ = ["StoreState"]

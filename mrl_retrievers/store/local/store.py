@@ -279,12 +279,8 @@ class MRLStore:
         ``search.EXACT_UNCALIBRATED``) or use the last one, widened. A block that raises leaves the
         calibration to the next write or ``close``. ``MRLIndex.add_texts`` loads this way when it
         writes more than one step."""
-        s = self._s
-        calibrating, s.auto_calibrate = s.auto_calibrate, False
-        try:
+        with calibration.paused(self._s) as calibrating:
             yield
-        finally:
-            s.auto_calibrate = calibrating
         if calibrating:
             self._calibrate_if_due()
 
